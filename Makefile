@@ -1,0 +1,61 @@
+# The single entry point: make run | up | down | test | lint | bench | api-key
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+export PYTHONPATH := $(CURDIR)
+
+.PHONY: help venv run up down status test test-unit lint bench api-key clean
+
+help:
+	@echo "make run      start the local cloud and the functions gateway (foreground, Ctrl-C stops)"
+	@echo "make up|down  the same in the background / stop it"
+	@echo "make test     run the whole test suite (starts the local cloud when it is not running)"
+	@echo "make lint     ruff and mypy (strict)"
+	@echo "make bench    benchmark the engine against the physical limit"
+	@echo "make api-key TENANT=name [ROLE=admin]   create an API key (printed on the last line)"
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11" >&2; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+venv: $(VENV)/.installed
+
+check-tools:
+	@command -v java >/dev/null || { echo "error: java not found; the Firestore emulator needs Java 11+ (apt-get install openjdk-17-jre-headless)" >&2; exit 1; }
+	@test -f "$${FIRESTORE_EMULATOR_JAR:-/usr/lib/google-cloud-sdk/platform/cloud-firestore-emulator/cloud-firestore-emulator.jar}" || { echo "error: the Cloud Firestore emulator is missing; install the Google Cloud CLI and its firestore emulator (apt-get install google-cloud-cli google-cloud-cli-firestore-emulator)" >&2; exit 1; }
+
+run: venv check-tools
+	$(PY) -m infra.localcloud run
+
+up: venv check-tools
+	$(PY) -m infra.localcloud up
+
+down:
+	@if [ -x $(PY) ]; then $(PY) -m infra.localcloud down; else echo "local cloud not set up"; fi
+
+status: venv
+	$(PY) -m infra.localcloud status
+
+test: venv check-tools
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: venv
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+bench: venv check-tools
+	$(PY) -m tests.bench.run $(BENCH_ARGS)
+
+api-key: venv
+	@test -n "$(TENANT)" || { echo "usage: make api-key TENANT=name [ROLE=admin]" >&2; exit 2; }
+	@$(PY) -m infra.api_key --tenant "$(TENANT)" --role "$(or $(ROLE),user)"
+
+clean: down
+	rm -rf $(VENV) .localcloud .pytest_cache .mypy_cache .ruff_cache .bench

@@ -1,0 +1,87 @@
+"""Public API of batch generation: POST /generate, GET /status/{id}, GET /active, GET /stats, DELETE /{id}."""
+
+from __future__ import annotations
+
+import flask
+import functions_framework
+from werkzeug.exceptions import NotFound
+from werkzeug.routing import Map, Rule
+
+from shared import runtime
+from shared.app import platform
+from shared.errors import InvalidRequest, PayloadTooLarge
+from shared.http import authenticate, caller_info, json_response, register_error_handlers
+from shared.services import batches
+
+register_error_handlers(functions_framework.errorhandler)
+
+ROUTES = Map(
+    [
+        Rule("/generate", methods=["POST"], endpoint="generate"),
+        Rule("/status/<batch_id>", methods=["GET"], endpoint="status"),
+        Rule("/active", methods=["GET"], endpoint="active"),
+        Rule("/stats", methods=["GET"], endpoint="stats"),
+        Rule("/<batch_id>", methods=["DELETE"], endpoint="cancel"),
+    ]
+)
+
+
+@functions_framework.http
+def batch(request: flask.Request) -> flask.Response:
+    endpoint, args = ROUTES.bind("", path_info=request.path, url_scheme="http").match(
+        request.path, method=request.method
+    )
+    principal = authenticate(request)
+    engine = platform().engine
+    if endpoint == "generate":
+        if (
+            request.content_length is not None
+            and request.content_length > engine.settings.batch_max_body_bytes
+        ):
+            raise PayloadTooLarge(f"request body is larger than {engine.settings.batch_max_body_bytes} bytes")
+        response, status = runtime.run(
+            batches.submit(
+                engine=engine,
+                principal=principal,
+                body=request.get_data(cache=False),
+                idempotency_key=request.headers.get("Idempotency-Key"),
+                caller=caller_info(request),
+            )
+        )
+        return json_response(response, status)
+    if endpoint == "status":
+        offset, limit = _int_arg(request, "offset", 0), _int_arg(request, "limit", 100)
+        return json_response(
+            runtime.run(
+                batches.status(
+                    engine=engine, principal=principal, batch_id=args["batch_id"], offset=offset, limit=limit
+                )
+            )
+        )
+    if endpoint == "active":
+        active = runtime.run(batches.active(engine=engine, principal=principal))
+        return json_response({"batches": [b.model_dump(mode="json", by_alias=True) for b in active]})
+    if endpoint == "stats":
+        return json_response(runtime.run(batches.stats(engine=engine, principal=principal)))
+    if endpoint == "cancel":
+        cancelled = runtime.run(
+            batches.cancel(
+                engine=engine, principal=principal, batch_id=args["batch_id"], caller=caller_info(request)
+            )
+        )
+        return json_response(
+            {"message": "batch cancelled", "batchId": cancelled.batch_id, "status": cancelled.status.value}
+        )
+    raise NotFound()
+
+
+def _int_arg(request: flask.Request, name: str, default: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise InvalidRequest(
+            f"{name} must be an integer", details=[{"field": name, "problem": "not an integer"}]
+        ) from exc

@@ -1,0 +1,1 @@
+"""Emulators the project writes itself, for services Google ships no local emulator for."""

@@ -1,0 +1,1 @@
+"""The platform's library: models, services and the adapters that talk to Google Cloud."""

@@ -1,0 +1,56 @@
+"""Cloud Storage adapter: result files and oversized payloads, V4 signed URLs for downloads."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+from google.api_core import exceptions as gexc
+from google.auth import credentials as ga_credentials
+from google.cloud import storage  # type: ignore[attr-defined]
+
+from shared.errors import BlobUnavailable, NotFound
+
+
+class GcsBlobStore:
+    """Implements BlobStore with the official (synchronous) client, run off the event loop."""
+
+    def __init__(
+        self,
+        client: storage.Client,
+        *,
+        bucket_name: str,
+        signing_credentials: ga_credentials.Signing | None,
+        api_access_endpoint: str | None,
+    ) -> None:
+        self._bucket = client.bucket(bucket_name)
+        self._signing_credentials = signing_credentials
+        self._api_access_endpoint = api_access_endpoint
+
+    async def put(self, *, object_name: str, data: bytes, content_type: str) -> None:
+        blob = self._bucket.blob(object_name)
+        try:
+            await asyncio.to_thread(blob.upload_from_string, data, content_type=content_type)
+        except gexc.GoogleAPICallError as exc:
+            raise BlobUnavailable(f"cannot write gs://{self._bucket.name}/{object_name}: {exc}") from exc
+
+    async def get(self, *, object_name: str) -> bytes:
+        blob = self._bucket.blob(object_name)
+        try:
+            data: bytes = await asyncio.to_thread(blob.download_as_bytes)
+        except gexc.NotFound as exc:
+            raise NotFound(f"no object {object_name}") from exc
+        except gexc.GoogleAPICallError as exc:
+            raise BlobUnavailable(f"cannot read gs://{self._bucket.name}/{object_name}: {exc}") from exc
+        return data
+
+    async def signed_url(self, *, object_name: str, ttl: dt.timedelta) -> str:
+        blob = self._bucket.blob(object_name)
+        url: str = blob.generate_signed_url(
+            version="v4",
+            expiration=ttl,
+            method="GET",
+            credentials=self._signing_credentials,
+            api_access_endpoint=self._api_access_endpoint,
+        )
+        return url

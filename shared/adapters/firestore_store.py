@@ -1,0 +1,345 @@
+"""Firestore adapter: batches, chunks, results, usage events, API keys, rate counters, audit log.
+
+Layout (no document is written by more than one worker at a time, and none more than about once a second):
+  batches/{batchId}                  written at submit, cancel/stop and finalize only
+  batches/{batchId}/chunks/{n}       the chunk's requests and its lease; written by its current worker
+  batches/{batchId}/results/{index}  one per request, created once (create() rejects a duplicate)
+  usage_events/{eventId}             one per model call, deterministic id, TTL field expire_at
+  api_keys/{sha256(key)}, rate_limits/{tenant-window-shard}, audit_log/{auto}
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from shared.errors import StoreUnavailable
+from shared.models.auth import ApiKeyRecord, AuditRecord
+from shared.models.batch import ACTIVE_STATUSES, BatchDoc, ChunkDoc, ChunkState, ResultDoc
+from shared.models.usage import UsageEvent
+from shared.ports import ChunkSnapshot, ExpiredLease, ResultTotals
+
+BATCHES = "batches"
+CHUNKS = "chunks"
+RESULTS = "results"
+USAGE_EVENTS = "usage_events"
+API_KEYS = "api_keys"
+RATE_LIMITS = "rate_limits"
+AUDIT_LOG = "audit_log"
+MAX_WRITES_PER_COMMIT = 500
+TRANSIENT = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.InternalServerError, gexc.Aborted)
+
+
+def chunk_id(index: int) -> str:
+    return f"{index:06d}"
+
+
+def result_id(index: int) -> str:
+    # Zero-padded so document ids sort in request order.
+    return f"{index:08d}"
+
+
+def _dump(model: Any) -> dict[str, Any]:
+    data: dict[str, Any] = model.model_dump(mode="python", by_alias=False)
+    return data
+
+
+class FirestoreStore:
+    """Implements BatchStore and KeyStore on the async Firestore client."""
+
+    def __init__(self, client: firestore.AsyncClient) -> None:
+        self._db = client
+
+    # --- references -------------------------------------------------------------------------------
+
+    def _batch_ref(self, batch_id: str) -> Any:
+        return self._db.collection(BATCHES).document(batch_id)
+
+    def _chunk_ref(self, batch_id: str, chunk: int) -> Any:
+        return self._batch_ref(batch_id).collection(CHUNKS).document(chunk_id(chunk))
+
+    def _results(self, batch_id: str) -> Any:
+        return self._batch_ref(batch_id).collection(RESULTS)
+
+    # --- batches ----------------------------------------------------------------------------------
+
+    async def create_batch(self, *, batch: BatchDoc, chunks: list[ChunkDoc], audit: AuditRecord) -> bool:
+        """Write the batch, its chunks and the audit record; False when the batch id already exists.
+
+        The batch document is created in the LAST commit, so a batch never appears before its chunks do: a
+        retried submit that finds the batch finds it whole.
+        """
+        writes: list[tuple[Any, dict[str, Any], bool]] = [
+            (self._chunk_ref(batch.batch_id, c.index), _dump(c), False) for c in chunks
+        ]
+        writes.append((self._db.collection(AUDIT_LOG).document(), _dump(audit), False))
+        writes.append((self._batch_ref(batch.batch_id), _dump(batch), True))
+        try:
+            for start in range(0, len(writes), MAX_WRITES_PER_COMMIT):
+                commit = self._db.batch()
+                for ref, data, create in writes[start : start + MAX_WRITES_PER_COMMIT]:
+                    if create:
+                        commit.create(ref, data)
+                    else:
+                        commit.set(ref, data)
+                await commit.commit()
+        except gexc.AlreadyExists:
+            return False
+        except TRANSIENT as exc:
+            raise StoreUnavailable(f"cannot write batch: {exc.message}") from exc
+        return True
+
+    async def get_batch(self, batch_id: str) -> BatchDoc | None:
+        snapshot = await self._get(self._batch_ref(batch_id))
+        return BatchDoc.model_validate(snapshot.to_dict()) if snapshot.exists else None
+
+    async def update_batch(
+        self, batch_id: str, mutate: Callable[[BatchDoc], dict[str, Any] | None]
+    ) -> BatchDoc | None:
+        """Compare-and-set on the batch document: `mutate` returns the changes, or None to leave it.
+
+        Returns the batch after the change (or unchanged), None when it does not exist. A concurrent writer
+        makes the precondition fail and the read-decide-write runs again on fresh data.
+        """
+        ref = self._batch_ref(batch_id)
+        for _ in range(20):
+            snapshot = await self._get(ref)
+            if not snapshot.exists:
+                return None
+            batch = BatchDoc.model_validate(snapshot.to_dict())
+            changes = mutate(batch)
+            if not changes:
+                return batch
+            try:
+                await ref.update(changes, option=self._db.write_option(last_update_time=snapshot.update_time))
+            except (gexc.FailedPrecondition, gexc.Aborted):
+                continue
+            except TRANSIENT as exc:
+                raise StoreUnavailable(f"cannot update batch: {exc.message}") from exc
+            return batch.model_copy(update=changes)
+        raise StoreUnavailable("batch document kept changing under compare-and-set")
+
+    async def active_batches(self, owner: str | None, limit: int) -> list[BatchDoc]:
+        query: Any = self._db.collection(BATCHES).where(
+            filter=FieldFilter("status", "in", [s.value for s in ACTIVE_STATUSES])
+        )
+        if owner is not None:
+            query = query.where(filter=FieldFilter("owner", "==", owner))
+        docs = [BatchDoc.model_validate(s.to_dict()) async for s in query.limit(limit).stream()]
+        return sorted(docs, key=lambda b: b.created_at, reverse=True)
+
+    async def count_batches(self, owner: str | None, status: str) -> int:
+        query: Any = self._db.collection(BATCHES).where(filter=FieldFilter("status", "==", status))
+        if owner is not None:
+            query = query.where(filter=FieldFilter("owner", "==", owner))
+        result = await query.count(alias="n").get()
+        return int(result[0][0].value)
+
+    async def finished_batch_sums(self, owner: str | None) -> dict[str, float]:
+        query: Any = self._db.collection(BATCHES).where(filter=FieldFilter("finalized", "==", True))
+        if owner is not None:
+            query = query.where(filter=FieldFilter("owner", "==", owner))
+        aggregation = (
+            query.count(alias="batches")
+            .sum("summary.total", alias="items")
+            .sum("summary.failed", alias="failed")
+            .sum("summary.totalTokens", alias="tokens")
+            .sum("summary.totalTime", alias="time_ms")
+        )
+        rows = await aggregation.get()
+        return {r.alias: float(r.value or 0) for r in rows[0]}
+
+    async def overdue_batches(self, now: dt.datetime, limit: int) -> list[BatchDoc]:
+        query = (
+            self._db.collection(BATCHES)
+            .where(filter=FieldFilter("finalized", "==", False))
+            .where(filter=FieldFilter("deadline_at", "<", now))
+            .limit(limit)
+        )
+        return [BatchDoc.model_validate(s.to_dict()) async for s in query.stream()]
+
+    async def write_audit(self, record: AuditRecord) -> None:
+        await self._db.collection(AUDIT_LOG).add(_dump(record))
+
+    # --- chunks -----------------------------------------------------------------------------------
+
+    async def get_chunk(self, batch_id: str, chunk: int) -> ChunkSnapshot | None:
+        snapshot = await self._get(self._chunk_ref(batch_id, chunk))
+        if not snapshot.exists:
+            return None
+        return ChunkSnapshot(chunk=ChunkDoc.model_validate(snapshot.to_dict()), version=snapshot.update_time)
+
+    async def update_chunk_if_unchanged(
+        self, batch_id: str, chunk: int, *, version: Any, changes: dict[str, Any]
+    ) -> bool:
+        """Compare-and-set on a chunk: False when someone else wrote it since `version` was read."""
+        try:
+            await self._chunk_ref(batch_id, chunk).update(
+                changes, option=self._db.write_option(last_update_time=version)
+            )
+        except (gexc.FailedPrecondition, gexc.Aborted):
+            return False
+        except TRANSIENT as exc:
+            raise StoreUnavailable(f"cannot update chunk: {exc.message}") from exc
+        return True
+
+    async def list_chunks(self, batch_id: str, start: int, end: int) -> list[ChunkDoc]:
+        """Chunks overlapping the request range [start, end)."""
+        query = (
+            self._batch_ref(batch_id)
+            .collection(CHUNKS)
+            .where(filter=FieldFilter("end", ">", start))
+            .order_by("end")
+        )
+        chunks: list[ChunkDoc] = []
+        async for snapshot in query.stream():
+            chunk = ChunkDoc.model_validate(snapshot.to_dict())
+            if chunk.start >= end:
+                break
+            chunks.append(chunk)
+        return chunks
+
+    async def count_unfinished_chunks(self, batch_id: str) -> int:
+        query = (
+            self._batch_ref(batch_id)
+            .collection(CHUNKS)
+            .where(filter=FieldFilter("state", "in", [ChunkState.PENDING.value, ChunkState.RUNNING.value]))
+        )
+        result = await query.count(alias="n").get()
+        return int(result[0][0].value)
+
+    async def count_started_chunks(self, batch_id: str) -> int:
+        query = self._batch_ref(batch_id).collection(CHUNKS).where(filter=FieldFilter("claims", ">", 0))
+        result = await query.count(alias="n").get()
+        return int(result[0][0].value)
+
+    async def expired_leases(self, now: dt.datetime, limit: int) -> list[ExpiredLease]:
+        query = (
+            self._db.collection_group(CHUNKS)
+            .where(filter=FieldFilter("state", "==", ChunkState.RUNNING.value))
+            .where(filter=FieldFilter("lease_expires_at", "<", now))
+            .select(["batch_id", "index", "segment", "claims"])
+            .limit(limit)
+        )
+        return [
+            ExpiredLease(batch_id=d["batch_id"], chunk=d["index"], segment=d["segment"], claims=d["claims"])
+            async for s in query.stream()
+            if (d := s.to_dict()) is not None
+        ]
+
+    # --- results ----------------------------------------------------------------------------------
+
+    async def finished_indices(self, batch_id: str, start: int, end: int) -> set[int]:
+        query = (
+            self._results(batch_id)
+            .where(filter=FieldFilter("index", ">=", start))
+            .where(filter=FieldFilter("index", "<", end))
+            .select(["index"])
+        )
+        return {int(s.get("index")) async for s in query.stream()}
+
+    async def write_results(self, results: list[ResultDoc], events: list[UsageEvent]) -> int:
+        """Create result and usage documents; returns how many results this call created.
+
+        One commit for the lot; if any document already exists (another worker raced us on the same chunk),
+        fall back to one create per document so the first writer wins each and nothing is counted twice.
+        """
+        writes = [(self._results(r.batch_id).document(result_id(r.index)), _dump(r), True) for r in results]
+        writes += [(self._db.collection(USAGE_EVENTS).document(e.event_id), _dump(e), False) for e in events]
+        try:
+            commit = self._db.batch()
+            for ref, data, _ in writes:
+                commit.create(ref, data)
+            await commit.commit()
+            return len(results)
+        except gexc.AlreadyExists:
+            pass
+        except TRANSIENT as exc:
+            raise StoreUnavailable(f"cannot write results: {exc.message}") from exc
+        created = 0
+        for ref, data, is_result in writes:
+            try:
+                await ref.create(data)
+                created += int(is_result)
+            except gexc.AlreadyExists:
+                continue
+        return created
+
+    async def result_totals(self, batch_id: str) -> ResultTotals:
+        results = self._results(batch_id)
+        try:
+            totals = await (
+                results.count(alias="finished")
+                .sum("input_tokens", alias="input_tokens")
+                .sum("output_tokens", alias="output_tokens")
+                .sum("cached_tokens", alias="cached_tokens")
+                .sum("cost_usd", alias="cost_usd")
+            ).get()
+            failed = await results.where(filter=FieldFilter("success", "==", False)).count(alias="n").get()
+        except TRANSIENT as exc:
+            raise StoreUnavailable(f"cannot aggregate results: {exc.message}") from exc
+        sums = {r.alias: r.value or 0 for r in totals[0]}
+        return ResultTotals(
+            finished=int(sums["finished"]),
+            failed=int(failed[0][0].value),
+            input_tokens=int(sums["input_tokens"]),
+            output_tokens=int(sums["output_tokens"]),
+            cached_tokens=int(sums["cached_tokens"]),
+            total_tokens=int(sums["input_tokens"]) + int(sums["output_tokens"]),
+            cost_usd=float(sums["cost_usd"]),
+        )
+
+    async def list_results(self, batch_id: str, start: int, end: int) -> list[ResultDoc]:
+        query = (
+            self._results(batch_id)
+            .where(filter=FieldFilter("index", ">=", start))
+            .where(filter=FieldFilter("index", "<", end))
+            .order_by("index")
+        )
+        return [ResultDoc.model_validate(s.to_dict()) async for s in query.stream()]
+
+    async def stream_results(self, batch_id: str) -> AsyncIterator[ResultDoc]:
+        async for snapshot in self._results(batch_id).order_by("index").stream():
+            yield ResultDoc.model_validate(snapshot.to_dict())
+
+    # --- keys and rate limits ---------------------------------------------------------------------
+
+    async def get_api_key(self, key_hash: str) -> ApiKeyRecord | None:
+        snapshot = await self._get(self._db.collection(API_KEYS).document(key_hash))
+        return ApiKeyRecord.model_validate(snapshot.to_dict()) if snapshot.exists else None
+
+    async def put_api_key(self, key_hash: str, record: ApiKeyRecord) -> None:
+        await self._db.collection(API_KEYS).document(key_hash).create(_dump(record))
+
+    async def count_request(self, *, tenant: str, window: int, shards: int, expire_at: dt.datetime) -> int:
+        """Count one request in a fixed window; returns the window's total so far.
+
+        The counter is sharded so a busy tenant does not turn one document into a hot spot.
+        """
+        collection = self._db.collection(RATE_LIMITS)
+        shard_ids = [f"{tenant}-{window}-{n}" for n in range(shards)]
+        mine = collection.document(random.choice(shard_ids))  # noqa: S311 - load spreading, not security
+        try:
+            await mine.set({"count": firestore.Increment(1), "expire_at": expire_at}, merge=True)
+            refs = [collection.document(s) for s in shard_ids]
+            total = 0
+            async for snapshot in self._db.get_all(refs):
+                if snapshot.exists:
+                    total += int(snapshot.get("count"))
+        except TRANSIENT as exc:
+            raise StoreUnavailable(f"cannot count request: {exc.message}") from exc
+        return total
+
+    # --- helpers ----------------------------------------------------------------------------------
+
+    async def _get(self, ref: Any) -> Any:
+        try:
+            return await ref.get()
+        except TRANSIENT as exc:
+            raise StoreUnavailable(f"cannot read {ref.path}: {exc.message}") from exc

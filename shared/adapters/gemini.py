@@ -1,0 +1,72 @@
+"""Gemini adapter: google-genai's async client; vendor errors become ModelError (transient or not)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import httpx
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
+
+from shared.errors import ModelError
+from shared.ports import ModelCall, ModelReply
+
+# As python-genai's own retry list: request timeout, rate limit and server-side failures.
+TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+_DURATION = re.compile(r"^\s*([0-9.]+)s\s*$")
+
+
+def retry_delay_seconds(details: Any) -> float | None:
+    """The `RetryInfo.retryDelay` of a Google error body (e.g. "1.5s"), if the server sent one."""
+    error = details.get("error", details) if isinstance(details, dict) else None
+    if not isinstance(error, dict):
+        return None
+    for detail in error.get("details") or []:
+        if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("google.rpc.RetryInfo"):
+            match = _DURATION.match(str(detail.get("retryDelay", "")))
+            if match:
+                return float(match.group(1))
+    return None
+
+
+class GeminiTextModel:
+    """Implements TextModel."""
+
+    def __init__(self, client: genai.Client) -> None:
+        self._models = client.aio.models
+
+    async def generate(self, call: ModelCall) -> ModelReply:
+        config = types.GenerateContentConfig(
+            system_instruction=call.system_instruction,
+            temperature=call.temperature,
+            max_output_tokens=call.max_tokens,
+        )
+        try:
+            async with asyncio.timeout(call.timeout_s):
+                response = await self._models.generate_content(
+                    model=call.model, contents=call.prompt, config=config
+                )
+        except TimeoutError as exc:
+            raise ModelError(f"no answer within {call.timeout_s:g} s", status=408, transient=True) from exc
+        except genai_errors.APIError as exc:
+            raise ModelError(
+                exc.message or str(exc),
+                status=exc.code,
+                transient=exc.code in TRANSIENT_STATUSES,
+                retry_after_s=retry_delay_seconds(exc.details),
+            ) from exc
+        except httpx.TransportError as exc:
+            raise ModelError(f"cannot reach the model: {exc}", status=503, transient=True) from exc
+        usage = response.usage_metadata
+        input_tokens = (usage.prompt_token_count or 0) if usage else 0
+        output_tokens = (usage.candidates_token_count or 0) if usage else 0
+        return ModelReply(
+            text=response.text or "",
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cached_tokens=(usage.cached_content_token_count or 0) if usage else 0,
+            total_tokens=(usage.total_token_count or input_tokens + output_tokens) if usage else 0,
+        )

@@ -1,0 +1,133 @@
+"""Composition root: builds the clients once per instance, lazily, and wires adapters into services."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from shared import runtime
+from shared.adapters.oidc_verifier import OidcVerifier
+from shared.ports import KeyStore
+from shared.services.auth import Authenticator
+from shared.services.engine import Engine
+from shared.settings import Settings, get_settings
+
+
+@dataclass(frozen=True)
+class Platform:
+    settings: Settings
+    engine: Engine
+    authenticator: Authenticator
+    keys: KeyStore
+
+
+def _local_signing_credentials(settings: Settings) -> object:
+    """A throwaway service-account key for V4 signed URLs in local mode (AnonymousCredentials cannot sign)."""
+    from google.oauth2 import service_account
+
+    key_pem = (Path(settings.storage_signer_key_dir) / "signing-key.pem").read_text()
+    return service_account.Credentials.from_service_account_info(
+        {
+            "type": "service_account",
+            "project_id": settings.project_id,
+            "private_key": key_pem,
+            "client_email": f"storage-signer@{settings.project_id}.iam.gserviceaccount.com",
+            "token_uri": "https://oauth2.googleapis.com/token",
+        }
+    )
+
+
+def _production_signing_credentials(settings: Settings) -> object:
+    """Sign through the IAM Credentials API as the function's own service account (no key file)."""
+    import google.auth
+    from google.auth import impersonated_credentials
+
+    source, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
+    target = getattr(source, "service_account_email", None) or settings.tasks_service_account
+    return impersonated_credentials.Credentials(
+        source_credentials=source,
+        target_principal=target,
+        target_scopes=["https://www.googleapis.com/auth/devstorage.read_only"],
+    )
+
+
+async def _build(settings: Settings) -> Platform:
+    """Runs on the instance's event loop, so the async clients bind to it."""
+    import grpc
+    from google import genai
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import firestore, storage, tasks_v2  # type: ignore[attr-defined]
+    from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcAsyncIOTransport
+    from google.genai import types
+
+    from shared.adapters.blob_store import GcsBlobStore
+    from shared.adapters.firestore_store import FirestoreStore
+    from shared.adapters.gemini import GeminiTextModel
+    from shared.adapters.tasks_queue import CloudTasksQueue
+
+    if settings.is_local:
+        # The Firestore client finds its emulator only through this variable.
+        os.environ["FIRESTORE_EMULATOR_HOST"] = settings.firestore_emulator_host
+        db = firestore.AsyncClient(project=settings.project_id)
+        storage_client = storage.Client(
+            project=settings.project_id,
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": settings.storage_emulator_host},
+        )
+        signing = _local_signing_credentials(settings)
+        tasks_client = tasks_v2.CloudTasksAsyncClient(
+            transport=CloudTasksGrpcAsyncIOTransport(
+                channel=grpc.aio.insecure_channel(settings.tasks_emulator_host)
+            )
+        )
+        genai_client = genai.Client(
+            api_key=settings.gemini_api_key.get_secret_value(),
+            http_options=types.HttpOptions(base_url=settings.gemini_base_url),
+        )
+        access_endpoint: str | None = settings.storage_emulator_host
+    else:
+        db = firestore.AsyncClient(project=settings.project_id)
+        storage_client = storage.Client(project=settings.project_id)
+        signing = _production_signing_credentials(settings)
+        tasks_client = tasks_v2.CloudTasksAsyncClient()
+        genai_client = genai.Client(api_key=settings.gemini_api_key.get_secret_value())
+        access_endpoint = None
+    store = FirestoreStore(db)
+    queue_path = tasks_v2.CloudTasksAsyncClient.queue_path(
+        settings.project_id, settings.region, settings.tasks_queue
+    )
+    engine = Engine(
+        store=store,
+        queue=CloudTasksQueue(
+            tasks_client,
+            queue_path=queue_path,
+            functions_base_url=settings.functions_base_url,
+            dispatch_deadline=dt.timedelta(seconds=settings.batch_dispatch_deadline_seconds),
+        ),
+        blobs=GcsBlobStore(
+            storage_client,
+            bucket_name=settings.results_bucket,
+            signing_credentials=signing,  # type: ignore[arg-type]
+            api_access_endpoint=access_endpoint,
+        ),
+        model=GeminiTextModel(genai_client),
+        settings=settings,
+    )
+    authenticator = Authenticator(keys=store, cache_seconds=settings.api_key_cache_seconds)
+    await asyncio.sleep(0)
+    return Platform(settings=settings, engine=engine, authenticator=authenticator, keys=store)
+
+
+@lru_cache(maxsize=1)
+def platform() -> Platform:
+    """The instance's wired platform, built on first use (lazy globals, as Cloud Functions recommends)."""
+    return runtime.run(_build(get_settings()))
+
+
+@lru_cache(maxsize=1)
+def oidc_verifier() -> OidcVerifier:
+    return OidcVerifier(certs_url=get_settings().oidc_certs_url or None)

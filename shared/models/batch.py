@@ -1,0 +1,255 @@
+"""Batch generation: the request a client sends, the documents stored, the responses returned."""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from shared.models.common import ApiModel, ClientModel
+
+
+class BatchStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset({BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.CANCELLED})
+ACTIVE_STATUSES = (BatchStatus.QUEUED, BatchStatus.RUNNING)
+
+
+class ChunkState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (ChunkState.DONE, ChunkState.FAILED, ChunkState.CANCELLED)
+
+
+# --- what clients send -------------------------------------------------------------------------------
+
+
+class GenerateItem(ClientModel):
+    prompt: str = Field(min_length=1)
+    model: str | None = Field(default=None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._\-/]+$")
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    max_tokens: int | None = Field(default=None, ge=1, le=65_536)
+    custom_id: str | None = Field(default=None, max_length=256)
+    system_instruction: str | None = None
+
+
+class RetryPolicy(ClientModel):
+    max_retries: int = Field(ge=0, le=10)
+    base_delay: int = Field(default=1000, ge=0, le=60_000)  # ms
+    max_delay: int = Field(default=30_000, ge=0, le=600_000)  # ms
+    backoff_multiplier: float = Field(default=2.0, ge=1.0, le=10.0)
+
+
+class BatchOptions(ClientModel):
+    concurrency: int | None = Field(default=None, ge=1)
+    fail_fast: bool = False
+    timeout: int | None = Field(default=None, ge=100)  # ms per request
+    wait: bool | None = None
+    retry_policy: RetryPolicy | None = None
+
+
+class GenerateBatchRequest(ClientModel):
+    requests: list[GenerateItem] = Field(min_length=1)
+    options: BatchOptions = BatchOptions()
+
+
+# --- what is stored ----------------------------------------------------------------------------------
+
+
+class ResolvedOptions(BaseModel):
+    """Options with the platform's defaults applied; stored with the batch."""
+
+    concurrency: int
+    fail_fast: bool
+    timeout_ms: int
+    max_retries: int
+    base_delay_ms: int
+    max_delay_ms: int
+    backoff_multiplier: float
+
+
+class StoredRequest(BaseModel):
+    """One request inside a chunk document; `ref` names a Cloud Storage object when it was too large."""
+
+    prompt: str | None = None
+    ref: str | None = None
+    model: str
+    temperature: float | None = None
+    max_tokens: int | None = None
+    custom_id: str | None = None
+    system_instruction: str | None = None
+
+
+class BatchDoc(BaseModel):
+    batch_id: str
+    owner: str
+    kind: str = "generate"
+    status: BatchStatus
+    created_at: dt.datetime
+    deadline_at: dt.datetime
+    finished_at: dt.datetime | None = None
+    total: int
+    chunk_count: int
+    chunk_size: int
+    options: ResolvedOptions
+    body_hash: str
+    idempotency_key: str | None = None
+    stop_reason: str | None = None
+    finalized: bool = False
+    results_object: str | None = None
+    summary: dict[str, Any] | None = None
+
+
+class ChunkDoc(BaseModel):
+    batch_id: str
+    owner: str
+    index: int
+    start: int
+    end: int  # exclusive
+    requests: list[StoredRequest]
+    state: ChunkState = ChunkState.PENDING
+    segment: int = 0
+    lease_owner: str | None = None
+    lease_expires_at: dt.datetime | None = None
+    claims: int = 0
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    error: str | None = None
+
+
+class ErrorInfo(ApiModel):
+    code: str
+    message: str
+    status: int | None = None
+
+
+class TokenUsage(ApiModel):
+    input: int = 0
+    output: int = 0
+    cached: int = 0
+    total: int = 0
+
+
+class ResultDoc(BaseModel):
+    """The outcome of one request, written once (create) by whichever worker finished it first."""
+
+    batch_id: str
+    index: int
+    chunk: int
+    custom_id: str | None
+    success: bool
+    response: str | None = None
+    response_ref: str | None = None
+    error: ErrorInfo | None = None
+    model: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    total_tokens: int = 0
+    cost_usd: float = 0.0
+    processing_ms: int
+    attempts: int
+    finished_at: dt.datetime
+
+
+# --- what is returned --------------------------------------------------------------------------------
+
+
+class ItemResult(ApiModel):
+    index: int
+    custom_id: str | None
+    status: str  # succeeded | failed | pending | cancelled
+    success: bool
+    response: str | None = None
+    response_ref: str | None = None  # Cloud Storage object holding a response too large to inline
+    error: ErrorInfo | None = None
+    tokens_used: TokenUsage | None = None
+    processing_time: int | None = None  # ms
+    attempts: int | None = None
+
+
+class Summary(ApiModel):
+    total: int
+    successful: int
+    failed: int
+    cancelled: int
+    pending: int
+    total_time: int  # ms
+    total_tokens: int
+    cost_usd: float
+
+
+class GenerateResponse(ApiModel):
+    message: str
+    batch_id: str
+    status: BatchStatus
+    results: list[ItemResult] | None = None
+    summary: Summary | None = None
+    status_url: str
+
+
+class Pagination(ApiModel):
+    offset: int
+    limit: int
+    total: int
+    next_offset: int | None
+
+
+class BatchStatusResponse(ApiModel):
+    batch_id: str
+    status: BatchStatus
+    created_at: dt.datetime
+    finished_at: dt.datetime | None
+    deadline_at: dt.datetime
+    stop_reason: str | None
+    progress: dict[str, int | float]
+    timings: dict[str, int | None]
+    tokens: TokenUsage
+    cost_usd: float
+    options: dict[str, Any]
+    results: list[ItemResult]
+    pagination: Pagination
+    results_url: str | None = None
+    results_url_expires_at: dt.datetime | None = None
+
+
+class ActiveBatch(ApiModel):
+    batch_id: str
+    status: BatchStatus
+    owner: str
+    created_at: dt.datetime
+    total: int
+
+
+class WorkMessage(BaseModel):
+    """The body of a chunk task (ids, never payloads: Cloud Tasks caps task size)."""
+
+    model_config = {"extra": "forbid"}
+
+    batch_id: str
+    chunk: int = Field(ge=0)
+    segment: int = Field(default=0, ge=0)
+
+
+class FinalizeMessage(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    batch_id: str

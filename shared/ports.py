@@ -1,0 +1,122 @@
+"""The ports services depend on; adapters in shared/adapters implement them against Google Cloud."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from shared.models.auth import ApiKeyRecord, AuditRecord
+from shared.models.batch import BatchDoc, ChunkDoc, ResultDoc
+from shared.models.usage import UsageEvent
+
+
+@dataclass(frozen=True)
+class ResultTotals:
+    """Sums over the results written so far (aggregation queries, no hot counter document)."""
+
+    finished: int = 0
+    failed: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    total_tokens: int = 0
+    cost_usd: float = 0.0
+
+    @property
+    def successful(self) -> int:
+        return self.finished - self.failed
+
+
+@dataclass(frozen=True)
+class ChunkSnapshot:
+    chunk: ChunkDoc
+    version: Any  # opaque token for compare-and-set (Firestore update_time)
+
+
+@dataclass(frozen=True)
+class ExpiredLease:
+    batch_id: str
+    chunk: int
+    segment: int
+    claims: int
+
+
+class BatchStore(Protocol):
+    async def create_batch(self, *, batch: BatchDoc, chunks: list[ChunkDoc], audit: AuditRecord) -> bool: ...
+    async def get_batch(self, batch_id: str) -> BatchDoc | None: ...
+    async def update_batch(
+        self, batch_id: str, mutate: Callable[[BatchDoc], dict[str, Any] | None]
+    ) -> BatchDoc | None: ...
+    async def get_chunk(self, batch_id: str, chunk: int) -> ChunkSnapshot | None: ...
+    async def update_chunk_if_unchanged(
+        self, batch_id: str, chunk: int, *, version: Any, changes: dict[str, Any]
+    ) -> bool: ...
+    async def finished_indices(self, batch_id: str, start: int, end: int) -> set[int]: ...
+    async def write_results(self, results: list[ResultDoc], events: list[UsageEvent]) -> int: ...
+    async def result_totals(self, batch_id: str) -> ResultTotals: ...
+    async def list_results(self, batch_id: str, start: int, end: int) -> list[ResultDoc]: ...
+    def stream_results(self, batch_id: str) -> AsyncIterator[ResultDoc]: ...
+    async def list_chunks(self, batch_id: str, start: int, end: int) -> list[ChunkDoc]: ...
+    async def count_unfinished_chunks(self, batch_id: str) -> int: ...
+    async def count_started_chunks(self, batch_id: str) -> int: ...
+    async def expired_leases(self, now: dt.datetime, limit: int) -> list[ExpiredLease]: ...
+    async def overdue_batches(self, now: dt.datetime, limit: int) -> list[BatchDoc]: ...
+    async def active_batches(self, owner: str | None, limit: int) -> list[BatchDoc]: ...
+    async def count_batches(self, owner: str | None, status: str) -> int: ...
+    async def finished_batch_sums(self, owner: str | None) -> dict[str, float]: ...
+    async def write_audit(self, record: AuditRecord) -> None: ...
+
+
+class KeyStore(Protocol):
+    async def get_api_key(self, key_hash: str) -> ApiKeyRecord | None: ...
+    async def put_api_key(self, key_hash: str, record: ApiKeyRecord) -> None: ...
+    async def count_request(
+        self, *, tenant: str, window: int, shards: int, expire_at: dt.datetime
+    ) -> int: ...
+
+
+class TaskQueue(Protocol):
+    async def enqueue(
+        self,
+        *,
+        task_id: str,
+        function_name: str,
+        body: bytes,
+        service_account: str,
+        schedule_time: dt.datetime | None = None,
+    ) -> bool:
+        """Create a named HTTP task; False when a task of that name exists or existed recently."""
+        ...
+
+
+class BlobStore(Protocol):
+    async def put(self, *, object_name: str, data: bytes, content_type: str) -> None: ...
+    async def get(self, *, object_name: str) -> bytes: ...
+    async def signed_url(self, *, object_name: str, ttl: dt.timedelta) -> str: ...
+
+
+@dataclass(frozen=True)
+class ModelCall:
+    model: str
+    prompt: str
+    system_instruction: str | None
+    temperature: float | None
+    max_tokens: int | None
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class ModelReply:
+    text: str
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    total_tokens: int
+
+
+class TextModel(Protocol):
+    async def generate(self, call: ModelCall) -> ModelReply:
+        """Raises errors.ModelError (with `is_transient` and the server's retry delay)."""
+        ...

@@ -1,0 +1,82 @@
+"""API keys (stored hashed), authentication of public calls and the per-tenant rate limit."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+import threading
+import time
+
+from shared.errors import RateLimited, Unauthenticated
+from shared.models.auth import ApiKeyRecord, Principal, Role
+from shared.ports import KeyStore
+
+KEY_PREFIX = "bp_"
+RATE_LIMIT_SHARDS = 4
+RATE_WINDOW_S = 60
+
+
+def hash_key(api_key: str) -> str:
+    return hashlib.sha256(api_key.encode("utf-8")).hexdigest()
+
+
+async def create_api_key(*, keys: KeyStore, tenant: str, role: Role, now: dt.datetime) -> str:
+    """Create a key for `tenant`; the plaintext is returned once and never stored."""
+    api_key = KEY_PREFIX + secrets.token_urlsafe(32)
+    record = ApiKeyRecord(tenant=tenant, role=role, prefix=api_key[:8], created_at=now)
+    await keys.put_api_key(hash_key(api_key), record)
+    return api_key
+
+
+class Authenticator:
+    """Resolves `Authorization: Bearer <API key>` to a Principal, caching lookups for a few seconds."""
+
+    def __init__(self, *, keys: KeyStore, cache_seconds: float) -> None:
+        self._keys = keys
+        self._cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._lock = threading.Lock()
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        if not authorization or not authorization.startswith("Bearer "):
+            raise Unauthenticated("missing API key: send Authorization: Bearer <API key>")
+        api_key = authorization.removeprefix("Bearer ").strip()
+        if not api_key.startswith(KEY_PREFIX) or len(api_key) > 200:
+            raise Unauthenticated("invalid API key")
+        key_hash = hash_key(api_key)
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(key_hash)
+        if cached is not None and now - cached[0] < self._cache_seconds:
+            principal = cached[1]
+        else:
+            record = await self._keys.get_api_key(key_hash)
+            principal = Principal(tenant=record.tenant, role=record.role) if record else None
+            with self._lock:
+                if len(self._cache) > 10_000:
+                    self._cache.clear()
+                self._cache[key_hash] = (now, principal)
+        if principal is None:
+            raise Unauthenticated("invalid API key")
+        return principal
+
+
+async def enforce_rate_limit(
+    *, keys: KeyStore, principal: Principal, limit_per_minute: int, now: dt.datetime
+) -> None:
+    """Fixed one-minute window per tenant, counted in Firestore so it holds across instances."""
+    epoch_s = int(now.timestamp())
+    window = epoch_s // RATE_WINDOW_S
+    count = await keys.count_request(
+        tenant=principal.tenant,
+        window=window,
+        shards=RATE_LIMIT_SHARDS,
+        expire_at=now + dt.timedelta(minutes=10),
+    )
+    if count > limit_per_minute:
+        retry_after = RATE_WINDOW_S - epoch_s % RATE_WINDOW_S
+        raise RateLimited(
+            f"rate limit of {limit_per_minute} requests per minute exceeded for tenant {principal.tenant}",
+            retry_after_s=max(retry_after, 1),
+        )

@@ -1,0 +1,46 @@
+"""What every job-engine service needs, wired once by the composition root (shared.app)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from shared.models.common import utcnow
+from shared.ports import BatchStore, BlobStore, TaskQueue, TextModel
+from shared.settings import Settings
+
+WORKER_FUNCTION = "batch_worker"
+FINALIZER_FUNCTION = "batch_finalizer"
+SWEEPER_FUNCTION = "batch_sweeper"
+
+
+@dataclass(frozen=True)
+class Engine:
+    store: BatchStore
+    queue: TaskQueue
+    blobs: BlobStore
+    model: TextModel
+    settings: Settings
+    clock: Callable[[], dt.datetime] = field(default=utcnow)
+
+
+def chunk_task_id(batch_id: str, chunk: int, segment: int, suffix: str = "") -> str:
+    """Deterministic Cloud Tasks id of a chunk's work: a repeated enqueue is rejected by name."""
+    return f"{batch_id}-c{chunk}-s{segment}{suffix}"
+
+
+def finalize_task_id(batch_id: str, suffix: str = "") -> str:
+    return f"{batch_id}-final{suffix}"
+
+
+def results_object(batch_id: str) -> str:
+    return f"batches/{batch_id}/results.jsonl"
+
+
+def request_object(batch_id: str, index: int) -> str:
+    return f"batches/{batch_id}/requests/{index:08d}.json"
+
+
+def response_object(batch_id: str, index: int) -> str:
+    return f"batches/{batch_id}/responses/{index:08d}.txt"

@@ -1,0 +1,99 @@
+"""Fan-in: when every chunk of a batch is finished (or the batch stopped), write the results file and the
+summary and mark the batch final. Safe to run any number of times: it acts once, through compare-and-set.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.errors import PlatformError
+from shared.models.batch import BatchDoc, BatchStatus, ChunkState
+from shared.services.batches import item_result, missing_result, summarize
+from shared.services.engine import Engine, results_object
+
+
+class NotReady(PlatformError):
+    """Chunks of this batch are still running; Cloud Tasks delivers the finalize task again later."""
+
+    code = "not_ready"
+    http_status = 503
+    transient = True
+
+
+async def finalize(*, engine: Engine, batch_id: str) -> dict[str, Any]:
+    store = engine.store
+    batch = await store.get_batch(batch_id)
+    if batch is None:
+        return {"outcome": "unknown batch"}
+    if batch.finalized:
+        return {"outcome": "already final"}
+    now = engine.clock()
+    chunks = await store.list_chunks(batch_id, 0, batch.total)
+    if batch.status.is_final:
+        # A stopped batch: wait only for chunks still working under a live lease (their in-flight requests).
+        busy = [
+            c
+            for c in chunks
+            if c.state is ChunkState.RUNNING and c.lease_expires_at and c.lease_expires_at > now
+        ]
+    else:
+        busy = [c for c in chunks if not c.state.is_terminal]
+    if busy and batch.deadline_at > now:
+        raise NotReady(f"{len(busy)} chunk(s) of {batch_id} still running")
+    object_name = results_object(batch_id)
+    await engine.blobs.put(
+        object_name=object_name,
+        data=await _results_jsonl(engine=engine, batch=batch, custom_ids=_custom_ids(chunks)),
+        content_type="application/x-ndjson",
+    )
+    totals = await store.result_totals(batch_id)
+
+    def _finalize(current: BatchDoc) -> dict[str, Any] | None:
+        if current.finalized:
+            return None
+        status = current.status
+        changes: dict[str, Any] = {"finalized": True, "results_object": object_name}
+        if not status.is_final:
+            if current.deadline_at <= now and totals.finished < current.total:
+                status = BatchStatus.FAILED
+                changes["stop_reason"] = "deadline exceeded"
+            else:
+                status = BatchStatus.COMPLETED
+            changes["status"] = status.value
+        finished_at = current.finished_at or now
+        changes["finished_at"] = finished_at
+        final = current.model_copy(update={"status": status, "finished_at": finished_at, "finalized": True})
+        changes["summary"] = summarize(final, totals).model_dump(by_alias=True)
+        return changes
+
+    final = await store.update_batch(batch_id, _finalize)
+    return {"outcome": final.status.value if final else "unknown batch"}
+
+
+def _custom_ids(chunks: list[Any]) -> dict[int, str | None]:
+    return {
+        chunk.start + position: stored.custom_id
+        for chunk in chunks
+        for position, stored in enumerate(chunk.requests)
+    }
+
+
+async def _results_jsonl(*, engine: Engine, batch: BatchDoc, custom_ids: dict[int, str | None]) -> bytes:
+    """One JSON line per request, in request order, joined to customId."""
+    lines: list[str] = []
+    next_index = 0
+
+    def _missing_until(end: int) -> None:
+        nonlocal next_index
+        while next_index < end:
+            # A request without a result at fan-in never ran: the batch stopped first.
+            item = missing_result(next_index, custom_ids.get(next_index), stopped=True)
+            lines.append(item.model_dump_json(by_alias=True))
+            next_index += 1
+
+    async for result in engine.store.stream_results(batch.batch_id):
+        _missing_until(result.index)
+        lines.append(item_result(result).model_dump_json(by_alias=True))
+        next_index = result.index + 1
+    _missing_until(batch.total)
+    return ("\n".join(lines) + "\n").encode() if lines else b""

@@ -1,0 +1,41 @@
+"""Estimated cost of a model call from a price table (USD per million tokens, interactive tier).
+
+Estimates, not invoices: prices follow the published Gemini API list prices for paid tiers with prompts up to
+200k tokens; cached input tokens are billed at a quarter of the input price. Unknown models use the default
+model's price. Batch Mode is half of these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Price:
+    input_per_million: float
+    output_per_million: float
+
+
+PRICES: dict[str, Price] = {
+    "gemini-2.5-pro": Price(1.25, 10.00),
+    "gemini-2.5-flash": Price(0.30, 2.50),
+    "gemini-2.5-flash-lite": Price(0.10, 0.40),
+    "gemini-2.0-flash": Price(0.10, 0.40),
+    "gemini-2.0-flash-lite": Price(0.075, 0.30),
+    "gemini-2.5-flash-image": Price(0.30, 30.00),
+    "gemini-embedding-001": Price(0.15, 0.0),
+    "text-embedding-004": Price(0.0, 0.0),
+}
+DEFAULT_PRICE = PRICES["gemini-2.5-flash"]
+CACHED_INPUT_FACTOR = 0.25
+
+
+def estimate_cost_usd(*, model: str, input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> float:
+    price = PRICES.get(model.removeprefix("models/"), DEFAULT_PRICE)
+    uncached = max(input_tokens - cached_tokens, 0)
+    cost = (
+        uncached * price.input_per_million
+        + cached_tokens * price.input_per_million * CACHED_INPUT_FACTOR
+        + output_tokens * price.output_per_million
+    ) / 1_000_000
+    return round(cost, 10)

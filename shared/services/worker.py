@@ -1,0 +1,529 @@
+"""Batch generation, the worker side: run one chunk under a lease, record each result once, chain on.
+
+Delivery is at-least-once, so everything here is safe to run twice: the chunk is claimed with a lease
+(compare-and-set on its document), requests that already have a result are skipped, results and usage events
+are created with deterministic ids (a duplicate is rejected, never counted twice), and the next step is
+enqueued under a deterministic task name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.errors import LeaseHeld, ModelError, PlatformError
+from shared.models.batch import (
+    BatchDoc,
+    BatchStatus,
+    ChunkDoc,
+    ChunkState,
+    ErrorInfo,
+    ResolvedOptions,
+    ResultDoc,
+    StoredRequest,
+    WorkMessage,
+)
+from shared.models.usage import UsageEvent
+from shared.ports import ModelCall, ModelReply
+from shared.services.engine import (
+    FINALIZER_FUNCTION,
+    WORKER_FUNCTION,
+    Engine,
+    chunk_task_id,
+    finalize_task_id,
+    response_object,
+)
+from shared.services.pricing import estimate_cost_usd
+
+log = logging.getLogger(__name__)
+
+FLUSH_INTERVAL_S = 0.05
+FLUSH_MAX_PENDING = 200
+STOP_POLL_INTERVAL_S = 0.5
+
+
+@dataclass
+class ChunkRun:
+    """The state of one worker's run of one chunk."""
+
+    engine: Engine
+    batch: BatchDoc
+    chunk: ChunkDoc
+    worker_id: str
+    deadline: float  # loop time when this delivery stops starting requests (time budget)
+    pending: list[tuple[ResultDoc, list[UsageEvent]]] = field(default_factory=list)
+    stop_reason: str | None = None  # set when the batch was cancelled or failed fast
+    lease_lost: bool = False
+    out_of_time: bool = False
+    flush_wanted: asyncio.Event = field(default_factory=asyncio.Event)
+    closing: bool = False
+    recorded: int = 0
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop_reason is not None or self.lease_lost
+
+
+async def process_chunk(
+    *, engine: Engine, message: WorkMessage, retry_count: int, worker_id: str | None = None
+) -> dict[str, Any]:
+    """Handle one delivery of a chunk task. Raises only for failures the whole chunk should be retried for."""
+    worker_id = worker_id or uuid.uuid4().hex
+    store = engine.store
+    batch = await store.get_batch(message.batch_id)
+    if batch is None:
+        return {"outcome": "unknown batch"}
+    last_attempt = retry_count + 1 >= engine.settings.batch_task_max_attempts
+    try:
+        return await _run_delivery(
+            engine=engine, batch=batch, message=message, worker_id=worker_id, last_attempt=last_attempt
+        )
+    except LeaseHeld:
+        raise
+    except PlatformError as exc:
+        if not (exc.transient and last_attempt):
+            raise
+        # Cloud Tasks has no dead-letter queue: on the last attempt, record the chunk as failed instead.
+        log.error("chunk %s/%s failed on its last attempt: %s", batch.batch_id, message.chunk, exc)
+        await _fail_chunk(engine=engine, batch=batch, chunk_index=message.chunk, reason=str(exc))
+        return {"outcome": "failed after last attempt"}
+
+
+async def _run_delivery(
+    *, engine: Engine, batch: BatchDoc, message: WorkMessage, worker_id: str, last_attempt: bool
+) -> dict[str, Any]:
+    snapshot = await engine.store.get_chunk(batch.batch_id, message.chunk)
+    if snapshot is None:
+        return {"outcome": "unknown chunk"}
+    chunk = snapshot.chunk
+    if chunk.state.is_terminal:
+        await _after_chunk(engine=engine, batch=batch, chunk=chunk)
+        return {"outcome": f"chunk already {chunk.state.value}"}
+    if batch.status.is_final:
+        await _set_chunk_state(
+            engine=engine, batch_id=batch.batch_id, index=chunk.index, state=ChunkState.CANCELLED
+        )
+        await _after_chunk(engine=engine, batch=batch, chunk=chunk)
+        return {"outcome": f"batch {batch.status.value}"}
+    chunk = await _claim(engine=engine, batch_id=batch.batch_id, index=message.chunk, worker_id=worker_id)
+    if chunk.state.is_terminal:
+        await _after_chunk(engine=engine, batch=batch, chunk=chunk)
+        return {"outcome": f"chunk already {chunk.state.value}"}
+    if batch.status is BatchStatus.QUEUED:
+        batch = await _mark_running(engine=engine, batch_id=batch.batch_id) or batch
+    loop = asyncio.get_running_loop()
+    run = ChunkRun(
+        engine=engine,
+        batch=batch,
+        chunk=chunk,
+        worker_id=worker_id,
+        deadline=loop.time() + engine.settings.batch_task_budget_seconds,
+    )
+    done = await engine.store.finished_indices(batch.batch_id, chunk.start, chunk.end)
+    todo = [i for i in range(chunk.start, chunk.end) if i not in done]
+    await _run_requests(run, todo)
+    if run.lease_lost:
+        return {"outcome": "lease lost; another worker owns the chunk", "recorded": run.recorded}
+    if run.out_of_time and run.stop_reason is None:
+        await _continue_later(engine=engine, run=run)
+        return {"outcome": "continued in a new segment", "recorded": run.recorded}
+    final_state = ChunkState.CANCELLED if run.stop_reason else ChunkState.DONE
+    released = await _release(engine=engine, run=run, changes={"state": final_state.value})
+    if released:
+        latest = await engine.store.get_batch(batch.batch_id) or batch
+        await _after_chunk(engine=engine, batch=latest, chunk=chunk)
+    return {"outcome": final_state.value, "recorded": run.recorded}
+
+
+async def _claim(*, engine: Engine, batch_id: str, index: int, worker_id: str) -> ChunkDoc:
+    lease = dt.timedelta(seconds=engine.settings.batch_lease_seconds)
+    for _ in range(5):
+        snapshot = await engine.store.get_chunk(batch_id, index)
+        if snapshot is None:
+            raise LeaseHeld("chunk vanished", retry_after_s=1)
+        chunk = snapshot.chunk
+        now = engine.clock()
+        held_by_other = (
+            chunk.state is ChunkState.RUNNING
+            and chunk.lease_owner not in (None, worker_id)
+            and chunk.lease_expires_at is not None
+            and chunk.lease_expires_at > now
+        )
+        if held_by_other:
+            assert chunk.lease_expires_at is not None
+            remaining = (chunk.lease_expires_at - now).total_seconds()
+            raise LeaseHeld(
+                f"chunk {index} of {batch_id} is leased by another worker",
+                retry_after_s=max(1, int(remaining) + 1),
+            )
+        if chunk.state.is_terminal:
+            return chunk
+        changes = {
+            "state": ChunkState.RUNNING.value,
+            "lease_owner": worker_id,
+            "lease_expires_at": now + lease,
+            "claims": chunk.claims + 1,
+            "started_at": chunk.started_at or now,
+        }
+        if await engine.store.update_chunk_if_unchanged(
+            batch_id, index, version=snapshot.version, changes=changes
+        ):
+            return chunk.model_copy(update=changes | {"state": ChunkState.RUNNING})
+    raise LeaseHeld(f"chunk {index} of {batch_id} is contended", retry_after_s=1)
+
+
+async def _mark_running(*, engine: Engine, batch_id: str) -> BatchDoc | None:
+    def _running(batch: BatchDoc) -> dict[str, Any] | None:
+        return {"status": BatchStatus.RUNNING.value} if batch.status is BatchStatus.QUEUED else None
+
+    return await engine.store.update_batch(batch_id, _running)
+
+
+async def _run_requests(run: ChunkRun, todo: list[int]) -> None:
+    """Run the chunk's open requests, at most `concurrency` at a time, while watching for a stop."""
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for index in todo:
+        queue.put_nowait(index)
+
+    async def lane() -> None:
+        loop = asyncio.get_running_loop()
+        while not run.stopping:
+            if loop.time() > run.deadline:
+                run.out_of_time = True
+                return
+            try:
+                index = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            await _run_one(run, index)
+
+    lanes = min(run.batch.options.concurrency, max(len(todo), 1))
+    watchers = [asyncio.create_task(_watch_stop(run)), asyncio.create_task(_heartbeat(run))]
+    flusher = asyncio.create_task(_flusher(run))
+    try:
+        await asyncio.gather(*(lane() for _ in range(lanes)))
+    finally:
+        for task in watchers:
+            task.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
+        run.closing = True
+        run.flush_wanted.set()
+    # The flusher writes what is left, then ends; its error (if any) fails this delivery.
+    await flusher
+
+
+async def _run_one(run: ChunkRun, index: int) -> None:
+    engine, batch = run.engine, run.batch
+    options = batch.options
+    stored = run.chunk.requests[index - run.chunk.start]
+    prompt, system_instruction = await _load_request(engine, stored)
+    call = ModelCall(
+        model=stored.model,
+        prompt=prompt,
+        system_instruction=system_instruction,
+        temperature=stored.temperature,
+        max_tokens=stored.max_tokens,
+        timeout_s=options.timeout_ms / 1000,
+    )
+    started = time.monotonic()
+    events: list[UsageEvent] = []
+    reply: ModelReply | None = None
+    error: ModelError | None = None
+    attempt = 0
+    while True:
+        attempt += 1
+        call_started = time.monotonic()
+        try:
+            reply = await engine.model.generate(call)
+            error = None
+        except ModelError as exc:
+            error = exc
+        events.append(_usage_event(run, index, attempt, call, reply, error, time.monotonic() - call_started))
+        if error is None or not error.is_transient or attempt > options.max_retries or run.stopping:
+            break
+        await _backoff(run, options, attempt, error)
+        if run.stopping:
+            break
+    result = await _result_doc(run, index, stored, reply, error, attempts=attempt, started=started)
+    run.pending.append((result, events))
+    if len(run.pending) >= FLUSH_MAX_PENDING:
+        run.flush_wanted.set()
+    if error is not None and options.fail_fast and run.stop_reason is None:
+        await _fail_fast(run, index, error)
+
+
+async def _backoff(run: ChunkRun, options: ResolvedOptions, attempt: int, error: ModelError) -> None:
+    """Exponential backoff per the batch's retry policy, never shorter than the server's retryDelay."""
+    delay_ms = min(options.max_delay_ms, options.base_delay_ms * options.backoff_multiplier ** (attempt - 1))
+    delay_s = delay_ms / 1000 * random.uniform(0.8, 1.0)  # noqa: S311 - jitter, not security
+    if error.retry_after_s is not None:
+        delay_s = max(delay_s, error.retry_after_s)
+    loop = asyncio.get_running_loop()
+    wake_at = loop.time() + delay_s
+    # Wake early when the batch stops, so a cancel is not held up by a long backoff.
+    while not run.stopping and (remaining := wake_at - loop.time()) > 0:
+        await asyncio.sleep(min(remaining, STOP_POLL_INTERVAL_S))
+
+
+async def _load_request(engine: Engine, stored: StoredRequest) -> tuple[str, str | None]:
+    if stored.ref is None:
+        return stored.prompt or "", stored.system_instruction
+    payload = json.loads(await engine.blobs.get(object_name=stored.ref))
+    return str(payload["prompt"]), payload.get("systemInstruction")
+
+
+def _usage_event(
+    run: ChunkRun,
+    index: int,
+    attempt: int,
+    call: ModelCall,
+    reply: ModelReply | None,
+    error: ModelError | None,
+    latency_s: float,
+) -> UsageEvent:
+    now = run.engine.clock()
+    input_tokens = reply.input_tokens if reply else 0
+    output_tokens = reply.output_tokens if reply else 0
+    cached = reply.cached_tokens if reply else 0
+    return UsageEvent(
+        event_id=f"{run.batch.batch_id}-{index}-{attempt}",
+        tenant=run.batch.owner,
+        model=call.model,
+        endpoint="generateContent",
+        source="batch:generate",
+        job_id=run.batch.batch_id,
+        latency_ms=int(latency_s * 1000),
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cached_tokens=cached,
+        total_tokens=reply.total_tokens if reply else 0,
+        cost_usd=estimate_cost_usd(
+            model=call.model, input_tokens=input_tokens, output_tokens=output_tokens, cached_tokens=cached
+        ),
+        cache_hit=cached > 0,
+        outcome="ok" if error is None else f"error:{error.status or 'unknown'}",
+        at=now,
+        expire_at=now + dt.timedelta(days=run.engine.settings.analytics_retention_days),
+    )
+
+
+async def _result_doc(
+    run: ChunkRun,
+    index: int,
+    stored: StoredRequest,
+    reply: ModelReply | None,
+    error: ModelError | None,
+    *,
+    attempts: int,
+    started: float,
+) -> ResultDoc:
+    engine = run.engine
+    response = reply.text if reply and error is None else None
+    response_ref = None
+    if response is not None and len(response.encode()) > engine.settings.batch_inline_limit_bytes:
+        response_ref = response_object(run.batch.batch_id, index)
+        await engine.blobs.put(object_name=response_ref, data=response.encode(), content_type="text/plain")
+        response = None
+    input_tokens = reply.input_tokens if reply and error is None else 0
+    output_tokens = reply.output_tokens if reply and error is None else 0
+    cached = reply.cached_tokens if reply and error is None else 0
+    return ResultDoc(
+        batch_id=run.batch.batch_id,
+        index=index,
+        chunk=run.chunk.index,
+        custom_id=stored.custom_id,
+        success=error is None,
+        response=response,
+        response_ref=response_ref,
+        error=None
+        if error is None
+        else ErrorInfo(code="model_error", message=error.message[:2000], status=error.status),
+        model=stored.model,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cached_tokens=cached,
+        total_tokens=input_tokens + output_tokens,
+        cost_usd=estimate_cost_usd(
+            model=stored.model, input_tokens=input_tokens, output_tokens=output_tokens, cached_tokens=cached
+        ),
+        processing_ms=int((time.monotonic() - started) * 1000),
+        attempts=attempts,
+        finished_at=engine.clock(),
+    )
+
+
+async def _fail_fast(run: ChunkRun, index: int, error: ModelError) -> None:
+    reason = f"failFast: request {index} failed: {error.message[:200]}"
+    run.stop_reason = reason
+    now = run.engine.clock()
+
+    def _fail(batch: BatchDoc) -> dict[str, Any] | None:
+        if batch.status.is_final:
+            return None
+        return {"status": BatchStatus.FAILED.value, "stop_reason": reason, "finished_at": now}
+
+    await run.engine.store.update_batch(run.batch.batch_id, _fail)
+
+
+async def _flush(run: ChunkRun) -> None:
+    if not run.pending:
+        return
+    pending, run.pending = run.pending, []
+    results = [result for result, _ in pending]
+    events = [event for _, batch_events in pending for event in batch_events]
+    try:
+        run.recorded += await run.engine.store.write_results(results, events)
+    except BaseException:
+        run.pending = pending + run.pending
+        raise
+
+
+async def _flusher(run: ChunkRun) -> None:
+    """Write results in small batches: one commit per ~50 ms instead of one round trip per result."""
+    while not run.closing:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(FLUSH_INTERVAL_S):
+                await run.flush_wanted.wait()
+        run.flush_wanted.clear()
+        await _flush(run)
+    await _flush(run)
+
+
+async def _watch_stop(run: ChunkRun) -> None:
+    """Notice a cancel (or another chunk's failFast) between requests."""
+    while True:
+        await asyncio.sleep(STOP_POLL_INTERVAL_S)
+        batch = await run.engine.store.get_batch(run.batch.batch_id)
+        if batch is not None and batch.status.is_final and run.stop_reason is None:
+            run.stop_reason = batch.stop_reason or batch.status.value
+
+
+async def _heartbeat(run: ChunkRun) -> None:
+    """Extend the lease while working; if another worker took the chunk over, stop starting requests."""
+    lease_s = run.engine.settings.batch_lease_seconds
+    while True:
+        await asyncio.sleep(lease_s / 3)
+        snapshot = await run.engine.store.get_chunk(run.batch.batch_id, run.chunk.index)
+        if snapshot is None or snapshot.chunk.lease_owner != run.worker_id:
+            run.lease_lost = True
+            return
+        changes = {"lease_expires_at": run.engine.clock() + dt.timedelta(seconds=lease_s)}
+        if not await run.engine.store.update_chunk_if_unchanged(
+            run.batch.batch_id, run.chunk.index, version=snapshot.version, changes=changes
+        ):
+            run.lease_lost = True
+            return
+
+
+async def _release(*, engine: Engine, run: ChunkRun, changes: dict[str, Any]) -> bool:
+    """Give the chunk up with `changes`, if this worker still holds its lease."""
+    for _ in range(5):
+        snapshot = await engine.store.get_chunk(run.batch.batch_id, run.chunk.index)
+        if snapshot is None or snapshot.chunk.lease_owner != run.worker_id:
+            return False
+        update = {"lease_owner": None, "lease_expires_at": None} | changes
+        if changes.get("state") in (
+            ChunkState.DONE.value,
+            ChunkState.CANCELLED.value,
+            ChunkState.FAILED.value,
+        ):
+            update["finished_at"] = engine.clock()
+        if await engine.store.update_chunk_if_unchanged(
+            run.batch.batch_id, run.chunk.index, version=snapshot.version, changes=update
+        ):
+            return True
+    return False
+
+
+async def _continue_later(*, engine: Engine, run: ChunkRun) -> None:
+    """The time budget of this delivery is spent: hand the rest of the chunk to a new task."""
+    segment = run.chunk.segment + 1
+    if await _release(
+        engine=engine, run=run, changes={"state": ChunkState.PENDING.value, "segment": segment}
+    ):
+        await enqueue_chunk(
+            engine=engine, batch_id=run.batch.batch_id, chunk=run.chunk.index, segment=segment
+        )
+
+
+async def enqueue_chunk(*, engine: Engine, batch_id: str, chunk: int, segment: int, suffix: str = "") -> bool:
+    return await engine.queue.enqueue(
+        task_id=chunk_task_id(batch_id, chunk, segment, suffix),
+        function_name=WORKER_FUNCTION,
+        body=WorkMessage(batch_id=batch_id, chunk=chunk, segment=segment).model_dump_json().encode(),
+        service_account=engine.settings.tasks_service_account,
+    )
+
+
+async def enqueue_finalize(*, engine: Engine, batch_id: str, suffix: str = "") -> bool:
+    return await engine.queue.enqueue(
+        task_id=finalize_task_id(batch_id, suffix),
+        function_name=FINALIZER_FUNCTION,
+        body=json.dumps({"batch_id": batch_id}).encode(),
+        service_account=engine.settings.tasks_service_account,
+    )
+
+
+async def _after_chunk(*, engine: Engine, batch: BatchDoc, chunk: ChunkDoc) -> None:
+    """Chain on: the next chunk, or the finalizer after the last chunk or a stop. Idempotent by task name."""
+    is_last = chunk.index + 1 >= batch.chunk_count
+    if batch.status.is_final or is_last:
+        await enqueue_finalize(engine=engine, batch_id=batch.batch_id)
+    else:
+        await enqueue_chunk(engine=engine, batch_id=batch.batch_id, chunk=chunk.index + 1, segment=0)
+
+
+async def _set_chunk_state(*, engine: Engine, batch_id: str, index: int, state: ChunkState) -> None:
+    snapshot = await engine.store.get_chunk(batch_id, index)
+    if snapshot is None or snapshot.chunk.state.is_terminal:
+        return
+    await engine.store.update_chunk_if_unchanged(
+        batch_id,
+        index,
+        version=snapshot.version,
+        changes={
+            "state": state.value,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "finished_at": engine.clock(),
+        },
+    )
+
+
+async def _fail_chunk(*, engine: Engine, batch: BatchDoc, chunk_index: int, reason: str) -> None:
+    """Record every open request of the chunk as failed, mark the chunk failed, and chain on."""
+    snapshot = await engine.store.get_chunk(batch.batch_id, chunk_index)
+    if snapshot is None:
+        return
+    chunk = snapshot.chunk
+    done = await engine.store.finished_indices(batch.batch_id, chunk.start, chunk.end)
+    now = engine.clock()
+    failures = [
+        ResultDoc(
+            batch_id=batch.batch_id,
+            index=i,
+            chunk=chunk.index,
+            custom_id=chunk.requests[i - chunk.start].custom_id,
+            success=False,
+            error=ErrorInfo(
+                code="chunk_failed", message=f"the chunk exhausted its delivery attempts: {reason}"
+            ),
+            model=chunk.requests[i - chunk.start].model,
+            processing_ms=0,
+            attempts=0,
+            finished_at=now,
+        )
+        for i in range(chunk.start, chunk.end)
+        if i not in done
+    ]
+    await engine.store.write_results(failures, [])
+    await _set_chunk_state(engine=engine, batch_id=batch.batch_id, index=chunk_index, state=ChunkState.FAILED)
+    await _after_chunk(engine=engine, batch=batch, chunk=chunk)

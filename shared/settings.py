@@ -1,0 +1,139 @@
+"""One typed settings object for every function, validated at start-up.
+
+Values come from the environment (names are the field names upper-cased, e.g. `BATCH_MAX_CONCURRENCY`). In
+local mode (`PLATFORM_ENV=local`, the default) every Google endpoint is derived from emulator.json; in
+production the emulator endpoints must be absent and the secrets real.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from typing import Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.emulator_config import STATE_DIR, load_emulator_config
+
+
+class Environment(StrEnum):
+    LOCAL = "local"
+    PRODUCTION = "production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+
+    platform_env: Environment = Environment.LOCAL
+    project_id: str = ""
+    region: str = ""
+    # Public base URL of the deployed functions; a function's URL is `<base>/<function_name>`.
+    functions_base_url: str = ""
+
+    # Emulator endpoints (local mode only; derived from emulator.json when empty).
+    firestore_emulator_host: str = ""
+    storage_emulator_host: str = ""
+    tasks_emulator_host: str = ""
+    gemini_base_url: str = ""
+    oidc_certs_url: str = ""  # empty in production: Google's certificates
+
+    gemini_api_key: SecretStr = SecretStr("")
+    results_bucket: str = ""
+    tasks_queue: str = "batch-work"
+    tasks_service_account: str = ""
+    scheduler_service_account: str = ""
+    storage_signer_key_dir: str = str(STATE_DIR / "oidc")
+
+    # Batch engine.
+    batch_default_model: str = "gemini-2.5-flash"
+    batch_max_concurrency: int = Field(default=5, ge=1, le=100)
+    batch_default_timeout: int = Field(default=30_000, ge=100, le=300_000)  # ms per request
+    batch_max_retries: int = Field(default=3, ge=0, le=10)
+    batch_max_requests: int = Field(default=10_000, ge=1)
+    batch_concurrency_limit: int = Field(default=100, ge=1)
+    batch_timeout_limit: int = Field(default=300_000, ge=100)  # ms
+    batch_wait_threshold: int = Field(default=100, ge=0)  # batches this small wait by default
+    batch_max_wait_seconds: float = Field(default=60.0, gt=0)
+    batch_max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    batch_chunk_size: int = Field(default=500, ge=1, le=5000)
+    batch_inline_limit_bytes: int = Field(default=64 * 1024, ge=1024)
+    batch_lease_seconds: float = Field(default=60.0, gt=0)
+    # A delivery stops starting requests after this long and hands the rest of its chunk to a new task,
+    # so no request outlives the queue's dispatch deadline (10 min by default).
+    batch_task_budget_seconds: float = Field(default=480.0, gt=0)
+    batch_dispatch_deadline_seconds: int = Field(default=600, ge=15, le=1800)
+    batch_task_max_attempts: int = Field(default=10, ge=1)
+    results_url_ttl_seconds: int = Field(default=900, ge=60, le=7 * 24 * 3600)
+
+    analytics_retention_days: int = Field(default=30, ge=1)
+    rate_limit_per_minute: int = Field(default=600, ge=1)
+    api_key_cache_seconds: float = Field(default=30.0, ge=0)
+
+    @model_validator(mode="after")
+    def _fill_and_check(self) -> Self:
+        if self.platform_env is Environment.LOCAL:
+            self._fill_local()
+        else:
+            self._check_production()
+        return self
+
+    def _fill_local(self) -> None:
+        config = load_emulator_config()
+        emulators = config.emulators
+        defaults = {
+            "project_id": config.project_id,
+            "region": config.region,
+            "functions_base_url": emulators.functions.url,
+            "firestore_emulator_host": emulators.firestore.address,
+            "storage_emulator_host": emulators.storage.url,
+            "tasks_emulator_host": emulators.tasks.address,
+            "gemini_base_url": emulators.gemini.url,
+            "oidc_certs_url": config.oidc_certs_url,
+        }
+        for name, value in defaults.items():
+            if not getattr(self, name):
+                setattr(self, name, value)
+        project = self.project_id
+        if not self.gemini_api_key.get_secret_value():
+            self.gemini_api_key = SecretStr("local-emulator")
+        self.results_bucket = self.results_bucket or f"{project}-batch-results"
+        self.tasks_service_account = (
+            self.tasks_service_account or f"tasks-invoker@{project}.iam.gserviceaccount.com"
+        )
+        self.scheduler_service_account = (
+            self.scheduler_service_account or f"scheduler-invoker@{project}.iam.gserviceaccount.com"
+        )
+
+    def _check_production(self) -> None:
+        required = [
+            "project_id", "region", "functions_base_url", "results_bucket",
+            "tasks_service_account", "scheduler_service_account",
+        ]  # fmt: skip
+        missing = [name.upper() for name in required if not getattr(self, name)]
+        if not self.gemini_api_key.get_secret_value():
+            missing.append("GEMINI_API_KEY")
+        if missing:
+            raise ValueError(f"production settings missing: {', '.join(missing)}")
+        emulated = [
+            name.upper()
+            for name in ("firestore_emulator_host", "storage_emulator_host", "tasks_emulator_host",
+                         "gemini_base_url", "oidc_certs_url")
+            if getattr(self, name)
+        ]  # fmt: skip
+        if emulated:
+            raise ValueError(f"emulator endpoints are not allowed in production: {', '.join(emulated)}")
+        if self.gemini_api_key.get_secret_value() in {"local-emulator", "changethis"}:
+            raise ValueError("GEMINI_API_KEY must be a real key in production")
+
+    @property
+    def is_local(self) -> bool:
+        return self.platform_env is Environment.LOCAL
+
+    def function_url(self, function_name: str) -> str:
+        return f"{self.functions_base_url.rstrip('/')}/{function_name}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,55 @@
+"""Test fixtures: the local cloud is started once per test session (the role testcontainers would play where
+Docker exists) unless it already runs, and stopped at the end only if this session started it."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import pytest
+
+from shared.emulator_config import EmulatorConfig, load_emulator_config
+
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="session")
+def emulator_config() -> EmulatorConfig:
+    return load_emulator_config()
+
+
+@pytest.fixture(scope="session")
+def local_cloud(emulator_config: EmulatorConfig) -> Iterator[EmulatorConfig]:
+    from infra import localcloud
+
+    started = localcloud.start(emulator_config)
+    os.environ["FIRESTORE_EMULATOR_HOST"] = emulator_config.emulators.firestore.address
+    os.environ["STORAGE_EMULATOR_HOST"] = emulator_config.emulators.storage.url
+    try:
+        yield emulator_config
+    finally:
+        if started:
+            localcloud.stop()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique suffix for resource names, so tests never collide."""
+    return uuid.uuid4().hex[:10]
+
+
+def wait_for(
+    predicate: Callable[[], T | None], *, timeout: float, interval: float = 0.05, what: str = ""
+) -> T:
+    """Poll `predicate` until it returns a truthy value, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+        time.sleep(interval)  # polling interval of a bounded wait, not a wait for work
