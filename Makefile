@@ -55,7 +55,7 @@ bench: venv check-tools
 
 api-key: venv
 	@test -n "$(TENANT)" || { echo "usage: make api-key TENANT=name [ROLE=admin]" >&2; exit 2; }
-	@$(PY) -m infra.api_key --tenant "$(TENANT)" --role "$(or $(ROLE),user)"
+	@$(PY) -m infra.api_key --tenant "$(TENANT)" --role "$(or $(ROLE),user)" $(if $(RATE_LIMIT),--rate-limit $(RATE_LIMIT))
 
 clean: down
 	rm -rf $(VENV) .localcloud .pytest_cache .mypy_cache .ruff_cache .bench

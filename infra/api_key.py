@@ -18,6 +18,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tenant", required=True)
     parser.add_argument("--role", choices=[r.value for r in Role], default=Role.USER.value)
+    parser.add_argument("--rate-limit", type=int, default=None, help="requests per minute (default: platform's)")
     args = parser.parse_args()
     tenant = args.tenant.strip()
     if not tenant or len(tenant) > 100 or not tenant.replace("-", "").replace("_", "").isalnum():
@@ -25,7 +26,13 @@ def main() -> int:
         return 2
     wired = platform()
     key = runtime.run(
-        create_api_key(keys=wired.keys, tenant=tenant, role=Role(args.role), now=wired.engine.clock())
+        create_api_key(
+            keys=wired.keys,
+            tenant=tenant,
+            role=Role(args.role),
+            now=wired.engine.clock(),
+            rate_limit_per_minute=args.rate_limit,
+        )
     )
     sys.stdout.write(f"API key for tenant {tenant} ({args.role}); keep it, it is shown once:\n{key}\n")
     return 0

@@ -169,12 +169,7 @@ def start(config: EmulatorConfig | None = None, *, quiet: bool = False) -> bool:
     if known and all(_alive(pid) for pid in known.values()) and all(_is_ready(p) for p in all_pieces):
         return False
     stop()
-    for piece in all_pieces:
-        if _port_open(piece.endpoint):
-            raise LocalCloudError(
-                f"{piece.name}: port {piece.endpoint.port} on {piece.endpoint.host} is already in use by "
-                "another process; stop it or change the port in emulator.json"
-            )
+    check_ports_free(all_pieces)
     from infra.emulators.oidc import ensure_signing_key
 
     ensure_signing_key()
@@ -210,6 +205,15 @@ def start(config: EmulatorConfig | None = None, *, quiet: bool = False) -> bool:
 
     apply_local(config)
     return True
+
+
+def check_ports_free(all_pieces: list[Piece]) -> None:
+    for piece in all_pieces:
+        if _port_open(piece.endpoint):
+            raise LocalCloudError(
+                f"{piece.name}: port {piece.endpoint.port} on {piece.endpoint.host} is already in use by "
+                "another process; stop it or change the port in emulator.json"
+            )
 
 
 def _wait_ready(all_pieces: list[Piece], processes: dict[str, subprocess.Popen[bytes]]) -> None:

@@ -18,6 +18,7 @@ class Principal(BaseModel):
 
     tenant: str
     role: Role
+    rate_limit_per_minute: int | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -31,6 +32,7 @@ class ApiKeyRecord(BaseModel):
     role: Role
     prefix: str
     created_at: dt.datetime
+    rate_limit_per_minute: int | None = None
 
 
 class AuditRecord(BaseModel):

@@ -44,7 +44,7 @@ class ChunkState(StrEnum):
 
 class GenerateItem(ClientModel):
     prompt: str = Field(min_length=1)
-    model: str | None = Field(default=None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._\-/]+$")
+    model: str | None = Field(default=None, max_length=100, pattern=r"^(models/)?[A-Za-z0-9][A-Za-z0-9._-]*$")
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     max_tokens: int | None = Field(default=None, ge=1, le=65_536)
     custom_id: str | None = Field(default=None, max_length=256)

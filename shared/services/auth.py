@@ -21,10 +21,17 @@ def hash_key(api_key: str) -> str:
     return hashlib.sha256(api_key.encode("utf-8")).hexdigest()
 
 
-async def create_api_key(*, keys: KeyStore, tenant: str, role: Role, now: dt.datetime) -> str:
-    """Create a key for `tenant`; the plaintext is returned once and never stored."""
+async def create_api_key(
+    *, keys: KeyStore, tenant: str, role: Role, now: dt.datetime, rate_limit_per_minute: int | None = None
+) -> str:
+    """Create a key for `tenant`; the plaintext is returned once and never stored.
+
+    `rate_limit_per_minute` overrides the platform's default limit for this key's tenant.
+    """
     api_key = KEY_PREFIX + secrets.token_urlsafe(32)
-    record = ApiKeyRecord(tenant=tenant, role=role, prefix=api_key[:8], created_at=now)
+    record = ApiKeyRecord(
+        tenant=tenant, role=role, prefix=api_key[:8], created_at=now, rate_limit_per_minute=rate_limit_per_minute
+    )
     await keys.put_api_key(hash_key(api_key), record)
     return api_key
 
@@ -52,7 +59,11 @@ class Authenticator:
             principal = cached[1]
         else:
             record = await self._keys.get_api_key(key_hash)
-            principal = Principal(tenant=record.tenant, role=record.role) if record else None
+            principal = (
+                Principal(tenant=record.tenant, role=record.role, rate_limit_per_minute=record.rate_limit_per_minute)
+                if record
+                else None
+            )
             with self._lock:
                 if len(self._cache) > 10_000:
                     self._cache.clear()
@@ -65,18 +76,22 @@ class Authenticator:
 async def enforce_rate_limit(
     *, keys: KeyStore, principal: Principal, limit_per_minute: int, now: dt.datetime
 ) -> None:
-    """Fixed one-minute window per tenant, counted in Firestore so it holds across instances."""
+    """Fixed one-minute window per tenant, counted in Firestore so it holds across instances.
+
+    The key's own limit wins over the platform default.
+    """
     epoch_s = int(now.timestamp())
     window = epoch_s // RATE_WINDOW_S
+    limit = principal.rate_limit_per_minute or limit_per_minute
     count = await keys.count_request(
         tenant=principal.tenant,
         window=window,
         shards=RATE_LIMIT_SHARDS,
         expire_at=now + dt.timedelta(minutes=10),
     )
-    if count > limit_per_minute:
+    if count > limit:
         retry_after = RATE_WINDOW_S - epoch_s % RATE_WINDOW_S
         raise RateLimited(
-            f"rate limit of {limit_per_minute} requests per minute exceeded for tenant {principal.tenant}",
+            f"rate limit of {limit} requests per minute exceeded for tenant {principal.tenant}",
             retry_after_s=max(retry_after, 1),
         )

@@ -33,6 +33,7 @@ from shared.models.batch import (
     TokenUsage,
 )
 from shared.ports import ResultTotals
+from shared.settings import Settings
 from shared.services.engine import (
     WORKER_FUNCTION,
     Engine,
@@ -61,8 +62,7 @@ def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
     ]
 
 
-def parse_request(body: bytes, *, engine: Engine) -> GenerateBatchRequest:
-    settings = engine.settings
+def parse_request(body: bytes, *, settings: Settings) -> GenerateBatchRequest:
     if len(body) > settings.batch_max_body_bytes:
         raise PayloadTooLarge(
             f"request body is {len(body)} bytes; the limit is {settings.batch_max_body_bytes}"
@@ -86,8 +86,7 @@ def parse_request(body: bytes, *, engine: Engine) -> GenerateBatchRequest:
     return request
 
 
-def resolve_options(request: GenerateBatchRequest, *, engine: Engine) -> ResolvedOptions:
-    settings = engine.settings
+def resolve_options(request: GenerateBatchRequest, *, settings: Settings) -> ResolvedOptions:
     options = request.options
     policy = options.retry_policy
     return ResolvedOptions(
@@ -178,8 +177,8 @@ async def submit(
             "invalid Idempotency-Key",
             details=[{"field": "Idempotency-Key", "problem": "1 to 200 characters"}],
         )
-    request = parse_request(body, engine=engine)
-    options = resolve_options(request, engine=engine)
+    request = parse_request(body, settings=engine.settings)
+    options = resolve_options(request, settings=engine.settings)
     now = engine.clock()
     batch_id = _batch_id(principal, idempotency_key)
     body_hash = hashlib.sha256(request.model_dump_json().encode()).hexdigest()

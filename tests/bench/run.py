@@ -1,0 +1,220 @@
+"""Benchmark: the engine against the physical limit, side by side in one run (`make bench`).
+
+For each size N at model latency L and concurrency C:
+  ideal_s     N x L / C, the physical limit
+  baseline_s  one process calling the Gemini emulator directly with google-genai's async client
+  platform_s  POST /batch/generate (no wait) until GET /batch/status reports completed with all results
+  seed_s      the seed systems' design, sequential with a 2 s pause: N x (L + 2 s) (computed, not run)
+Also submit latency (p50/p99 over 50 submits of 100 requests) and the platform's resources.
+Writes .bench/results.json; the last line printed is the ratio at 1,000 items. A benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+from google import genai
+from google.genai import types
+
+from infra import localcloud
+from shared import runtime
+from shared.app import platform
+from shared.emulator_config import REPO_ROOT, STATE_DIR, load_emulator_config
+from shared.models.auth import Role
+from shared.services.auth import create_api_key
+
+RESULTS_FILE = REPO_ROOT / ".bench" / "results.json"
+SEED_PAUSE_S = 2.0
+MODEL = "gemini-2.5-flash"
+
+
+def _out(line: str = "") -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+async def _baseline(*, gemini_url: str, items: int, concurrency: int) -> float:
+    client = genai.Client(api_key="bench", http_options=types.HttpOptions(base_url=gemini_url))
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> None:
+        async with semaphore:
+            await client.aio.models.generate_content(model=MODEL, contents=f"Describe item number {i}")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(items)))
+    return time.perf_counter() - started
+
+
+def _platform_run(api: httpx.Client, *, items: int, concurrency: int) -> tuple[float, float]:
+    body = {
+        "requests": [{"prompt": f"Describe item number {i}", "customId": str(i)} for i in range(items)],
+        "options": {"concurrency": concurrency, "wait": False},
+    }
+    payload = json.dumps(body).encode()
+    started = time.perf_counter()
+    response = api.post("/batch/generate", content=payload, headers={"Content-Type": "application/json"})
+    response.raise_for_status()
+    batch_id = response.json()["batchId"]
+    first_result_s = 0.0
+    deadline = started + 600
+    while time.perf_counter() < deadline:
+        current = api.get(f"/batch/status/{batch_id}", params={"limit": 1}).json()
+        if not first_result_s and current["progress"]["finished"] > 0:
+            first_result_s = time.perf_counter() - started
+        if current["status"] == "completed" and current["progress"]["successful"] == items:
+            return time.perf_counter() - started, first_result_s
+        if current["status"] in ("failed", "cancelled"):
+            raise RuntimeError(f"batch {batch_id} ended {current['status']}: {current.get('stopReason')}")
+        time.sleep(0.02)  # status polling interval
+    raise TimeoutError(f"batch {batch_id} did not finish")
+
+
+def _submit_latency(api: httpx.Client, *, submits: int) -> dict[str, float]:
+    body = json.dumps({"requests": [{"prompt": f"p{i}"} for i in range(100)], "options": {"wait": False}})
+    timings = []
+    for _ in range(submits):
+        started = time.perf_counter()
+        response = api.post("/batch/generate", content=body, headers={"Content-Type": "application/json"})
+        timings.append((time.perf_counter() - started) * 1000)
+        response.raise_for_status()
+        api.delete(f"/batch/{response.json()['batchId']}")
+    timings.sort()
+    return {
+        "p50_ms": round(statistics.median(timings), 1),
+        "p99_ms": round(timings[min(len(timings) - 1, int(len(timings) * 0.99))], 1),
+    }
+
+
+def _cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    ticks = 100.0
+    result = {}
+    for name, pid in pids.items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            # utime, stime, cutime, cstime (children count: the Java and Go emulators are direct children)
+            result[name] = sum(int(v) for v in fields[11:15]) / ticks
+        except (OSError, IndexError):
+            result[name] = 0.0
+    return result
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Benchmark the batch engine.")
+    parser.add_argument("--sizes", default="100,1000,5000")
+    parser.add_argument("--latency-ms", type=int, default=100)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--submits", type=int, default=50)
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    config = load_emulator_config()
+    started_cloud = localcloud.start(config)
+    try:
+        return _bench(config=config, sizes=sizes, latency_ms=args.latency_ms, concurrency=args.concurrency,
+                      submits=args.submits)  # fmt: skip
+    finally:
+        if started_cloud:
+            localcloud.stop()
+
+
+def _bench(*, config: Any, sizes: list[int], latency_ms: int, concurrency: int, submits: int) -> int:
+    gemini = httpx.Client(base_url=config.emulators.gemini.url, timeout=10)
+    gemini.post("/emulator/reset").raise_for_status()
+    gemini.post("/emulator/config", json={"latencyMs": latency_ms}).raise_for_status()
+    wired = platform()
+    key = runtime.run(
+        create_api_key(
+            keys=wired.keys,
+            tenant=f"bench-{uuid.uuid4().hex[:8]}",
+            role=Role.USER,
+            now=wired.engine.clock(),
+            rate_limit_per_minute=1_000_000,
+        )
+    )
+    api = httpx.Client(base_url=config.emulators.functions.url, headers={"Authorization": f"Bearer {key}"},
+                       timeout=120)  # fmt: skip
+    pids: dict[str, int] = json.loads((STATE_DIR / "pids.json").read_text())
+    platform_pids = {n: p for n, p in pids.items() if n in ("functions", "firestore", "tasks", "storage")}
+    # Warm up: the first calls build clients and JIT-compile the Firestore emulator's paths.
+    _platform_run(api, items=50, concurrency=concurrency)
+    asyncio.run(_baseline(gemini_url=config.emulators.gemini.url, items=50, concurrency=concurrency))
+
+    rows = []
+    cpu_per_thousand = []
+    latency_s = latency_ms / 1000
+    for items in sizes:
+        baseline_s = asyncio.run(
+            _baseline(gemini_url=config.emulators.gemini.url, items=items, concurrency=concurrency)
+        )
+        cpu_before = _cpu_seconds(platform_pids)
+        platform_s, first_result_s = _platform_run(api, items=items, concurrency=concurrency)
+        cpu_after = _cpu_seconds(platform_pids)
+        cpu_used = {n: cpu_after[n] - cpu_before[n] for n in cpu_before}
+        cpu_per_thousand.append({n: round(v * 1000 / items, 2) for n, v in cpu_used.items()})
+        rows.append(
+            {
+                "items": items,
+                "latency_ms": latency_ms,
+                "concurrency": concurrency,
+                "ideal_s": round(items * latency_s / concurrency, 3),
+                "baseline_s": round(baseline_s, 3),
+                "platform_s": round(platform_s, 3),
+                "seed_s": round(items * (latency_s + SEED_PAUSE_S), 1),
+                "ratio_vs_baseline": round(platform_s / baseline_s, 3),
+                "overhead_ms_per_item": round((platform_s - baseline_s) / items * 1000, 3),
+                "first_result_s": round(first_result_s, 3),
+            }
+        )
+    submit = _submit_latency(api, submits=submits)
+    resources = {
+        "gateway_peak_rss_mb": round(_peak_rss_mb(pids["functions"]), 1),
+        "cpu_s_per_1000_items": cpu_per_thousand[-1] if cpu_per_thousand else {},
+        "cpu_s_per_1000_items_by_size": dict(zip([str(s) for s in sizes], cpu_per_thousand, strict=True)),
+    }
+    gemini.post("/emulator/reset").raise_for_status()
+    report = {"sizes": rows, "submit": submit, "resources": resources, "machine": _machine()}
+    RESULTS_FILE.parent.mkdir(exist_ok=True)
+    RESULTS_FILE.write_text(json.dumps(report, indent=2) + "\n")
+    _print_table(rows, submit, resources)
+    at_thousand = next((r for r in rows if r["items"] == 1000), rows[-1])
+    _out(f"fanout ratio_vs_baseline at 1000 items: {at_thousand['ratio_vs_baseline']:.2f}")
+    return 0
+
+
+def _machine() -> dict[str, Any]:
+    import os
+    import platform as py_platform
+
+    return {"cpus": os.cpu_count(), "python": py_platform.python_version(), "system": py_platform.platform()}
+
+
+def _print_table(rows: list[dict[str, Any]], submit: dict[str, float], resources: dict[str, Any]) -> None:
+    header = ["items", "ideal_s", "baseline_s", "platform_s", "ratio", "ovh_ms/item", "first_s", "seed_s"]
+    _out(" ".join(f"{h:>12}" for h in header))
+    for r in rows:
+        values = [r["items"], r["ideal_s"], r["baseline_s"], r["platform_s"], r["ratio_vs_baseline"],
+                  r["overhead_ms_per_item"], r["first_result_s"], r["seed_s"]]  # fmt: skip
+        _out(" ".join(f"{v:>12}" for v in values))
+    _out(f"submit latency (100 requests, no wait): p50 {submit['p50_ms']} ms, p99 {submit['p99_ms']} ms")
+    _out(f"gateway peak RSS: {resources['gateway_peak_rss_mb']} MB; "
+         f"CPU s per 1,000 items: {resources['cpu_s_per_1000_items']}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Parsing and validation of batch requests (pure, no emulator)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from shared.errors import InvalidRequest, PayloadTooLarge
+from shared.services.batches import parse_request, resolve_options
+from shared.settings import Settings
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(batch_max_requests=5, batch_max_body_bytes=4096)
+
+
+def body(**payload: object) -> bytes:
+    return json.dumps(payload).encode()
+
+
+def test_defaults_come_from_settings(settings: Settings) -> None:
+    request = parse_request(body(requests=[{"prompt": "hi"}]), settings=settings)
+    options = resolve_options(request, settings=settings)
+    assert (options.concurrency, options.timeout_ms, options.max_retries) == (5, 30_000, 3)
+    assert options.fail_fast is False
+
+
+def test_camel_case_fields_are_read(settings: Settings) -> None:
+    request = parse_request(
+        body(
+            requests=[{"prompt": "hi", "maxTokens": 10, "customId": "a", "systemInstruction": "be brief"}],
+            options={"failFast": True, "retryPolicy": {"maxRetries": 1, "baseDelay": 5}},
+        ),
+        settings=settings,
+    )
+    item = request.requests[0]
+    assert (item.max_tokens, item.custom_id, item.system_instruction) == (10, "a", "be brief")
+    options = resolve_options(request, settings=settings)
+    assert (options.fail_fast, options.max_retries, options.base_delay_ms) == (True, 1, 5)
+
+
+@pytest.mark.parametrize(
+    "payload,field",
+    [
+        ({"requests": [{"prompt": "x"}], "owner": "me"}, "owner"),
+        ({"requests": [{"prompt": "x", "status": "done"}]}, "requests.0.status"),
+        ({"requests": [{"prompt": "x"}] * 6}, "requests"),
+        ({"requests": [{"prompt": "x", "model": "../../etc"}]}, "requests.0.model"),
+        ({"requests": [{"prompt": "x"}], "options": {"concurrency": 0}}, "options.concurrency"),
+    ],
+)
+def test_invalid_requests_name_the_field(settings: Settings, payload: dict[str, object], field: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        parse_request(body(**payload), settings=settings)
+    assert field in [d["field"] for d in caught.value.details]
+
+
+def test_body_over_the_limit_is_refused_before_parsing(settings: Settings) -> None:
+    with pytest.raises(PayloadTooLarge):
+        parse_request(b" " * 4097, settings=settings)

@@ -1,0 +1,42 @@
+"""Settings: local mode derives emulator endpoints; production refuses unsafe values."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from shared.emulator_config import load_emulator_config
+from shared.settings import Settings
+
+
+def test_local_mode_reads_emulator_json() -> None:
+    settings = Settings(platform_env="local")
+    config = load_emulator_config()
+    assert settings.firestore_emulator_host == config.emulators.firestore.address
+    assert settings.function_url("batch_worker") == f"{config.emulators.functions.url}/batch_worker"
+    assert settings.oidc_certs_url == config.oidc_certs_url
+
+
+def test_production_requires_real_settings() -> None:
+    with pytest.raises(ValidationError, match="GEMINI_API_KEY"):
+        Settings(platform_env="production", project_id="p")
+
+
+def test_production_refuses_emulator_endpoints() -> None:
+    with pytest.raises(ValidationError, match="FIRESTORE_EMULATOR_HOST"):
+        Settings(
+            platform_env="production",
+            project_id="p",
+            region="europe-west1",
+            functions_base_url="https://example.run.app",
+            results_bucket="b",
+            tasks_service_account="t@p.iam.gserviceaccount.com",
+            scheduler_service_account="s@p.iam.gserviceaccount.com",
+            gemini_api_key="real-key",
+            firestore_emulator_host="127.0.0.1:1",
+        )
+
+
+def test_limits_are_validated() -> None:
+    with pytest.raises(ValidationError):
+        Settings(batch_max_concurrency=0)
