@@ -18,7 +18,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tenant", required=True)
     parser.add_argument("--role", choices=[r.value for r in Role], default=Role.USER.value)
-    parser.add_argument("--rate-limit", type=int, default=None, help="requests per minute (default: platform's)")
+    parser.add_argument("--rate-limit", type=int, default=None, help="requests per minute")
     args = parser.parse_args()
     tenant = args.tenant.strip()
     if not tenant or len(tenant) > 100 or not tenant.replace("-", "").replace("_", "").isalnum():

@@ -45,13 +45,24 @@ def _health_app(names: Iterable[str]) -> Any:
     return app
 
 
+class _FunctionRoot(DispatcherMiddleware):
+    """Dispatch `/<function>/<path>` to the function's app with path `/<path>`.
+
+    A deployed function's root URL (`https://.../batch_worker`, no trailing slash) reaches it with path `/`;
+    werkzeug's dispatcher would pass an empty path, which Flask answers with a redirect.
+    """
+
+    def __call__(self, environ: Any, start_response: Any) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path in self.mounts:
+            environ["PATH_INFO"] = path + "/"
+        return super().__call__(environ, start_response)  # type: ignore[no-any-return]
+
+
 def create_gateway(directory: Path = FUNCTIONS_DIR) -> Any:
     sources = function_sources(directory)
-    mounts = {
-        f"/{name}": functions_framework.create_app(target=name, source=str(path))
-        for name, path in sources.items()
-    }
-    return DispatcherMiddleware(_health_app(sources), mounts)
+    mounts = {name: functions_framework.create_app(target=name, source=str(path)) for name, path in sources.items()}
+    return _FunctionRoot(_health_app(sources), {f"/{name}": app for name, app in mounts.items()})
 
 
 def main() -> None:

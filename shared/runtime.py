@@ -1,8 +1,9 @@
 """One asyncio event loop per function instance, on a background thread.
 
-Functions are Flask (WSGI) handlers, while the engine's I/O is asyncio (google-genai's async client, Firestore's
-AsyncClient, Cloud Tasks' async client). Async clients are bound to the loop they were created on, so every
-instance keeps one loop alive and each request runs its coroutine there: clients are built once and reused.
+Functions are Flask (WSGI) handlers, while the engine's I/O is asyncio (google-genai's async client,
+Firestore's AsyncClient, Cloud Tasks' async client). Async clients are bound to the loop they were created on,
+so every instance keeps one loop alive and each request runs its coroutine there: clients are built once and
+reused.
 """
 
 from __future__ import annotations

@@ -122,7 +122,7 @@ class FirestoreStore:
                 continue
             except TRANSIENT as exc:
                 raise StoreUnavailable(f"cannot update batch: {exc.message}") from exc
-            return batch.model_copy(update=changes)
+            return BatchDoc.model_validate(batch.model_dump() | changes)
         raise StoreUnavailable("batch document kept changing under compare-and-set")
 
     async def active_batches(self, owner: str | None, limit: int) -> list[BatchDoc]:

@@ -30,7 +30,11 @@ async def create_api_key(
     """
     api_key = KEY_PREFIX + secrets.token_urlsafe(32)
     record = ApiKeyRecord(
-        tenant=tenant, role=role, prefix=api_key[:8], created_at=now, rate_limit_per_minute=rate_limit_per_minute
+        tenant=tenant,
+        role=role,
+        prefix=api_key[:8],
+        created_at=now,
+        rate_limit_per_minute=rate_limit_per_minute,
     )
     await keys.put_api_key(hash_key(api_key), record)
     return api_key
@@ -60,7 +64,9 @@ class Authenticator:
         else:
             record = await self._keys.get_api_key(key_hash)
             principal = (
-                Principal(tenant=record.tenant, role=record.role, rate_limit_per_minute=record.rate_limit_per_minute)
+                Principal(
+                    tenant=record.tenant, role=record.role, rate_limit_per_minute=record.rate_limit_per_minute
+                )
                 if record
                 else None
             )

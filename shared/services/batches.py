@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic.alias_generators import to_camel
 
 from shared.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
 from shared.models.auth import AuditRecord, Principal
@@ -33,13 +34,13 @@ from shared.models.batch import (
     TokenUsage,
 )
 from shared.ports import ResultTotals
-from shared.settings import Settings
 from shared.services.engine import (
     WORKER_FUNCTION,
     Engine,
     chunk_task_id,
     request_object,
 )
+from shared.settings import Settings
 
 # A chunk document stays well below Firestore's 1 MiB limit.
 CHUNK_BYTE_BUDGET = 800 * 1024
@@ -397,7 +398,7 @@ async def status(
             total=totals.total_tokens,
         ),
         cost_usd=round(totals.cost_usd, 8),
-        options=batch.options.model_dump(),
+        options={to_camel(name): value for name, value in batch.options.model_dump().items()},
         results=page,
         pagination=Pagination(
             offset=offset, limit=limit, total=batch.total, next_offset=end if end < batch.total else None

@@ -83,9 +83,7 @@ async def process_chunk(
         return {"outcome": "unknown batch"}
     last_attempt = retry_count + 1 >= engine.settings.batch_task_max_attempts
     try:
-        return await _run_delivery(
-            engine=engine, batch=batch, message=message, worker_id=worker_id, last_attempt=last_attempt
-        )
+        return await _run_delivery(engine=engine, batch=batch, message=message, worker_id=worker_id)
     except LeaseHeld:
         raise
     except PlatformError as exc:
@@ -98,7 +96,7 @@ async def process_chunk(
 
 
 async def _run_delivery(
-    *, engine: Engine, batch: BatchDoc, message: WorkMessage, worker_id: str, last_attempt: bool
+    *, engine: Engine, batch: BatchDoc, message: WorkMessage, worker_id: str
 ) -> dict[str, Any]:
     snapshot = await engine.store.get_chunk(batch.batch_id, message.chunk)
     if snapshot is None:

@@ -39,7 +39,9 @@ def call_internal(base_url: str, function_name: str, body: dict[str, Any]) -> ht
     return httpx.post(url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=120)
 
 
-def test_duplicate_and_concurrent_deliveries_run_each_request_once(api: httpx.Client, gateway_url: str) -> None:
+def test_duplicate_and_concurrent_deliveries_run_each_request_once(
+    api: httpx.Client, gateway_url: str
+) -> None:
     body = submit(api, [f"EMULATOR_SLEEP_40 item {i}" for i in range(40)], concurrency=4, wait=False)
     batch_id = body["batchId"]
     message = {"batch_id": batch_id, "chunk": 0, "segment": 0}
@@ -53,7 +55,9 @@ def test_duplicate_and_concurrent_deliveries_run_each_request_once(api: httpx.Cl
     assert final["status"] == "completed"
     assert final["progress"]["successful"] == 40
     events = usage_events(batch_id)
-    assert sorted(int(e["event_id"].split("-")[1]) for e in events) == list(range(40)), "each request ran once"
+    assert sorted(int(e["event_id"].split("-")[1]) for e in events) == list(range(40)), (
+        "each request ran once"
+    )
     assert final["tokens"]["total"] == sum(e["total_tokens"] for e in events)
 
     # A late duplicate of the finished chunk, and the finalizer delivered twice more: no effect.
@@ -138,21 +142,24 @@ def test_worker_killed_mid_chunk_recovers_through_lease_and_sweeper(own_queue: s
     try:
         key = new_api_key(f"kill-{unique}")
         api = httpx.Client(base_url=gateway.url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
-        batch_id = submit(api, [f"EMULATOR_SLEEP_200 item {i}" for i in range(30)], concurrency=2, wait=False)[
-            "batchId"
-        ]
+        batch_id = submit(
+            api, [f"EMULATOR_SLEEP_200 item {i}" for i in range(30)], concurrency=2, wait=False
+        )["batchId"]
         wait_for(lambda: status(api, batch_id)["progress"]["finished"] >= 4, timeout=60, what="some results")
 
         gateway.kill()
         gateway.start()
         # Once the dead worker's lease has expired, the sweeper hands the chunk out again.
         sweeper_token = TokenMinter().mint(
-            service_account_email=get_settings().scheduler_service_account, audience=f"{gateway.url}/batch_sweeper"
+            service_account_email=get_settings().scheduler_service_account,
+            audience=f"{gateway.url}/batch_sweeper",
         )
 
         def _swept_or_done() -> bool:
             swept = httpx.post(
-                f"{gateway.url}/batch_sweeper", headers={"Authorization": f"Bearer {sweeper_token}"}, timeout=30
+                f"{gateway.url}/batch_sweeper",
+                headers={"Authorization": f"Bearer {sweeper_token}"},
+                timeout=30,
             )
             assert swept.status_code == 200, swept.text
             return bool(swept.json()["requeuedChunks"]) or status(api, batch_id)["status"] == "completed"

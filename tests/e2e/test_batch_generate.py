@@ -21,7 +21,12 @@ def test_small_batch_waits_and_returns_results_in_request_order(api: httpx.Clien
     assert [r["customId"] for r in body["results"]] == [f"item-{i}" for i in range(12)]
     assert all(r["success"] and r["response"] for r in body["results"])
     summary = body["summary"]
-    assert (summary["total"], summary["successful"], summary["failed"], summary["cancelled"]) == (12, 12, 0, 0)
+    assert (summary["total"], summary["successful"], summary["failed"], summary["cancelled"]) == (
+        12,
+        12,
+        0,
+        0,
+    )
     assert summary["totalTokens"] == sum(r["tokensUsed"]["total"] for r in body["results"]) > 0
 
 
@@ -102,7 +107,9 @@ def test_rate_limit_storm_is_absorbed_by_backoff(api: httpx.Client, gemini: http
     configure_gemini(gemini, errorRate=0.5, errorStatus=429, retryDelayMs=20)
     prompts = [f"storm {i}" for i in range(30)]
 
-    body = submit(api, prompts, concurrency=10, retryPolicy={"maxRetries": 10, "baseDelay": 10, "maxDelay": 50})
+    body = submit(
+        api, prompts, concurrency=10, retryPolicy={"maxRetries": 10, "baseDelay": 10, "maxDelay": 50}
+    )
 
     assert body["status"] == "completed"
     assert body["summary"]["successful"] == 30

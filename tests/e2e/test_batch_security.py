@@ -32,7 +32,8 @@ def test_another_tenants_batch_is_404_like_a_missing_one(
     assert foreign.json()["error"]["code"] == missing.json()["error"]["code"] == "not_found"
 
     admin = httpx.Client(
-        base_url=gateway_url, headers={"Authorization": f"Bearer {new_api_key(f'admin-{unique}', Role.ADMIN)}"}
+        base_url=gateway_url,
+        headers={"Authorization": f"Bearer {new_api_key(f'admin-{unique}', Role.ADMIN)}"},
     )
     assert admin.get(f"/batch/status/{batch_id}").status_code == 200
 
@@ -54,7 +55,10 @@ def test_clients_cannot_set_server_owned_fields(api: httpx.Client) -> None:
         ({"requests": [{"prompt": "x", "temperature": 3}]}, "requests.0.temperature"),
         ({"requests": [{"prompt": "x"}], "options": {"concurrency": 101}}, "options.concurrency"),
         ({"requests": [{"prompt": "x"}], "options": {"timeout": 300_001}}, "options.timeout"),
-        ({"requests": [{"prompt": "x"}], "options": {"retryPolicy": {"maxRetries": -1}}}, "options.retryPolicy.maxRetries"),
+        (
+            {"requests": [{"prompt": "x"}], "options": {"retryPolicy": {"maxRetries": -1}}},
+            "options.retryPolicy.maxRetries",
+        ),
     ],
 )
 def test_bad_input_is_400_naming_the_field_and_writes_nothing(
@@ -99,7 +103,9 @@ def test_rate_limit_answers_429_with_retry_after(gateway_url: str, unique: str) 
 
 
 @pytest.mark.parametrize("function_name", ["batch_worker", "batch_finalizer", "batch_sweeper"])
-def test_internal_functions_refuse_calls_without_a_valid_oidc_token(gateway_url: str, function_name: str) -> None:
+def test_internal_functions_refuse_calls_without_a_valid_oidc_token(
+    gateway_url: str, function_name: str
+) -> None:
     settings = get_settings()
     url = f"{gateway_url}/{function_name}"
     body = {"batch_id": "0" * 32, "chunk": 0} if function_name == "batch_worker" else {"batch_id": "0" * 32}
@@ -111,7 +117,9 @@ def test_internal_functions_refuse_calls_without_a_valid_oidc_token(gateway_url:
         json=body,
         headers={
             "Authorization": "Bearer "
-            + minter.mint(service_account_email=settings.tasks_service_account, audience=f"{gateway_url}/batch")
+            + minter.mint(
+                service_account_email=settings.tasks_service_account, audience=f"{gateway_url}/batch"
+            )
         },
     )
     stranger = httpx.post(
@@ -133,13 +141,17 @@ def test_internal_functions_refuse_calls_without_a_valid_oidc_token(gateway_url:
 def test_cancel_is_audited(api: httpx.Client, unique: str) -> None:
     from google.cloud import firestore
 
-    batch_id = submit(api, [f"EMULATOR_SLEEP_200 {i}" for i in range(20)], concurrency=1, wait=False)["batchId"]
+    batch_id = submit(api, [f"EMULATOR_SLEEP_200 {i}" for i in range(20)], concurrency=1, wait=False)[
+        "batchId"
+    ]
     assert api.delete(f"/batch/{batch_id}").status_code == 200
     wait_final(api, batch_id)
 
     db = firestore.Client(project=get_settings().project_id)
     actions = {
         snapshot.get("action")
-        for snapshot in db.collection("audit_log").where(filter=firestore.FieldFilter("target", "==", batch_id)).stream()
+        for snapshot in db.collection("audit_log")
+        .where(filter=firestore.FieldFilter("target", "==", batch_id))
+        .stream()
     }
     assert actions == {"batch.submit", "batch.cancel"}
