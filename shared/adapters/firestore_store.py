@@ -21,9 +21,17 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from shared.errors import StoreUnavailable
 from shared.models.auth import ApiKeyRecord, AuditRecord
-from shared.models.batch import ACTIVE_STATUSES, BatchDoc, ChunkDoc, ChunkState, ResultDoc
+from shared.models.batch import (
+    ACTIVE_STATUSES,
+    BatchDoc,
+    ChunkDoc,
+    ChunkProgress,
+    ChunkState,
+    ResultDoc,
+    ResultTotals,
+)
 from shared.models.usage import UsageEvent
-from shared.ports import ChunkSnapshot, ExpiredLease, ResultTotals
+from shared.ports import ChunkSnapshot, ExpiredLease
 
 BATCHES = "batches"
 CHUNKS = "chunks"
@@ -214,10 +222,9 @@ class FirestoreStore:
         result = await query.count(alias="n").get()
         return int(result[0][0].value)
 
-    async def count_started_chunks(self, batch_id: str) -> int:
-        query = self._batch_ref(batch_id).collection(CHUNKS).where(filter=FieldFilter("claims", ">", 0))
-        result = await query.count(alias="n").get()
-        return int(result[0][0].value)
+    async def chunk_progress(self, batch_id: str) -> list[ChunkProgress]:
+        query = self._batch_ref(batch_id).collection(CHUNKS).select(["index", "state", "claims", "progress"])
+        return [ChunkProgress.model_validate(s.to_dict()) async for s in query.stream()]
 
     async def expired_leases(self, now: dt.datetime, limit: int) -> list[ExpiredLease]:
         query = (
@@ -244,35 +251,63 @@ class FirestoreStore:
         )
         return {int(s.get("index")) async for s in query.stream()}
 
-    async def write_results(self, results: list[ResultDoc], events: list[UsageEvent]) -> int:
-        """Create result and usage documents; returns how many results this call created.
+    async def write_results(self, outcomes: list[tuple[ResultDoc, list[UsageEvent]]]) -> list[ResultDoc]:
+        """Create each result with its usage events; returns the results this call created.
 
-        One commit for the lot; if any document already exists (another worker raced us on the same chunk),
-        fall back to one create per document so the first writer wins each and nothing is counted twice.
+        A result and its events always share a commit. If any document already exists (another worker raced
+        us on the same chunk), that commit falls back to one create per document, so the first writer of each
+        wins and nothing is counted twice.
         """
-        writes = [(self._results(r.batch_id).document(result_id(r.index)), _dump(r), True) for r in results]
-        writes += [(self._db.collection(USAGE_EVENTS).document(e.event_id), _dump(e), False) for e in events]
+        created: list[ResultDoc] = []
+        commit: list[tuple[Any, dict[str, Any], ResultDoc | None]] = []
+        for result, events in outcomes:
+            group: list[tuple[Any, dict[str, Any], ResultDoc | None]] = [
+                (self._results(result.batch_id).document(result_id(result.index)), _dump(result), result)
+            ]
+            group += [
+                (self._db.collection(USAGE_EVENTS).document(e.event_id), _dump(e), None) for e in events
+            ]
+            if commit and len(commit) + len(group) > MAX_WRITES_PER_COMMIT:
+                created += await self._create_all(commit)
+                commit = []
+            commit += group
+        if commit:
+            created += await self._create_all(commit)
+        return created
+
+    async def _create_all(
+        self, writes: list[tuple[Any, dict[str, Any], ResultDoc | None]]
+    ) -> list[ResultDoc]:
         try:
             commit = self._db.batch()
             for ref, data, _ in writes:
                 commit.create(ref, data)
             await commit.commit()
-            return len(results)
+            return [result for _, _, result in writes if result is not None]
         except gexc.AlreadyExists:
             pass
         except TRANSIENT as exc:
             raise StoreUnavailable(f"cannot write results: {exc.message}") from exc
-        created = 0
-        for ref, data, is_result in writes:
+        # Someone else wrote some of these first: create one by one, the first writer of each wins.
+        created: list[ResultDoc] = []
+        for ref, data, result in writes:
             try:
                 await ref.create(data)
-                created += int(is_result)
             except gexc.AlreadyExists:
                 continue
+            if result is not None:
+                created.append(result)
         return created
 
-    async def result_totals(self, batch_id: str) -> ResultTotals:
-        results = self._results(batch_id)
+    async def result_totals(
+        self, batch_id: str, start: int | None = None, end: int | None = None
+    ) -> ResultTotals:
+        """Exact sums over the recorded results (of the whole batch, or of the index range [start, end))."""
+        results: Any = self._results(batch_id)
+        if start is not None and end is not None:
+            results = results.where(filter=FieldFilter("index", ">=", start)).where(
+                filter=FieldFilter("index", "<", end)
+            )
         try:
             totals = await (
                 results.count(alias="finished")
@@ -291,7 +326,6 @@ class FirestoreStore:
             input_tokens=int(sums["input_tokens"]),
             output_tokens=int(sums["output_tokens"]),
             cached_tokens=int(sums["cached_tokens"]),
-            total_tokens=int(sums["input_tokens"]) + int(sums["output_tokens"]),
             cost_usd=float(sums["cost_usd"]),
         )
 

@@ -116,6 +116,56 @@ class BatchDoc(BaseModel):
     finalized: bool = False
     results_object: str | None = None
     summary: dict[str, Any] | None = None
+    totals: ResultTotals | None = None  # exact, written at fan-in
+
+
+class ResultTotals(BaseModel):
+    """Sums over recorded results: kept per chunk by its worker, and exact for the batch at fan-in."""
+
+    finished: int = 0
+    failed: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    cost_usd: float = 0.0
+
+    @property
+    def successful(self) -> int:
+        return self.finished - self.failed
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def plus(self, other: ResultTotals) -> ResultTotals:
+        return ResultTotals(
+            finished=self.finished + other.finished,
+            failed=self.failed + other.failed,
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cached_tokens=self.cached_tokens + other.cached_tokens,
+            cost_usd=self.cost_usd + other.cost_usd,
+        )
+
+    @classmethod
+    def of(cls, results: list[ResultDoc]) -> ResultTotals:
+        return cls(
+            finished=len(results),
+            failed=sum(not r.success for r in results),
+            input_tokens=sum(r.input_tokens for r in results),
+            output_tokens=sum(r.output_tokens for r in results),
+            cached_tokens=sum(r.cached_tokens for r in results),
+            cost_usd=sum(r.cost_usd for r in results),
+        )
+
+
+class ChunkProgress(BaseModel):
+    """What the status endpoint reads of a chunk (a projection: not its requests)."""
+
+    index: int
+    state: ChunkState
+    claims: int
+    progress: ResultTotals
 
 
 class ChunkDoc(BaseModel):
@@ -130,6 +180,7 @@ class ChunkDoc(BaseModel):
     lease_owner: str | None = None
     lease_expires_at: dt.datetime | None = None
     claims: int = 0
+    progress: ResultTotals = ResultTotals()  # results recorded so far, updated by the lease holder
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
     error: str | None = None

@@ -29,11 +29,11 @@ from shared.models.batch import (
     Pagination,
     ResolvedOptions,
     ResultDoc,
+    ResultTotals,
     StoredRequest,
     Summary,
     TokenUsage,
 )
-from shared.ports import ResultTotals
 from shared.services.engine import (
     WORKER_FUNCTION,
     Engine,
@@ -230,13 +230,13 @@ async def submit(
         ), 202
     finished = await _wait_until_final(engine=engine, batch=batch)
     results = await _page(engine=engine, batch=finished, offset=0, limit=MAX_PAGE)
-    totals = await engine.store.result_totals(batch_id)
+    totals, started = await current_totals(engine=engine, batch=finished)
     done = finished.finalized
     return (
         GenerateResponse(
             message="batch finished" if done else "batch still running; poll the status URL",
             batch_id=batch_id,
-            status=_display_status(finished, totals, started=True),
+            status=_display_status(finished, totals, started=started),
             results=results,
             summary=summarize(finished, totals),
             status_url=status_url,
@@ -269,6 +269,18 @@ async def get_owned_batch(*, engine: Engine, principal: Principal, batch_id: str
 
 def _plausible_id(batch_id: str) -> bool:
     return 0 < len(batch_id) <= 64 and batch_id.isalnum()
+
+
+async def current_totals(*, engine: Engine, batch: BatchDoc) -> tuple[ResultTotals, bool]:
+    """Totals so far and whether any chunk started: exact once fanned in, else summed from the chunks'
+    progress (at most a second behind), so a status read costs one small query, not a scan of the results."""
+    if batch.totals is not None:
+        return batch.totals, True
+    chunks = await engine.store.chunk_progress(batch.batch_id)
+    totals = ResultTotals()
+    for chunk in chunks:
+        totals = totals.plus(chunk.progress)
+    return totals, any(chunk.claims > 0 for chunk in chunks)
 
 
 def _display_status(batch: BatchDoc, totals: ResultTotals, *, started: bool) -> BatchStatus:
@@ -359,9 +371,8 @@ async def status(
             details=[{"field": "offset/limit", "problem": f"offset >= 0 and 1 <= limit <= {MAX_PAGE}"}],
         )
     batch = await get_owned_batch(engine=engine, principal=principal, batch_id=batch_id)
-    totals, started, page = await asyncio.gather(
-        engine.store.result_totals(batch_id),
-        engine.store.count_started_chunks(batch_id),
+    (totals, started), page = await asyncio.gather(
+        current_totals(engine=engine, batch=batch),
         _page(engine=engine, batch=batch, offset=offset, limit=limit),
     )
     summary = summarize(batch, totals)
@@ -373,7 +384,7 @@ async def status(
     end = min(offset + limit, batch.total)
     return BatchStatusResponse(
         batch_id=batch_id,
-        status=_display_status(batch, totals, started=started > 0),
+        status=_display_status(batch, totals, started=started),
         created_at=batch.created_at,
         finished_at=batch.finished_at,
         deadline_at=batch.deadline_at,

@@ -52,7 +52,11 @@ async def finalize(*, engine: Engine, batch_id: str) -> dict[str, Any]:
         if current.finalized:
             return None
         status = current.status
-        changes: dict[str, Any] = {"finalized": True, "results_object": object_name}
+        changes: dict[str, Any] = {
+            "finalized": True,
+            "results_object": object_name,
+            "totals": totals.model_dump(),
+        }
         if not status.is_final:
             if current.deadline_at <= now and totals.finished < current.total:
                 status = BatchStatus.FAILED

@@ -28,6 +28,7 @@ from shared.models.batch import (
     ErrorInfo,
     ResolvedOptions,
     ResultDoc,
+    ResultTotals,
     StoredRequest,
     WorkMessage,
 )
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 FLUSH_INTERVAL_S = 0.05
 FLUSH_MAX_PENDING = 200
 STOP_POLL_INTERVAL_S = 0.5
+# Firestore sustains about one write per second per document: the chunk document is written no more often.
+KEEPER_INTERVAL_S = 1.0
 
 
 @dataclass
@@ -65,6 +68,7 @@ class ChunkRun:
     out_of_time: bool = False
     flush_wanted: asyncio.Event = field(default_factory=asyncio.Event)
     closing: bool = False
+    progress: ResultTotals = field(default_factory=ResultTotals)
     recorded: int = 0
 
     @property
@@ -126,6 +130,9 @@ async def _run_delivery(
         deadline=loop.time() + engine.settings.batch_task_budget_seconds,
     )
     done = await engine.store.finished_indices(batch.batch_id, chunk.start, chunk.end)
+    if done:
+        # Resuming a chunk: count what earlier deliveries recorded, exactly.
+        run.progress = await engine.store.result_totals(batch.batch_id, chunk.start, chunk.end)
     todo = [i for i in range(chunk.start, chunk.end) if i not in done]
     await _run_requests(run, todo)
     if run.lease_lost:
@@ -204,7 +211,7 @@ async def _run_requests(run: ChunkRun, todo: list[int]) -> None:
             await _run_one(run, index)
 
     lanes = min(run.batch.options.concurrency, max(len(todo), 1))
-    watchers = [asyncio.create_task(_watch_stop(run)), asyncio.create_task(_heartbeat(run))]
+    watchers = [asyncio.create_task(_watch_stop(run)), asyncio.create_task(_keep_chunk(run))]
     flusher = asyncio.create_task(_flusher(run))
     try:
         await asyncio.gather(*(lane() for _ in range(lanes)))
@@ -375,13 +382,13 @@ async def _flush(run: ChunkRun) -> None:
     if not run.pending:
         return
     pending, run.pending = run.pending, []
-    results = [result for result, _ in pending]
-    events = [event for _, batch_events in pending for event in batch_events]
     try:
-        run.recorded += await run.engine.store.write_results(results, events)
+        created = await run.engine.store.write_results(pending)
     except BaseException:
         run.pending = pending + run.pending
         raise
+    run.recorded += len(created)
+    run.progress = run.progress.plus(ResultTotals.of(created))
 
 
 async def _flusher(run: ChunkRun) -> None:
@@ -404,16 +411,18 @@ async def _watch_stop(run: ChunkRun) -> None:
             run.stop_reason = batch.stop_reason or batch.status.value
 
 
-async def _heartbeat(run: ChunkRun) -> None:
-    """Extend the lease while working; if another worker took the chunk over, stop starting requests."""
-    lease_s = run.engine.settings.batch_lease_seconds
+async def _keep_chunk(run: ChunkRun) -> None:
+    """Extend the lease and publish progress while working; if another worker took the chunk over (its
+    lease expired), stop starting requests."""
+    lease = dt.timedelta(seconds=run.engine.settings.batch_lease_seconds)
+    interval = min(KEEPER_INTERVAL_S, lease.total_seconds() / 3)
     while True:
-        await asyncio.sleep(lease_s / 3)
+        await asyncio.sleep(interval)
         snapshot = await run.engine.store.get_chunk(run.batch.batch_id, run.chunk.index)
         if snapshot is None or snapshot.chunk.lease_owner != run.worker_id:
             run.lease_lost = True
             return
-        changes = {"lease_expires_at": run.engine.clock() + dt.timedelta(seconds=lease_s)}
+        changes = {"lease_expires_at": run.engine.clock() + lease, "progress": run.progress.model_dump()}
         if not await run.engine.store.update_chunk_if_unchanged(
             run.batch.batch_id, run.chunk.index, version=snapshot.version, changes=changes
         ):
@@ -427,7 +436,11 @@ async def _release(*, engine: Engine, run: ChunkRun, changes: dict[str, Any]) ->
         snapshot = await engine.store.get_chunk(run.batch.batch_id, run.chunk.index)
         if snapshot is None or snapshot.chunk.lease_owner != run.worker_id:
             return False
-        update = {"lease_owner": None, "lease_expires_at": None} | changes
+        update = {
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "progress": run.progress.model_dump(),
+        } | changes
         if changes.get("state") in (
             ChunkState.DONE.value,
             ChunkState.CANCELLED.value,
@@ -522,6 +535,6 @@ async def _fail_chunk(*, engine: Engine, batch: BatchDoc, chunk_index: int, reas
         for i in range(chunk.start, chunk.end)
         if i not in done
     ]
-    await engine.store.write_results(failures, [])
+    await engine.store.write_results([(failure, []) for failure in failures])
     await _set_chunk_state(engine=engine, batch_id=batch.batch_id, index=chunk_index, state=ChunkState.FAILED)
     await _after_chunk(engine=engine, batch=batch, chunk=chunk)
