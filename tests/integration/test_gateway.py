@@ -29,7 +29,9 @@ def test_unknown_function_and_route_are_json_404(local_cloud: EmulatorConfig) ->
     assert unknown_route.json()["error"]["code"] == "not_found"
 
 
-def test_a_function_started_alone_with_functions_framework_answers_the_same(local_cloud: EmulatorConfig) -> None:
+def test_a_function_started_alone_with_functions_framework_answers_the_same(
+    local_cloud: EmulatorConfig,
+) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
