@@ -1,0 +1,110 @@
+"""Deterministic model outputs: text, JSON that fits a schema, PNG images, embeddings, token counts."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import re
+import struct
+import zlib
+from typing import Any
+
+WORDS = (
+    "the part fits most models and ships from stock with a tested seal kit bearing gasket bracket "
+    "filter pump valve sensor hose clamp bolt housing assembly replacement genuine quality fast reliable "
+    "order delivery warranty condition inspection report summary brake engine gear wheel light mirror"
+).split()
+EMBEDDING_DIMENSION = 768
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def seed_of(*parts: object) -> int:
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+def count_tokens(text: str) -> int:
+    """About four characters a token, as Gemini's tokenizer averages on English text."""
+    return max(1, math.ceil(len(text) / 4)) if text else 0
+
+
+def text_of(contents: Any) -> str:
+    """All text parts of a `contents` list (or a single content), joined."""
+    if contents is None:
+        return ""
+    if isinstance(contents, dict):
+        contents = [contents]
+    texts: list[str] = []
+    for content in contents:
+        for part in (content or {}).get("parts", []) if isinstance(content, dict) else []:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+    return "\n".join(texts)
+
+
+def generate_text(*, seed: int, prompt: str, max_tokens: int | None) -> tuple[str, bool]:
+    """A deterministic answer; returns (text, truncated)."""
+    rng = random.Random(seed)
+    length = 12 + rng.randint(0, 40) + min(len(prompt) // 20, 60)
+    words = [rng.choice(WORDS) for _ in range(length)]
+    text = " ".join(words).capitalize() + "."
+    if max_tokens is not None and count_tokens(text) > max_tokens:
+        return text[: max_tokens * 4], True
+    return text, False
+
+
+def value_for_schema(schema: dict[str, Any], rng: random.Random, depth: int = 0) -> Any:
+    """A value that validates against a Gemini `Schema` (OpenAPI subset) or a JSON Schema."""
+    kind = str(schema.get("type", "object" if "properties" in schema else "string")).lower()
+    if isinstance(schema.get("type"), list):
+        kind = str(next((t for t in schema["type"] if t != "null"), "string")).lower()
+    if "enum" in schema and schema["enum"]:
+        return rng.choice(list(schema["enum"]))
+    if "anyOf" in schema and schema["anyOf"]:
+        return value_for_schema(schema["anyOf"][0], rng, depth + 1)
+    if kind == "object":
+        properties = schema.get("properties") or {}
+        return {name: value_for_schema(sub, rng, depth + 1) for name, sub in properties.items()}
+    if kind == "array":
+        low = int(schema.get("minItems", 1))
+        high = max(low, min(int(schema.get("maxItems", 3)), 3))
+        return [value_for_schema(schema.get("items") or {}, rng, depth + 1) for _ in range(rng.randint(low, high))]
+    if kind == "integer":
+        low, high = int(schema.get("minimum", 0)), int(schema.get("maximum", 100))
+        return rng.randint(low, max(low, high))
+    if kind == "number":
+        low, high = float(schema.get("minimum", 0)), float(schema.get("maximum", 1))
+        return round(rng.uniform(low, max(low, high)), 4)
+    if kind == "boolean":
+        return rng.random() < 0.5
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 4)))
+
+
+def png(*, seed: int, size: int = 16) -> bytes:
+    """A valid, deterministic size x size RGB PNG."""
+    rng = random.Random(seed)
+    base = [rng.randrange(256) for _ in range(3)]
+    rows = b"".join(
+        b"\x00" + b"".join(bytes(((base[0] + 8 * x) % 256, (base[1] + 8 * y) % 256, base[2])) for x in range(size))
+        for y in range(size)
+    )
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def embed(text: str, *, dimension: int = EMBEDDING_DIMENSION) -> list[float]:
+    """Feature hashing of lowercased words, L2-normalised: texts that share words are closer."""
+    vector = [0.0] * dimension
+    words = _WORD.findall(text.lower()) or [""]
+    for word in words:
+        digest = hashlib.sha256(word.encode()).digest()
+        for k in range(3):
+            index = int.from_bytes(digest[4 * k : 4 * k + 4], "big") % dimension
+            vector[index] += 1.0 if digest[20 + k] % 2 == 0 else -1.0
+    norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+    return [round(v / norm, 6) for v in vector]
