@@ -56,12 +56,14 @@ class _FunctionRoot(DispatcherMiddleware):
         path = environ.get("PATH_INFO", "")
         if path in self.mounts:
             environ["PATH_INFO"] = path + "/"
-        return super().__call__(environ, start_response)  # type: ignore[no-any-return]
+        return super().__call__(environ, start_response)
 
 
 def create_gateway(directory: Path = FUNCTIONS_DIR) -> Any:
     sources = function_sources(directory)
-    mounts = {name: functions_framework.create_app(target=name, source=str(path)) for name, path in sources.items()}
+    mounts = {
+        name: functions_framework.create_app(target=name, source=str(path)) for name, path in sources.items()
+    }
     return _FunctionRoot(_health_app(sources), {f"/{name}": app for name, app in mounts.items()})
 
 

@@ -32,7 +32,9 @@ from infra.emulators.gemini.content import (
 
 log = logging.getLogger("gemini-emulator")
 
-KNOWN_MODEL = re.compile(r"^(gemini-[\w.-]+|text-embedding-[\w.-]+|embedding-[\w.-]+|gemini-embedding-[\w.-]+)$")
+KNOWN_MODEL = re.compile(
+    r"^(gemini-[\w.-]+|text-embedding-[\w.-]+|embedding-[\w.-]+|gemini-embedding-[\w.-]+)$"
+)
 STATUS_NAMES = {
     400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
     408: "DEADLINE_EXCEEDED", 409: "ABORTED", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL",
@@ -138,9 +140,14 @@ def _injected(state: State, status: int) -> ApiError:
         details = [
             {
                 "@type": "type.googleapis.com/google.rpc.QuotaFailure",
-                "violations": [{"quotaMetric": "generativelanguage.googleapis.com/generate_content_requests"}],
+                "violations": [
+                    {"quotaMetric": "generativelanguage.googleapis.com/generate_content_requests"}
+                ],
             },
-            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{state.config.retryDelayMs / 1000:g}s"},
+            {
+                "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                "retryDelay": f"{state.config.retryDelayMs / 1000:g}s",
+            },
         ]
     return ApiError(status, message, details)
 
@@ -166,7 +173,9 @@ def generate(state: State, model: str, body: dict[str, Any]) -> dict[str, Any]:
         finish = "MAX_TOKENS" if truncated else "STOP"
         parts = [{"text": text}]
     if "image" in model:
-        parts.append({"inlineData": {"mimeType": "image/png", "data": base64.b64encode(png(seed=seed)).decode()}})
+        parts.append(
+            {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(png(seed=seed)).decode()}}
+        )
     prompt_tokens = count_tokens(prompt) + count_tokens(system)
     output_tokens = sum(count_tokens(p.get("text", "")) for p in parts) + (258 if "image" in model else 0)
     usage: dict[str, Any] = {

@@ -69,13 +69,15 @@ def value_for_schema(schema: dict[str, Any], rng: random.Random, depth: int = 0)
     if kind == "array":
         low = int(schema.get("minItems", 1))
         high = max(low, min(int(schema.get("maxItems", 3)), 3))
-        return [value_for_schema(schema.get("items") or {}, rng, depth + 1) for _ in range(rng.randint(low, high))]
+        return [
+            value_for_schema(schema.get("items") or {}, rng, depth + 1) for _ in range(rng.randint(low, high))
+        ]
     if kind == "integer":
         low, high = int(schema.get("minimum", 0)), int(schema.get("maximum", 100))
         return rng.randint(low, max(low, high))
     if kind == "number":
-        low, high = float(schema.get("minimum", 0)), float(schema.get("maximum", 1))
-        return round(rng.uniform(low, max(low, high)), 4)
+        low_f, high_f = float(schema.get("minimum", 0)), float(schema.get("maximum", 1))
+        return round(rng.uniform(low_f, max(low_f, high_f)), 4)
     if kind == "boolean":
         return rng.random() < 0.5
     return " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 4)))
@@ -86,15 +88,26 @@ def png(*, seed: int, size: int = 16) -> bytes:
     rng = random.Random(seed)
     base = [rng.randrange(256) for _ in range(3)]
     rows = b"".join(
-        b"\x00" + b"".join(bytes(((base[0] + 8 * x) % 256, (base[1] + 8 * y) % 256, base[2])) for x in range(size))
+        b"\x00"
+        + b"".join(bytes(((base[0] + 8 * x) % 256, (base[1] + 8 * y) % 256, base[2])) for x in range(size))
         for y in range(size)
     )
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
 
 
 def embed(text: str, *, dimension: int = EMBEDDING_DIMENSION) -> list[float]:

@@ -7,11 +7,11 @@ import asyncio
 import json
 import logging
 
-import grpc
 import httpx
 
+from infra.emulators.common import serve_grpc
 from infra.emulators.oidc import TokenMinter
-from infra.emulators.tasks.server import CloudTasksService, generic_handler
+from infra.emulators.tasks.server import handler
 from infra.emulators.tasks.state import TasksState
 from shared.emulator_config import load_emulator_config
 
@@ -22,10 +22,7 @@ async def serve(*, host: str, port: int, dedupe_window_s: float) -> None:
     limits = httpx.Limits(max_connections=5000, max_keepalive_connections=200)
     async with httpx.AsyncClient(limits=limits, timeout=None) as http:
         state = TasksState(dedupe_window_s=dedupe_window_s, http=http, minter=TokenMinter())
-        server = grpc.aio.server()
-        server.add_generic_rpc_handlers((generic_handler(CloudTasksService(state)),))
-        server.add_insecure_port(f"{host}:{port}")
-        await server.start()
+        server = await serve_grpc(handler=handler(state), host=host, port=port)
         log.info(json.dumps({"severity": "INFO", "message": f"cloud tasks emulator on {host}:{port}",
                              "dedupe_window_s": dedupe_window_s}))  # fmt: skip
         await server.wait_for_termination()

@@ -14,4 +14,4 @@ def retry_delay(*, failures: int, min_backoff: float, max_backoff: float, max_do
         delay = min_backoff * 2**step
     else:
         delay = min_backoff * 2**max_doublings * (step - max_doublings + 1)
-    return min(delay, max_backoff)
+    return float(min(delay, max_backoff))

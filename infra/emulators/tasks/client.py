@@ -8,5 +8,7 @@ from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpc
 
 
 def tasks_client(address: str) -> tasks_v2.CloudTasksClient:
-    """`tasks_v2.CloudTasksClient` for the emulator at `host:port`; in Google Cloud use `CloudTasksClient()`."""
-    return tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=grpc.insecure_channel(address)))
+    """The official client for the emulator at `host:port`; in Google Cloud, build it with no arguments."""
+    return tasks_v2.CloudTasksClient(
+        transport=CloudTasksGrpcTransport(channel=grpc.insecure_channel(address))
+    )

@@ -4,14 +4,14 @@ methods are registered generically with the client's own proto-plus (de)serializ
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 from google.cloud import tasks_v2
 from google.protobuf import empty_pb2
 
-from infra.emulators.tasks.state import EmulatorError, TasksState
+from infra.emulators.common import EmulatorError, generic_handler
+from infra.emulators.tasks.state import TasksState
 
 SERVICE = "google.cloud.tasks.v2.CloudTasks"
 QUEUE_NAME = re.compile(r"^projects/[^/]+/locations/[^/]+/queues/[A-Za-z0-9-]{1,100}$")
@@ -26,7 +26,7 @@ def _check_queue_name(name: str) -> None:
 
 def _view(task: tasks_v2.Task, view: tasks_v2.Task.View) -> tasks_v2.Task:
     copy = tasks_v2.Task(task)
-    copy.view = view or tasks_v2.Task.View.BASIC
+    copy.view = tasks_v2.Task.View(view or tasks_v2.Task.View.BASIC)
     if copy.view == tasks_v2.Task.View.BASIC:
         copy.http_request.body = b""
     return copy
@@ -44,7 +44,9 @@ class CloudTasksService:
         self.state = state
 
     async def ListQueues(self, request: tasks_v2.ListQueuesRequest) -> tasks_v2.ListQueuesResponse:  # noqa: N802
-        queues = [e.queue for name, e in sorted(self.state.queues.items()) if name.startswith(request.parent + "/")]
+        queues = [
+            e.queue for name, e in sorted(self.state.queues.items()) if name.startswith(request.parent + "/")
+        ]
         page, token = _page(queues, request.page_size, request.page_token)
         return tasks_v2.ListQueuesResponse(queues=page, next_page_token=token)
 
@@ -99,8 +101,6 @@ class CloudTasksService:
         return _view(self.state.run_task(request.name), request.response_view)
 
 
-Handler = Callable[[Any], Awaitable[Any]]
-
 METHODS: dict[str, tuple[Any, Any]] = {
     "ListQueues": (tasks_v2.ListQueuesRequest, tasks_v2.ListQueuesResponse),
     "GetQueue": (tasks_v2.GetQueueRequest, tasks_v2.Queue),
@@ -118,29 +118,5 @@ METHODS: dict[str, tuple[Any, Any]] = {
 }
 
 
-def _serializer(response_type: Any) -> Callable[[Any], bytes]:
-    if response_type is empty_pb2.Empty:
-        return lambda message: message.SerializeToString()  # type: ignore[no-any-return]
-    return response_type.serialize  # type: ignore[no-any-return]
-
-
-def _unary(method: Handler) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]:
-    async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        try:
-            return await method(request)
-        except EmulatorError as exc:
-            await context.abort(getattr(grpc.StatusCode, exc.code), exc.message)
-
-    return handle
-
-
-def generic_handler(service: CloudTasksService) -> grpc.GenericRpcHandler:
-    handlers = {
-        name: grpc.unary_unary_rpc_method_handler(
-            _unary(getattr(service, name)),
-            request_deserializer=request_type.deserialize,
-            response_serializer=_serializer(response_type),
-        )
-        for name, (request_type, response_type) in METHODS.items()
-    }
-    return grpc.method_handlers_generic_handler(SERVICE, handlers)
+def handler(state: TasksState) -> grpc.GenericRpcHandler:
+    return generic_handler(SERVICE, CloudTasksService(state), METHODS)

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 
 import httpx
 from google.cloud import tasks_v2
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import timestamp_pb2
 
+from infra.emulators.common import EmulatorError, now_utc, rpc_code, seconds
 from infra.emulators.oidc import TokenMinter
 from infra.emulators.tasks.backoff import retry_delay
 
@@ -22,28 +23,6 @@ log = logging.getLogger("tasks-emulator")
 DEFAULT_DISPATCH_DEADLINE_S = 600.0
 MIN_DISPATCH_DEADLINE_S = 15.0
 MAX_DISPATCH_DEADLINE_S = 1800.0
-
-
-class EmulatorError(Exception):
-    """Becomes a gRPC status: `code` is a grpc.StatusCode name."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def now_utc() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def seconds(duration: duration_pb2.Duration | dt.timedelta | None, default: float) -> float:
-    if duration is None:
-        return default
-    if isinstance(duration, dt.timedelta):
-        return duration.total_seconds() or default
-    value = duration.seconds + duration.nanos / 1e9
-    return value or default
 
 
 def timestamp(moment: dt.datetime) -> timestamp_pb2.Timestamp:
@@ -120,7 +99,7 @@ class TasksState:
             raise EmulatorError("ALREADY_EXISTS", f"Queue already exists: {queue.name}")
         stored = tasks_v2.Queue(queue)
         default_queue_settings(stored)
-        stored.state = tasks_v2.Queue.State.RUNNING
+        stored.state = tasks_v2.Queue.State(tasks_v2.Queue.State.RUNNING)
         entry = QueueEntry(queue=stored, tokens=float(stored.rate_limits.max_burst_size))
         self.queues[stored.name] = entry
         entry.loop_task = asyncio.get_running_loop().create_task(self._dispatch_loop(entry))
@@ -153,9 +132,9 @@ class TasksState:
         for task_name in [n for n in self.tombstones if n.startswith(prefix)]:
             del self.tombstones[task_name]
 
-    def set_state(self, name: str, state: tasks_v2.Queue.State) -> tasks_v2.Queue:
+    def set_state(self, name: str, state: int) -> tasks_v2.Queue:
         entry = self.queue(name)
-        entry.queue.state = state
+        entry.queue.state = tasks_v2.Queue.State(state)
         entry.wake.set()
         return entry.queue
 
@@ -182,7 +161,7 @@ class TasksState:
         if not task.http_request.url:
             raise EmulatorError("INVALID_ARGUMENT", "only HTTP tasks with http_request.url are supported")
         if not task.http_request.http_method:
-            task.http_request.http_method = tasks_v2.HttpMethod.POST
+            task.http_request.http_method = tasks_v2.HttpMethod(tasks_v2.HttpMethod.POST)
         deadline = seconds(task.dispatch_deadline, DEFAULT_DISPATCH_DEADLINE_S)
         if not MIN_DISPATCH_DEADLINE_S <= deadline <= MAX_DISPATCH_DEADLINE_S:
             raise EmulatorError("INVALID_ARGUMENT", "dispatch_deadline must be between 15 s and 30 min")
@@ -326,12 +305,15 @@ class TasksState:
         latency_ms = int((time.monotonic() - started) * 1000)
         attempt.response_time = now_utc()
         if status_code is not None:
-            attempt.response_status = {"code": 0 if 200 <= status_code < 300 else _rpc_code(status_code),
+            attempt.response_status = {"code": 0 if 200 <= status_code < 300 else rpc_code(status_code),
                                        "message": str(status_code)}  # fmt: skip
             if status_code < 500:
                 task.response_count += 1
         else:
-            attempt.response_status = {"code": 4 if outcome == "DEADLINE_EXCEEDED" else 14, "message": outcome}
+            attempt.response_status = {
+                "code": 4 if outcome == "DEADLINE_EXCEEDED" else 14,
+                "message": outcome,
+            }
         task.last_attempt = attempt
         succeeded = status_code is not None and 200 <= status_code < 300
         log.info(
@@ -381,10 +363,3 @@ def _retry_after(response: httpx.Response) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None
-
-
-def _rpc_code(http_status: int) -> int:
-    """google.rpc.Code for an HTTP status, as Cloud Tasks reports a failed attempt."""
-    return {400: 3, 401: 16, 403: 7, 404: 5, 409: 10, 429: 8, 499: 1, 501: 12, 503: 14, 504: 4}.get(
-        http_status, 13 if http_status >= 500 else 9
-    )

@@ -1,0 +1,4 @@
+"""Cloud Scheduler v1 emulator: the gRPC API of the official client; jobs fire on their unix-cron schedule.
+
+Jobs are held in memory: restarting the emulator loses them (the local cloud re-applies the platform's own).
+"""
