@@ -7,7 +7,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -33,6 +33,16 @@ def local_cloud(emulator_config: EmulatorConfig) -> Iterator[EmulatorConfig]:
     finally:
         if started:
             localcloud.stop()
+
+
+@pytest.fixture(scope="session")
+def firestore_db(local_cloud: EmulatorConfig) -> Iterator[Any]:
+    """The official Firestore client on the local emulator, for tests that read documents directly."""
+    from google.cloud import firestore
+
+    client = firestore.Client(project=local_cloud.project_id)
+    yield client
+    client.close()
 
 
 @pytest.fixture

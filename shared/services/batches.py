@@ -435,19 +435,19 @@ async def cancel(*, engine: Engine, principal: Principal, batch_id: str, caller:
     await get_owned_batch(engine=engine, principal=principal, batch_id=batch_id)
     now = engine.clock()
 
+    cancelled_now = False
+
     def _cancel(batch: BatchDoc) -> dict[str, Any] | None:
-        if batch.status.is_final:
+        nonlocal cancelled_now
+        cancelled_now = not batch.status.is_final
+        if not cancelled_now:
             return None
-        return {
-            "status": BatchStatus.CANCELLED.value,
-            "stop_reason": "cancelled by request",
-            "finished_at": now,
-        }
+        return {"status": BatchStatus.CANCELLED.value, "stop_reason": "cancelled by request", "finished_at": now}
 
     batch = await engine.store.update_batch(batch_id, _cancel)
     if batch is None:
         raise NotFound(f"no batch {batch_id}")
-    if batch.status is not BatchStatus.CANCELLED:
+    if not cancelled_now:
         raise Conflict(f"batch {batch_id} already {batch.status.value}")
     await engine.store.write_audit(
         AuditRecord(

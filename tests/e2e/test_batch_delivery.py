@@ -14,7 +14,8 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from google.cloud import firestore, tasks_v2
+from google.cloud import tasks_v2
+from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
 from google.protobuf import duration_pb2
 
@@ -26,9 +27,8 @@ from tests.e2e.batch_client import all_results, status, submit, wait_final
 from tests.e2e.conftest import new_api_key
 
 
-def usage_events(batch_id: str) -> list[dict[str, Any]]:
-    db = firestore.Client(project=get_settings().project_id)
-    query = db.collection("usage_events").where(filter=firestore.FieldFilter("job_id", "==", batch_id))
+def usage_events(db: Any, batch_id: str) -> list[dict[str, Any]]:
+    query = db.collection("usage_events").where(filter=FieldFilter("job_id", "==", batch_id))
     return [snapshot.to_dict() or {} for snapshot in query.stream()]
 
 
@@ -40,7 +40,7 @@ def call_internal(base_url: str, function_name: str, body: dict[str, Any]) -> ht
 
 
 def test_duplicate_and_concurrent_deliveries_run_each_request_once(
-    api: httpx.Client, gateway_url: str
+    api: httpx.Client, gateway_url: str, firestore_db: Any
 ) -> None:
     body = submit(api, [f"EMULATOR_SLEEP_40 item {i}" for i in range(40)], concurrency=4, wait=False)
     batch_id = body["batchId"]
@@ -54,7 +54,7 @@ def test_duplicate_and_concurrent_deliveries_run_each_request_once(
 
     assert final["status"] == "completed"
     assert final["progress"]["successful"] == 40
-    events = usage_events(batch_id)
+    events = usage_events(firestore_db, batch_id)
     assert sorted(int(e["event_id"].split("-")[1]) for e in events) == list(range(40)), (
         "each request ran once"
     )
@@ -65,7 +65,7 @@ def test_duplicate_and_concurrent_deliveries_run_each_request_once(
     finals = [call_internal(gateway_url, "batch_finalizer", {"batch_id": batch_id}) for _ in range(2)]
     assert late.status_code == 200
     assert [f.json()["outcome"] for f in finals] == ["already final", "already final"]
-    assert len(usage_events(batch_id)) == 40
+    assert len(usage_events(firestore_db, batch_id)) == 40
     assert status(api, batch_id)["tokens"] == final["tokens"]
 
 
@@ -136,12 +136,14 @@ def own_queue(local_cloud: EmulatorConfig, unique: str) -> Iterator[str]:
     client.delete_queue(name=f"{parent}/queues/{name}")
 
 
-def test_worker_killed_mid_chunk_recovers_through_lease_and_sweeper(own_queue: str, unique: str) -> None:
+def test_worker_killed_mid_chunk_recovers_through_lease_and_sweeper(
+    own_queue: str, unique: str, firestore_db: Any
+) -> None:
     gateway = Gateway(port=_free_port(), queue=own_queue, lease_seconds=2)
     gateway.start()
+    key = new_api_key(f"kill-{unique}")
+    api = httpx.Client(base_url=gateway.url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
     try:
-        key = new_api_key(f"kill-{unique}")
-        api = httpx.Client(base_url=gateway.url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
         batch_id = submit(
             api, [f"EMULATOR_SLEEP_200 item {i}" for i in range(30)], concurrency=2, wait=False
         )["batchId"]
@@ -170,8 +172,9 @@ def test_worker_killed_mid_chunk_recovers_through_lease_and_sweeper(own_queue: s
         assert final["status"] == "completed"
         results = all_results(api, batch_id)
         assert [r["status"] for r in results] == ["succeeded"] * 30
-        ok_events = [e for e in usage_events(batch_id) if e["outcome"] == "ok"]
+        ok_events = [e for e in usage_events(firestore_db, batch_id) if e["outcome"] == "ok"]
         assert sorted(int(e["event_id"].split("-")[1]) for e in ok_events) == list(range(30))
         assert final["tokens"]["total"] == sum(e["total_tokens"] for e in ok_events)
     finally:
+        api.close()
         gateway.kill()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
+from google.cloud.firestore_v1.base_query import FieldFilter
 
 from infra.emulators.oidc import TokenMinter
 from shared.models.auth import Role
@@ -31,11 +34,9 @@ def test_another_tenants_batch_is_404_like_a_missing_one(
     assert foreign.status_code == missing.status_code == 404
     assert foreign.json()["error"]["code"] == missing.json()["error"]["code"] == "not_found"
 
-    admin = httpx.Client(
-        base_url=gateway_url,
-        headers={"Authorization": f"Bearer {new_api_key(f'admin-{unique}', Role.ADMIN)}"},
-    )
-    assert admin.get(f"/batch/status/{batch_id}").status_code == 200
+    admin_key = new_api_key(f"admin-{unique}", Role.ADMIN)
+    with httpx.Client(base_url=gateway_url, headers={"Authorization": f"Bearer {admin_key}"}) as admin:
+        assert admin.get(f"/batch/status/{batch_id}").status_code == 200
 
 
 def test_clients_cannot_set_server_owned_fields(api: httpx.Client) -> None:
@@ -138,20 +139,12 @@ def test_internal_functions_refuse_calls_without_a_valid_oidc_token(
     assert forged.status_code == 401
 
 
-def test_cancel_is_audited(api: httpx.Client, unique: str) -> None:
-    from google.cloud import firestore
-
+def test_cancel_is_audited(api: httpx.Client, firestore_db: Any) -> None:
     batch_id = submit(api, [f"EMULATOR_SLEEP_200 {i}" for i in range(20)], concurrency=1, wait=False)[
         "batchId"
     ]
     assert api.delete(f"/batch/{batch_id}").status_code == 200
     wait_final(api, batch_id)
 
-    db = firestore.Client(project=get_settings().project_id)
-    actions = {
-        snapshot.get("action")
-        for snapshot in db.collection("audit_log")
-        .where(filter=firestore.FieldFilter("target", "==", batch_id))
-        .stream()
-    }
-    assert actions == {"batch.submit", "batch.cancel"}
+    audit = firestore_db.collection("audit_log").where(filter=FieldFilter("target", "==", batch_id))
+    assert {snapshot.get("action") for snapshot in audit.stream()} == {"batch.submit", "batch.cancel"}
