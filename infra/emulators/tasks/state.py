@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -38,8 +39,8 @@ def default_queue_settings(queue: tasks_v2.Queue) -> None:
         limits.max_dispatches_per_second = 500.0
     if not limits.max_concurrent_dispatches:
         limits.max_concurrent_dispatches = 1000
-    if not limits.max_burst_size:
-        limits.max_burst_size = max(1, int(limits.max_dispatches_per_second * 2))
+    # Output only in the API: derived from the rate (a token bucket of one second's worth, at most 100).
+    limits.max_burst_size = max(1, min(100, math.ceil(limits.max_dispatches_per_second)))
     retry = queue.retry_config
     if not retry.max_attempts:
         retry.max_attempts = 100
