@@ -198,8 +198,15 @@ def test_dispatch_is_paced_by_max_dispatches_per_second(
 def test_failed_attempts_back_off_exponentially_and_stop_at_max_attempts(
     client: tasks_v2.CloudTasksClient, parent: str, unique: str, recorder: Recorder
 ) -> None:
-    queue = make_queue(client, parent, f"retry-{unique}", max_attempts=4, min_backoff_s=0.2, max_backoff_s=0.5,
-                       max_doublings=1)  # fmt: skip
+    queue = make_queue(
+        client,
+        parent,
+        f"retry-{unique}",
+        max_attempts=4,
+        min_backoff_s=0.2,
+        max_backoff_s=0.5,
+        max_doublings=1,
+    )
     recorder.plan("/fail", [Reply(status=500)] * 10)
     task = client.create_task(parent=queue, task=http_task(recorder.url + "/fail"))
 
