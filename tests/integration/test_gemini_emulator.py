@@ -1,0 +1,200 @@
+"""Conformance of the Gemini API emulator, driven only through google-genai (sync and async clients)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from google import genai
+from google.genai import errors, types
+from pydantic import BaseModel
+
+from shared.emulator_config import EmulatorConfig
+from tests.conftest import wait_for
+
+MODEL = "gemini-2.5-flash"
+
+
+@pytest.fixture
+def control(local_cloud: EmulatorConfig) -> Iterator[httpx.Client]:
+    """The emulator's control endpoint; configuration is reset around each test."""
+    with httpx.Client(base_url=local_cloud.emulators.gemini.url, timeout=10) as client:
+        client.post("/emulator/reset").raise_for_status()
+        yield client
+        client.post("/emulator/reset").raise_for_status()
+
+
+@pytest.fixture
+def gemini(local_cloud: EmulatorConfig, control: httpx.Client) -> genai.Client:
+    return genai.Client(
+        api_key="local", http_options=types.HttpOptions(base_url=local_cloud.emulators.gemini.url)
+    )
+
+
+def test_generate_content_is_deterministic_with_realistic_usage(gemini: genai.Client) -> None:
+    config = types.GenerateContentConfig(temperature=0.3, system_instruction="Answer briefly.")
+    first = gemini.models.generate_content(model=MODEL, contents="Describe a brake disc", config=config)
+    again = gemini.models.generate_content(model=MODEL, contents="Describe a brake disc", config=config)
+    other = gemini.models.generate_content(model=MODEL, contents="Describe a gearbox", config=config)
+
+    assert first.text and first.text == again.text != other.text
+    usage = first.usage_metadata
+    assert usage is not None and usage.prompt_token_count and usage.candidates_token_count
+    assert usage.total_token_count == usage.prompt_token_count + usage.candidates_token_count
+    assert again.usage_metadata and again.usage_metadata.cached_content_token_count, "implicit cache hit"
+    assert first.model_version == MODEL
+
+
+def test_max_output_tokens_truncates(gemini: genai.Client) -> None:
+    response = gemini.models.generate_content(
+        model=MODEL, contents="Write a long story", config=types.GenerateContentConfig(max_output_tokens=3)
+    )
+    assert response.candidates and response.candidates[0].finish_reason == types.FinishReason.MAX_TOKENS
+    assert response.usage_metadata and (response.usage_metadata.candidates_token_count or 0) <= 3
+
+
+class Part(BaseModel):
+    name: str
+    price: float
+    stock: int
+    tags: list[str]
+    genuine: bool
+
+
+def test_json_output_follows_the_response_schema(gemini: genai.Client) -> None:
+    response = gemini.models.generate_content(
+        model=MODEL,
+        contents="Extract the part",
+        config=types.GenerateContentConfig(response_mime_type="application/json", response_schema=Part),
+    )
+    assert isinstance(response.parsed, Part)
+    json_schema = gemini.models.generate_content(
+        model=MODEL,
+        contents="Rate it",
+        config=types.GenerateContentConfig(
+            response_mime_type="application/json",
+            response_json_schema={
+                "type": "object",
+                "properties": {"sentiment": {"type": "string", "enum": ["positive", "negative"]}},
+            },
+        ),
+    )
+    assert json.loads(json_schema.text or "")["sentiment"] in ("positive", "negative")
+
+
+def test_image_models_return_an_inline_png(gemini: genai.Client) -> None:
+    response = gemini.models.generate_content(model="gemini-2.5-flash-image", contents="A spare wheel")
+    parts = (
+        response.candidates[0].content.parts if response.candidates and response.candidates[0].content else []
+    )
+    images = [p.inline_data for p in parts or [] if p.inline_data]
+    assert images and images[0].mime_type == "image/png"
+    assert images[0].data and images[0].data.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_streaming_concatenates_to_the_same_text(gemini: genai.Client) -> None:
+    whole = gemini.models.generate_content(model=MODEL, contents="Summarise the order history")
+    chunks = list(gemini.models.generate_content_stream(model=MODEL, contents="Summarise the order history"))
+    assert len(chunks) > 1
+    assert "".join(c.text or "" for c in chunks) == whole.text
+    assert chunks[-1].usage_metadata and chunks[-1].usage_metadata.total_token_count
+
+
+def test_count_tokens(gemini: genai.Client) -> None:
+    short = gemini.models.count_tokens(model=MODEL, contents="brake pads")
+    long = gemini.models.count_tokens(model=MODEL, contents="brake pads " * 50)
+    assert short.total_tokens and long.total_tokens and long.total_tokens > short.total_tokens
+
+
+def _cosine(a: list[float], b: list[float]) -> float:
+    return sum(x * y for x, y in zip(a, b, strict=True)) / math.sqrt(
+        sum(x * x for x in a) * sum(y * y for y in b)
+    )
+
+
+def test_embeddings_are_deterministic_and_shared_words_are_closer(gemini: genai.Client) -> None:
+    texts = ["front brake pads for golf", "rear brake pads for golf", "weather forecast for paris"]
+    result = gemini.models.embed_content(model="gemini-embedding-001", contents=texts)
+    again = gemini.models.embed_content(model="gemini-embedding-001", contents=texts[:1])
+    vectors = [e.values or [] for e in result.embeddings or []]
+    assert len(vectors) == 3 and len(vectors[0]) == 768
+    assert again.embeddings and again.embeddings[0].values == vectors[0]
+    assert _cosine(vectors[0], vectors[1]) > _cosine(vectors[0], vectors[2])
+    small = gemini.models.embed_content(
+        model="gemini-embedding-001", contents="x", config=types.EmbedContentConfig(output_dimensionality=64)
+    )
+    assert small.embeddings and len(small.embeddings[0].values or []) == 64
+
+
+def test_batch_mode_lifecycle_with_inline_responses(gemini: genai.Client, control: httpx.Client) -> None:
+    control.post("/emulator/config", json={"batchPendingMs": 100, "batchRunningMs": 100}).raise_for_status()
+    requests = [{"contents": [{"parts": [{"text": f"item {i}"}], "role": "user"}]} for i in range(3)]
+    job = gemini.batches.create(model=MODEL, src=requests, config={"display_name": "nightly"})
+    assert job.name and job.state == types.JobState.JOB_STATE_PENDING
+
+    done = wait_for(
+        lambda: (
+            (j := gemini.batches.get(name=job.name or "")).state == types.JobState.JOB_STATE_SUCCEEDED and j
+        ),
+        timeout=10,
+        what="the batch to succeed",
+    )
+    assert done.dest and done.dest.inlined_responses and len(done.dest.inlined_responses) == 3
+    direct = gemini.models.generate_content(model=MODEL, contents="item 0")
+    first = done.dest.inlined_responses[0].response
+    assert first is not None and first.text == direct.text
+    assert job.name in {b.name for b in gemini.batches.list()}
+
+    control.post("/emulator/config", json={"batchPendingMs": 60_000}).raise_for_status()
+    cancelled = gemini.batches.create(model=MODEL, src=requests[:1])
+    gemini.batches.cancel(name=cancelled.name or "")
+    assert gemini.batches.get(name=cancelled.name or "").state == types.JobState.JOB_STATE_CANCELLED
+
+    gemini.batches.delete(name=job.name)
+    with pytest.raises(errors.ClientError) as missing:
+        gemini.batches.get(name=job.name)
+    assert missing.value.code == 404
+
+
+def test_injected_429_carries_a_retry_delay(gemini: genai.Client, control: httpx.Client) -> None:
+    control.post("/emulator/config", json={"errorRate": 1.0, "errorStatus": 429, "retryDelayMs": 1500})
+    assert control.get("/emulator/config").json()["errorRate"] == 1.0
+
+    with pytest.raises(errors.ClientError) as caught:
+        gemini.models.generate_content(model=MODEL, contents="hello")
+
+    assert caught.value.code == 429 and caught.value.status == "RESOURCE_EXHAUSTED"
+    details = caught.value.details["error"]["details"]
+    retry_info = [d for d in details if d["@type"].endswith("google.rpc.RetryInfo")]
+    assert retry_info == [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1.5s"}]
+
+
+def test_per_prompt_fault_markers_and_unknown_models(gemini: genai.Client) -> None:
+    with pytest.raises(errors.ServerError) as server:
+        gemini.models.generate_content(model=MODEL, contents="EMULATOR_FAIL_503 please")
+    assert server.value.code == 503
+    with pytest.raises(errors.ClientError) as unknown:
+        gemini.models.generate_content(model="no-such-model", contents="hi")
+    assert unknown.value.code == 404
+
+
+def test_configured_latency_is_applied_to_every_request(
+    gemini: genai.Client, control: httpx.Client
+) -> None:
+    control.post("/emulator/config", json={"latencyMs": 300}).raise_for_status()
+
+    async def many() -> float:
+        started = time.perf_counter()
+        await asyncio.gather(
+            *(gemini.aio.models.generate_content(model=MODEL, contents=f"q{i}") for i in range(20))
+        )
+        return time.perf_counter() - started
+
+    elapsed = asyncio.run(many())
+    # Every request waited its latency (a lower bound, safe on a slow machine).
+    assert elapsed >= 0.3
