@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help venv run up down status test test-unit lint bench api-key clean
+.PHONY: help venv check-tools run up down status test test-unit lint bench api-key clean
 
 help:
 	@echo "make run      start the local cloud and the functions gateway (foreground, Ctrl-C stops)"

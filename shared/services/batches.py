@@ -442,7 +442,11 @@ async def cancel(*, engine: Engine, principal: Principal, batch_id: str, caller:
         cancelled_now = not batch.status.is_final
         if not cancelled_now:
             return None
-        return {"status": BatchStatus.CANCELLED.value, "stop_reason": "cancelled by request", "finished_at": now}
+        return {
+            "status": BatchStatus.CANCELLED.value,
+            "stop_reason": "cancelled by request",
+            "finished_at": now,
+        }
 
     batch = await engine.store.update_batch(batch_id, _cancel)
     if batch is None:
