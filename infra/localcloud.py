@@ -35,6 +35,11 @@ PIDS_FILE = STATE_DIR / "pids.json"
 LOG_DIR = STATE_DIR / "logs"
 
 
+# The processes this interpreter started: kept referenced (and reaped by `stop`) so none is collected while
+# it still runs.
+_children: dict[str, subprocess.Popen[bytes]] = {}
+
+
 class LocalCloudError(RuntimeError):
     """A piece of the local cloud cannot start; the message is one line that says which and why."""
 
@@ -194,6 +199,7 @@ def start(config: EmulatorConfig | None = None, *, quiet: bool = False) -> bool:
                 ) from exc
             finally:
                 log_file.close()
+        _children.update(processes)
         STATE_DIR.mkdir(parents=True, exist_ok=True)
         PIDS_FILE.write_text(json.dumps({name: proc.pid for name, proc in processes.items()}))
         _wait_ready(all_pieces, processes)
@@ -245,6 +251,9 @@ def stop() -> None:
         time.sleep(0.05)  # polling interval of a bounded shutdown wait
     for pid in pids.values():
         _signal_group(pid, signal.SIGKILL)
+    for process in _children.values():
+        process.wait(5)
+    _children.clear()
     PIDS_FILE.unlink(missing_ok=True)
 
 

@@ -46,6 +46,17 @@ def firestore_db(local_cloud: EmulatorConfig) -> Iterator[Any]:
 
 
 @pytest.fixture
+def gemini_control(local_cloud: EmulatorConfig) -> Iterator[Any]:
+    """The Gemini emulator's control endpoint; its configuration is reset around the test."""
+    import httpx
+
+    with httpx.Client(base_url=local_cloud.emulators.gemini.url, timeout=10) as client:
+        client.post("/emulator/reset").raise_for_status()
+        yield client
+        client.post("/emulator/reset").raise_for_status()
+
+
+@pytest.fixture
 def unique() -> str:
     """A short unique suffix for resource names, so tests never collide."""
     return uuid.uuid4().hex[:10]

@@ -33,33 +33,24 @@ def new_api_key(tenant: str, role: Role = Role.USER, rate_limit_per_minute: int 
     )
 
 
+def tenant_client(gateway_url: str, tenant: str) -> httpx.Client:
+    """An HTTP client of the gateway holding a fresh API key of `tenant`."""
+    key = new_api_key(tenant)
+    return httpx.Client(base_url=gateway_url, headers={"Authorization": f"Bearer {key}"}, timeout=120)
+
+
 @pytest.fixture
 def api(gateway_url: str, unique: str) -> Iterator[httpx.Client]:
     """A client of a fresh tenant."""
-    key = new_api_key(f"tenant-{unique}")
-    with httpx.Client(
-        base_url=gateway_url, headers={"Authorization": f"Bearer {key}"}, timeout=120
-    ) as client:
+    with tenant_client(gateway_url, f"tenant-{unique}") as client:
         yield client
 
 
 @pytest.fixture
 def other_api(gateway_url: str, unique: str) -> Iterator[httpx.Client]:
     """A client of a second, unrelated tenant."""
-    key = new_api_key(f"other-{unique}")
-    with httpx.Client(
-        base_url=gateway_url, headers={"Authorization": f"Bearer {key}"}, timeout=120
-    ) as client:
+    with tenant_client(gateway_url, f"other-{unique}") as client:
         yield client
-
-
-@pytest.fixture
-def gemini(local_cloud: EmulatorConfig) -> Iterator[httpx.Client]:
-    """The Gemini emulator's control endpoint; its configuration is reset after the test."""
-    with httpx.Client(base_url=local_cloud.emulators.gemini.url, timeout=10) as client:
-        client.post("/emulator/reset").raise_for_status()
-        yield client
-        client.post("/emulator/reset").raise_for_status()
 
 
 def configure_gemini(gemini: httpx.Client, **config: Any) -> None:

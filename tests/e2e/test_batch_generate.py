@@ -103,8 +103,8 @@ def test_cancel_mid_run_keeps_finished_results(api: httpx.Client) -> None:
     assert api.delete(f"/batch/{batch_id}").status_code == 409, "a finished batch cannot be cancelled again"
 
 
-def test_rate_limit_storm_is_absorbed_by_backoff(api: httpx.Client, gemini: httpx.Client) -> None:
-    configure_gemini(gemini, errorRate=0.5, errorStatus=429, retryDelayMs=20)
+def test_rate_limit_storm_is_absorbed_by_backoff(api: httpx.Client, gemini_control: httpx.Client) -> None:
+    configure_gemini(gemini_control, errorRate=0.5, errorStatus=429, retryDelayMs=20)
     prompts = [f"storm {i}" for i in range(30)]
 
     body = submit(

@@ -20,16 +20,7 @@ MODEL = "gemini-2.5-flash"
 
 
 @pytest.fixture
-def control(local_cloud: EmulatorConfig) -> Iterator[httpx.Client]:
-    """The emulator's control endpoint; configuration is reset around each test."""
-    with httpx.Client(base_url=local_cloud.emulators.gemini.url, timeout=10) as client:
-        client.post("/emulator/reset").raise_for_status()
-        yield client
-        client.post("/emulator/reset").raise_for_status()
-
-
-@pytest.fixture
-def gemini(local_cloud: EmulatorConfig, control: httpx.Client) -> Iterator[genai.Client]:
+def gemini(local_cloud: EmulatorConfig, gemini_control: httpx.Client) -> Iterator[genai.Client]:
     with genai.Client(
         api_key="local", http_options=types.HttpOptions(base_url=local_cloud.emulators.gemini.url)
     ) as client:
@@ -131,8 +122,12 @@ def test_embeddings_are_deterministic_and_shared_words_are_closer(gemini: genai.
     assert small.embeddings and len(small.embeddings[0].values or []) == 64
 
 
-def test_batch_mode_lifecycle_with_inline_responses(gemini: genai.Client, control: httpx.Client) -> None:
-    control.post("/emulator/config", json={"batchPendingMs": 100, "batchRunningMs": 100}).raise_for_status()
+def test_batch_mode_lifecycle_with_inline_responses(
+    gemini: genai.Client, gemini_control: httpx.Client
+) -> None:
+    gemini_control.post(
+        "/emulator/config", json={"batchPendingMs": 100, "batchRunningMs": 100}
+    ).raise_for_status()
     requests = [{"contents": [{"parts": [{"text": f"item {i}"}], "role": "user"}]} for i in range(3)]
     job = gemini.batches.create(model=MODEL, src=requests, config={"display_name": "nightly"})
     assert job.name and job.state == types.JobState.JOB_STATE_PENDING
@@ -150,7 +145,7 @@ def test_batch_mode_lifecycle_with_inline_responses(gemini: genai.Client, contro
     assert first is not None and first.text == direct.text
     assert job.name in {b.name for b in gemini.batches.list()}
 
-    control.post("/emulator/config", json={"batchPendingMs": 60_000}).raise_for_status()
+    gemini_control.post("/emulator/config", json={"batchPendingMs": 60_000}).raise_for_status()
     cancelled = gemini.batches.create(model=MODEL, src=requests[:1])
     gemini.batches.cancel(name=cancelled.name or "")
     assert gemini.batches.get(name=cancelled.name or "").state == types.JobState.JOB_STATE_CANCELLED
@@ -161,9 +156,9 @@ def test_batch_mode_lifecycle_with_inline_responses(gemini: genai.Client, contro
     assert missing.value.code == 404
 
 
-def test_injected_429_carries_a_retry_delay(gemini: genai.Client, control: httpx.Client) -> None:
-    control.post("/emulator/config", json={"errorRate": 1.0, "errorStatus": 429, "retryDelayMs": 1500})
-    assert control.get("/emulator/config").json()["errorRate"] == 1.0
+def test_injected_429_carries_a_retry_delay(gemini: genai.Client, gemini_control: httpx.Client) -> None:
+    gemini_control.post("/emulator/config", json={"errorRate": 1.0, "errorStatus": 429, "retryDelayMs": 1500})
+    assert gemini_control.get("/emulator/config").json()["errorRate"] == 1.0
 
     with pytest.raises(errors.ClientError) as caught:
         gemini.models.generate_content(model=MODEL, contents="hello")
@@ -183,8 +178,10 @@ def test_per_prompt_fault_markers_and_unknown_models(gemini: genai.Client) -> No
     assert unknown.value.code == 404
 
 
-def test_configured_latency_is_applied_to_every_request(gemini: genai.Client, control: httpx.Client) -> None:
-    control.post("/emulator/config", json={"latencyMs": 300}).raise_for_status()
+def test_configured_latency_is_applied_to_every_request(
+    gemini: genai.Client, gemini_control: httpx.Client
+) -> None:
+    gemini_control.post("/emulator/config", json={"latencyMs": 300}).raise_for_status()
 
     for prompt in ("one", "two"):
         started = time.perf_counter()

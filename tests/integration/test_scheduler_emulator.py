@@ -27,17 +27,6 @@ def client(local_cloud: EmulatorConfig) -> scheduler_v1.CloudSchedulerClient:
 
 
 @pytest.fixture
-def parent(local_cloud: EmulatorConfig) -> str:
-    return f"projects/{local_cloud.project_id}/locations/{local_cloud.region}"
-
-
-@pytest.fixture
-def recorder() -> Iterator[Recorder]:
-    with Recorder() as running:
-        yield running
-
-
-@pytest.fixture
 def jobs(client: scheduler_v1.CloudSchedulerClient) -> Iterator[list[str]]:
     """Names of jobs to delete after the test."""
     created: list[str] = []

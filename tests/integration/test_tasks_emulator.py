@@ -29,17 +29,6 @@ def client(local_cloud: EmulatorConfig) -> tasks_v2.CloudTasksClient:
     return tasks_client(local_cloud.emulators.tasks.address)
 
 
-@pytest.fixture
-def parent(local_cloud: EmulatorConfig) -> str:
-    return f"projects/{local_cloud.project_id}/locations/{local_cloud.region}"
-
-
-@pytest.fixture
-def recorder() -> Iterator[Recorder]:
-    with Recorder() as running:
-        yield running
-
-
 def make_queue(
     client: tasks_v2.CloudTasksClient,
     parent: str,
