@@ -4,7 +4,7 @@ Layout (no document is written by more than one worker at a time, and none more 
   batches/{batchId}                  written at submit, cancel/stop and finalize only
   batches/{batchId}/chunks/{n}       the chunk's requests and its lease; written by its current worker
   batches/{batchId}/results/{index}  one per request, created once (create() rejects a duplicate)
-  usage_events/{eventId}             one per model call, deterministic id, TTL field expire_at
+  usage_events/{auto}                the usage events of one results commit, TTL field expire_at
   api_keys/{sha256(key)}, rate_limits/{tenant-window-shard}, audit_log/{auto}
 """
 
@@ -30,7 +30,7 @@ from shared.models.batch import (
     ResultDoc,
     ResultTotals,
 )
-from shared.models.usage import UsageEvent
+from shared.models.usage import UsageEvent, UsageRecord
 from shared.ports import ChunkSnapshot, ExpiredLease
 
 BATCHES = "batches"
@@ -51,6 +51,25 @@ def chunk_id(index: int) -> str:
 def result_id(index: int) -> str:
     # Zero-padded so document ids sort in request order.
     return f"{index:08d}"
+
+
+def _usage_record(
+    outcomes: list[tuple[ResultDoc, list[UsageEvent]]], retention: dt.timedelta
+) -> UsageRecord | None:
+    events = [event for _, item_events in outcomes for event in item_events]
+    if not events:
+        return None
+    at = max(event.at for event in events)
+    first = events[0]
+    return UsageRecord(
+        job_id=first.job_id,
+        tenant=first.tenant,
+        source=first.source,
+        calls=len(events),
+        events=events,
+        at=at,
+        expire_at=at + retention,
+    )
 
 
 def _dump(model: Any) -> dict[str, Any]:
@@ -197,33 +216,29 @@ class FirestoreStore:
             raise StoreUnavailable(f"cannot update chunk: {exc.message}") from exc
         return True
 
-    async def list_chunks(self, batch_id: str, start: int, end: int) -> list[ChunkDoc]:
-        """Chunks overlapping the request range [start, end)."""
+    async def custom_ids(self, batch_id: str, start: int, end: int) -> dict[int, str | None]:
+        """The customId of each request in [start, end), from a projection of the chunks."""
         query = (
             self._batch_ref(batch_id)
             .collection(CHUNKS)
             .where(filter=FieldFilter("end", ">", start))
             .order_by("end")
+            .select(["start", "custom_ids"])
         )
-        chunks: list[ChunkDoc] = []
+        ids: dict[int, str | None] = {}
         async for snapshot in query.stream():
-            chunk = ChunkDoc.model_validate(snapshot.to_dict())
-            if chunk.start >= end:
+            first, values = snapshot.get("start"), snapshot.get("custom_ids")
+            if first >= end:
                 break
-            chunks.append(chunk)
-        return chunks
+            ids.update({first + position: value for position, value in enumerate(values)})
+        return {index: value for index, value in ids.items() if start <= index < end}
 
-    async def count_unfinished_chunks(self, batch_id: str) -> int:
+    async def chunk_progress(self, batch_id: str) -> list[ChunkProgress]:
         query = (
             self._batch_ref(batch_id)
             .collection(CHUNKS)
-            .where(filter=FieldFilter("state", "in", [ChunkState.PENDING.value, ChunkState.RUNNING.value]))
+            .select(["index", "state", "claims", "progress", "lease_expires_at"])
         )
-        result = await query.count(alias="n").get()
-        return int(result[0][0].value)
-
-    async def chunk_progress(self, batch_id: str) -> list[ChunkProgress]:
-        query = self._batch_ref(batch_id).collection(CHUNKS).select(["index", "state", "claims", "progress"])
         return [ChunkProgress.model_validate(s.to_dict()) async for s in query.stream()]
 
     async def expired_leases(self, now: dt.datetime, limit: int) -> list[ExpiredLease]:
@@ -251,53 +266,49 @@ class FirestoreStore:
         )
         return {int(s.get("index")) async for s in query.stream()}
 
-    async def write_results(self, outcomes: list[tuple[ResultDoc, list[UsageEvent]]]) -> list[ResultDoc]:
-        """Create each result with its usage events; returns the results this call created.
+    async def write_results(
+        self, outcomes: list[tuple[ResultDoc, list[UsageEvent]]], *, retention: dt.timedelta
+    ) -> list[ResultDoc]:
+        """Create each result, and one usage record for their calls, in one commit; returns the results
+        this call created.
 
-        A result and its events always share a commit. If any document already exists (another worker raced
-        us on the same chunk), that commit falls back to one create per document, so the first writer of each
-        wins and nothing is counted twice.
+        If any result already exists (another worker raced us on the same chunk), the results are created
+        one by one instead, so the first writer of each wins, and the usage record holds only the calls of
+        the results this call created: nothing is counted twice.
         """
         created: list[ResultDoc] = []
-        commit: list[tuple[Any, dict[str, Any], ResultDoc | None]] = []
-        for result, events in outcomes:
-            group: list[tuple[Any, dict[str, Any], ResultDoc | None]] = [
-                (self._results(result.batch_id).document(result_id(result.index)), _dump(result), result)
-            ]
-            group += [
-                (self._db.collection(USAGE_EVENTS).document(e.event_id), _dump(e), None) for e in events
-            ]
-            if commit and len(commit) + len(group) > MAX_WRITES_PER_COMMIT:
-                created += await self._create_all(commit)
-                commit = []
-            commit += group
-        if commit:
-            created += await self._create_all(commit)
+        for start in range(0, len(outcomes), MAX_WRITES_PER_COMMIT - 1):
+            created += await self._create_results(
+                outcomes[start : start + MAX_WRITES_PER_COMMIT - 1], retention
+            )
         return created
 
-    async def _create_all(
-        self, writes: list[tuple[Any, dict[str, Any], ResultDoc | None]]
+    async def _create_results(
+        self, outcomes: list[tuple[ResultDoc, list[UsageEvent]]], retention: dt.timedelta
     ) -> list[ResultDoc]:
+        refs = [self._results(r.batch_id).document(result_id(r.index)) for r, _ in outcomes]
         try:
             commit = self._db.batch()
-            for ref, data, _ in writes:
-                commit.create(ref, data)
+            for ref, (result, _) in zip(refs, outcomes, strict=True):
+                commit.create(ref, _dump(result))
+            if record := _usage_record(outcomes, retention):
+                commit.create(self._db.collection(USAGE_EVENTS).document(), _dump(record))
             await commit.commit()
-            return [result for _, _, result in writes if result is not None]
+            return [result for result, _ in outcomes]
         except gexc.AlreadyExists:
             pass
         except TRANSIENT as exc:
             raise StoreUnavailable(f"cannot write results: {exc.message}") from exc
-        # Someone else wrote some of these first: create one by one, the first writer of each wins.
-        created: list[ResultDoc] = []
-        for ref, data, result in writes:
+        mine: list[tuple[ResultDoc, list[UsageEvent]]] = []
+        for ref, outcome in zip(refs, outcomes, strict=True):
             try:
-                await ref.create(data)
+                await ref.create(_dump(outcome[0]))
             except gexc.AlreadyExists:
                 continue
-            if result is not None:
-                created.append(result)
-        return created
+            mine.append(outcome)
+        if record := _usage_record(mine, retention):
+            await self._db.collection(USAGE_EVENTS).add(_dump(record))
+        return [result for result, _ in mine]
 
     async def result_totals(
         self, batch_id: str, start: int | None = None, end: int | None = None

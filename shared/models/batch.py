@@ -166,6 +166,7 @@ class ChunkProgress(BaseModel):
     state: ChunkState
     claims: int
     progress: ResultTotals
+    lease_expires_at: dt.datetime | None = None
 
 
 class ChunkDoc(BaseModel):
@@ -175,6 +176,7 @@ class ChunkDoc(BaseModel):
     start: int
     end: int  # exclusive
     requests: list[StoredRequest]
+    custom_ids: list[str | None]  # the requests' customIds again, so pages can read them by projection
     state: ChunkState = ChunkState.PENDING
     segment: int = 0
     lease_owner: str | None = None

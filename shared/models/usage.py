@@ -8,7 +8,9 @@ from pydantic import BaseModel
 
 
 class UsageEvent(BaseModel):
-    event_id: str  # deterministic: a duplicate write of the same call is rejected, never counted twice
+    """One model call."""
+
+    event_id: str  # {job}-{item}-{attempt}
     tenant: str
     model: str
     endpoint: str  # generateContent, embedContent, ...
@@ -22,5 +24,21 @@ class UsageEvent(BaseModel):
     cost_usd: float
     cache_hit: bool
     outcome: str  # ok | error code
+    at: dt.datetime
+
+
+class UsageRecord(BaseModel):
+    """The usage events of one results commit, stored as one document.
+
+    Written in the same commit as the results they belong to, so a call is recorded exactly when its result
+    is: a result never recorded (a worker died first) has no usage either, and none is recorded twice. One
+    document per commit rather than per call keeps the write load of a batch proportional to its commits.
+    """
+
+    job_id: str
+    tenant: str
+    source: str
+    calls: int
+    events: list[UsageEvent]
     at: dt.datetime
     expire_at: dt.datetime  # Firestore TTL field (ANALYTICS_RETENTION_DAYS)

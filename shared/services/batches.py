@@ -153,7 +153,13 @@ async def _build_chunks(
 
 def _chunk(batch_id: str, owner: str, index: int, start: int, requests: list[StoredRequest]) -> ChunkDoc:
     return ChunkDoc(
-        batch_id=batch_id, owner=owner, index=index, start=start, end=start + len(requests), requests=requests
+        batch_id=batch_id,
+        owner=owner,
+        index=index,
+        start=start,
+        end=start + len(requests),
+        requests=requests,
+        custom_ids=[request.custom_id for request in requests],
     )
 
 
@@ -343,15 +349,10 @@ async def _page(*, engine: Engine, batch: BatchDoc, offset: int, limit: int) -> 
     end = min(offset + limit, batch.total)
     if offset >= end:
         return []
-    results, chunks = await asyncio.gather(
-        engine.store.list_results(batch.batch_id, offset, end),
-        engine.store.list_chunks(batch.batch_id, offset, end),
-    )
+    results = await engine.store.list_results(batch.batch_id, offset, end)
     by_index = {r.index: r for r in results}
-    custom_ids: dict[int, str | None] = {}
-    for chunk in chunks:
-        for position, stored in enumerate(chunk.requests):
-            custom_ids[chunk.start + position] = stored.custom_id
+    missing = len(by_index) < end - offset
+    custom_ids = await engine.store.custom_ids(batch.batch_id, offset, end) if missing else {}
     stopped = batch.status in (BatchStatus.CANCELLED, BatchStatus.FAILED) and batch.finalized
     page: list[ItemResult] = []
     for index in range(offset, end):

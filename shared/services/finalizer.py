@@ -28,7 +28,7 @@ async def finalize(*, engine: Engine, batch_id: str) -> dict[str, Any]:
     if batch.finalized:
         return {"outcome": "already final"}
     now = engine.clock()
-    chunks = await store.list_chunks(batch_id, 0, batch.total)
+    chunks = await store.chunk_progress(batch_id)
     if batch.status.is_final:
         # A stopped batch: wait only for chunks still working under a live lease (their in-flight requests).
         busy = [
@@ -43,7 +43,9 @@ async def finalize(*, engine: Engine, batch_id: str) -> dict[str, Any]:
     object_name = results_object(batch_id)
     await engine.blobs.put(
         object_name=object_name,
-        data=await _results_jsonl(engine=engine, batch=batch, custom_ids=_custom_ids(chunks)),
+        data=await _results_jsonl(
+            engine=engine, batch=batch, custom_ids=await store.custom_ids(batch_id, 0, batch.total)
+        ),
         content_type="application/x-ndjson",
     )
     totals = await store.result_totals(batch_id)
@@ -72,14 +74,6 @@ async def finalize(*, engine: Engine, batch_id: str) -> dict[str, Any]:
 
     final = await store.update_batch(batch_id, _finalize)
     return {"outcome": final.status.value if final else "unknown batch"}
-
-
-def _custom_ids(chunks: list[Any]) -> dict[int, str | None]:
-    return {
-        chunk.start + position: stored.custom_id
-        for chunk in chunks
-        for position, stored in enumerate(chunk.requests)
-    }
 
 
 async def _results_jsonl(*, engine: Engine, batch: BatchDoc, custom_ids: dict[int, str | None]) -> bytes:

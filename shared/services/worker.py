@@ -316,8 +316,11 @@ def _usage_event(
         cache_hit=cached > 0,
         outcome="ok" if error is None else f"error:{error.status or 'unknown'}",
         at=now,
-        expire_at=now + dt.timedelta(days=run.engine.settings.analytics_retention_days),
     )
+
+
+def _retention(engine: Engine) -> dt.timedelta:
+    return dt.timedelta(days=engine.settings.analytics_retention_days)
 
 
 async def _result_doc(
@@ -383,7 +386,7 @@ async def _flush(run: ChunkRun) -> None:
         return
     pending, run.pending = run.pending, []
     try:
-        created = await run.engine.store.write_results(pending)
+        created = await run.engine.store.write_results(pending, retention=_retention(run.engine))
     except BaseException:
         run.pending = pending + run.pending
         raise
@@ -416,8 +419,11 @@ async def _keep_chunk(run: ChunkRun) -> None:
     lease expired), stop starting requests."""
     lease = dt.timedelta(seconds=run.engine.settings.batch_lease_seconds)
     interval = min(KEEPER_INTERVAL_S, lease.total_seconds() / 3)
+    # The first progress shows soon after the claim; then at most one write a second.
+    delay = min(0.25, interval)
     while True:
-        await asyncio.sleep(interval)
+        await asyncio.sleep(delay)
+        delay = interval
         snapshot = await run.engine.store.get_chunk(run.batch.batch_id, run.chunk.index)
         if snapshot is None or snapshot.chunk.lease_owner != run.worker_id:
             run.lease_lost = True
@@ -535,6 +541,6 @@ async def _fail_chunk(*, engine: Engine, batch: BatchDoc, chunk_index: int, reas
         for i in range(chunk.start, chunk.end)
         if i not in done
     ]
-    await engine.store.write_results([(failure, []) for failure in failures])
+    await engine.store.write_results([(failure, []) for failure in failures], retention=_retention(engine))
     await _set_chunk_state(engine=engine, batch_id=batch.batch_id, index=chunk_index, state=ChunkState.FAILED)
     await _after_chunk(engine=engine, batch=batch, chunk=chunk)

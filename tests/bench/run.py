@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import time
@@ -75,7 +76,7 @@ def _platform_run(api: httpx.Client, *, items: int, concurrency: int) -> tuple[f
             return time.perf_counter() - started, first_result_s
         if current["status"] in ("failed", "cancelled"):
             raise RuntimeError(f"batch {batch_id} ended {current['status']}: {current.get('stopReason')}")
-        time.sleep(0.02)  # status polling interval
+        time.sleep(0.05)  # status polling interval
     raise TimeoutError(f"batch {batch_id} did not finish")
 
 
@@ -95,24 +96,44 @@ def _submit_latency(api: httpx.Client, *, submits: int) -> dict[str, float]:
     }
 
 
-def _cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
-    ticks = 100.0
-    result = {}
-    for name, pid in pids.items():
+def _group(leader: int) -> list[int]:
+    """Every process in the session the local cloud started `leader` in (gunicorn workers, the JVM...)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            # utime, stime, cutime, cstime (children count: the Java and Go emulators are direct children)
-            result[name] = sum(int(v) for v in fields[11:15]) / ticks
-        except (OSError, IndexError):
-            result[name] = 0.0
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == leader:  # pgrp
+            members.append(int(stat.parent.name))
+    return members
+
+
+def _cpu_seconds(leaders: dict[str, int]) -> dict[str, float]:
+    ticks = float(os.sysconf("SC_CLK_TCK"))
+    result = {}
+    for name, leader in leaders.items():
+        total = 0.0
+        for pid in _group(leader):
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+        result[name] = round(total, 3)
     return result
 
 
-def _peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+def _peak_rss_mb(leader: int) -> float:
+    """The largest peak resident set of the processes in the group (the gunicorn worker, for the gateway)."""
+    peaks = [0.0]
+    for pid in _group(leader):
+        try:
+            lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+        except OSError:
+            continue
+        peaks += [int(line.split()[1]) / 1024 for line in lines if line.startswith("VmHWM:")]
+    return max(peaks)
 
 
 def main() -> int:
@@ -150,7 +171,9 @@ def _bench(*, config: Any, sizes: list[int], latency_ms: int, concurrency: int, 
     api = httpx.Client(base_url=config.emulators.functions.url, headers={"Authorization": f"Bearer {key}"},
                        timeout=120)  # fmt: skip
     pids: dict[str, int] = json.loads((STATE_DIR / "pids.json").read_text())
-    platform_pids = {n: p for n, p in pids.items() if n in ("functions", "firestore", "tasks", "storage")}
+    platform_pids = {
+        n: p for n, p in pids.items() if n in ("functions", "firestore", "tasks", "storage", "gemini")
+    }
     # Warm up: the first calls build clients and JIT-compile the Firestore emulator's paths.
     _platform_run(api, items=50, concurrency=concurrency)
     asyncio.run(_baseline(gemini_url=config.emulators.gemini.url, items=50, concurrency=concurrency))
@@ -198,7 +221,6 @@ def _bench(*, config: Any, sizes: list[int], latency_ms: int, concurrency: int, 
 
 
 def _machine() -> dict[str, Any]:
-    import os
     import platform as py_platform
 
     return {"cpus": os.cpu_count(), "python": py_platform.python_version(), "system": py_platform.platform()}

@@ -28,8 +28,9 @@ from tests.e2e.conftest import new_api_key
 
 
 def usage_events(db: Any, batch_id: str) -> list[dict[str, Any]]:
+    """Every model call recorded for the batch (usage records hold the calls of one results commit)."""
     query = db.collection("usage_events").where(filter=FieldFilter("job_id", "==", batch_id))
-    return [snapshot.to_dict() or {} for snapshot in query.stream()]
+    return [event for snapshot in query.stream() for event in (snapshot.to_dict() or {})["events"]]
 
 
 def call_internal(base_url: str, function_name: str, body: dict[str, Any]) -> httpx.Response:
