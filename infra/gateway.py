@@ -74,13 +74,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Serve every function in functions/ on one port.")
     parser.add_argument("--port", type=int, default=endpoint.port)
     parser.add_argument("--threads", type=int, default=int(os.environ.get("GATEWAY_THREADS", "128")))
+    # Several worker processes stand for several instances of the functions, as Cloud Run would run them.
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("GATEWAY_WORKERS", "1")))
     args = parser.parse_args()
     gateway = create_gateway()
 
     class Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
             self.cfg.set("bind", f"{endpoint.host}:{args.port}")
-            self.cfg.set("workers", 1)
+            self.cfg.set("workers", args.workers)
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("threads", args.threads)
             # Long enough for a worker chunk; Cloud Run functions allow up to 60 min per request.

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from shared.models.auth import ApiKeyRecord, AuditRecord
-from shared.models.batch import BatchDoc, ChunkDoc, ChunkProgress, ResultDoc, ResultTotals
+from shared.models.batch import BatchDoc, ChunkDoc, ChunkProgress, ChunkState, ResultDoc, ResultTotals
 from shared.models.usage import UsageEvent
 
 
@@ -16,6 +16,15 @@ from shared.models.usage import UsageEvent
 class ChunkSnapshot:
     chunk: ChunkDoc
     version: Any  # opaque token for compare-and-set (Firestore update_time)
+
+
+@dataclass(frozen=True)
+class LeaseView:
+    """A chunk's lease and state without its requests (a projection), with its compare-and-set version."""
+
+    lease_owner: str | None
+    state: ChunkState
+    version: Any
 
 
 @dataclass(frozen=True)
@@ -33,6 +42,7 @@ class BatchStore(Protocol):
         self, batch_id: str, mutate: Callable[[BatchDoc], dict[str, Any] | None]
     ) -> BatchDoc | None: ...
     async def get_chunk(self, batch_id: str, chunk: int) -> ChunkSnapshot | None: ...
+    async def get_lease(self, batch_id: str, chunk: int) -> LeaseView | None: ...
     async def update_chunk_if_unchanged(
         self, batch_id: str, chunk: int, *, version: Any, changes: dict[str, Any]
     ) -> bool: ...

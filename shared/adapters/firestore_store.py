@@ -31,7 +31,7 @@ from shared.models.batch import (
     ResultTotals,
 )
 from shared.models.usage import UsageEvent, UsageRecord
-from shared.ports import ChunkSnapshot, ExpiredLease
+from shared.ports import ChunkSnapshot, ExpiredLease, LeaseView
 
 BATCHES = "batches"
 CHUNKS = "chunks"
@@ -70,6 +70,16 @@ def _usage_record(
         at=at,
         expire_at=at + retention,
     )
+
+
+def _dump_result(result: ResultDoc) -> dict[str, Any]:
+    # Unset fields are left out: fewer fields to encode and index on the hottest write path.
+    return result.model_dump(mode="python", exclude_none=True)
+
+
+def _dump_usage(record: UsageRecord) -> dict[str, Any]:
+    # Each event's job, tenant and source are the record's own.
+    return record.model_dump(mode="python", exclude={"events": {"__all__": {"job_id", "tenant", "source"}}})
 
 
 def _dump(model: Any) -> dict[str, Any]:
@@ -202,6 +212,19 @@ class FirestoreStore:
             return None
         return ChunkSnapshot(chunk=ChunkDoc.model_validate(snapshot.to_dict()), version=snapshot.update_time)
 
+    async def get_lease(self, batch_id: str, chunk: int) -> LeaseView | None:
+        ref = self._chunk_ref(batch_id, chunk)
+        try:
+            snapshot = await ref.get(field_paths=["lease_owner", "state"])
+        except TRANSIENT as exc:
+            raise StoreUnavailable(f"cannot read {ref.path}: {exc.message}") from exc
+        if not snapshot.exists:
+            return None
+        data = snapshot.to_dict() or {}
+        return LeaseView(
+            lease_owner=data.get("lease_owner"), state=ChunkState(data["state"]), version=snapshot.update_time
+        )
+
     async def update_chunk_if_unchanged(
         self, batch_id: str, chunk: int, *, version: Any, changes: dict[str, Any]
     ) -> bool:
@@ -290,9 +313,9 @@ class FirestoreStore:
         try:
             commit = self._db.batch()
             for ref, (result, _) in zip(refs, outcomes, strict=True):
-                commit.create(ref, _dump(result))
+                commit.create(ref, _dump_result(result))
             if record := _usage_record(outcomes, retention):
-                commit.create(self._db.collection(USAGE_EVENTS).document(), _dump(record))
+                commit.create(self._db.collection(USAGE_EVENTS).document(), _dump_usage(record))
             await commit.commit()
             return [result for result, _ in outcomes]
         except gexc.AlreadyExists:
@@ -302,12 +325,12 @@ class FirestoreStore:
         mine: list[tuple[ResultDoc, list[UsageEvent]]] = []
         for ref, outcome in zip(refs, outcomes, strict=True):
             try:
-                await ref.create(_dump(outcome[0]))
+                await ref.create(_dump_result(outcome[0]))
             except gexc.AlreadyExists:
                 continue
             mine.append(outcome)
         if record := _usage_record(mine, retention):
-            await self._db.collection(USAGE_EVENTS).add(_dump(record))
+            await self._db.collection(USAGE_EVENTS).add(_dump_usage(record))
         return [result for result, _ in mine]
 
     async def result_totals(

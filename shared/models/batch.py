@@ -207,7 +207,7 @@ class ResultDoc(BaseModel):
     batch_id: str
     index: int
     chunk: int
-    custom_id: str | None
+    custom_id: str | None = None
     success: bool
     response: str | None = None
     response_ref: str | None = None

@@ -424,13 +424,13 @@ async def _keep_chunk(run: ChunkRun) -> None:
     while True:
         await asyncio.sleep(delay)
         delay = interval
-        snapshot = await run.engine.store.get_chunk(run.batch.batch_id, run.chunk.index)
-        if snapshot is None or snapshot.chunk.lease_owner != run.worker_id:
+        lease_view = await run.engine.store.get_lease(run.batch.batch_id, run.chunk.index)
+        if lease_view is None or lease_view.lease_owner != run.worker_id:
             run.lease_lost = True
             return
         changes = {"lease_expires_at": run.engine.clock() + lease, "progress": run.progress.model_dump()}
         if not await run.engine.store.update_chunk_if_unchanged(
-            run.batch.batch_id, run.chunk.index, version=snapshot.version, changes=changes
+            run.batch.batch_id, run.chunk.index, version=lease_view.version, changes=changes
         ):
             run.lease_lost = True
             return
@@ -439,8 +439,8 @@ async def _keep_chunk(run: ChunkRun) -> None:
 async def _release(*, engine: Engine, run: ChunkRun, changes: dict[str, Any]) -> bool:
     """Give the chunk up with `changes`, if this worker still holds its lease."""
     for _ in range(5):
-        snapshot = await engine.store.get_chunk(run.batch.batch_id, run.chunk.index)
-        if snapshot is None or snapshot.chunk.lease_owner != run.worker_id:
+        lease_view = await engine.store.get_lease(run.batch.batch_id, run.chunk.index)
+        if lease_view is None or lease_view.lease_owner != run.worker_id:
             return False
         update = {
             "lease_owner": None,
@@ -454,7 +454,7 @@ async def _release(*, engine: Engine, run: ChunkRun, changes: dict[str, Any]) ->
         ):
             update["finished_at"] = engine.clock()
         if await engine.store.update_chunk_if_unchanged(
-            run.batch.batch_id, run.chunk.index, version=snapshot.version, changes=update
+            run.batch.batch_id, run.chunk.index, version=lease_view.version, changes=update
         ):
             return True
     return False
@@ -499,13 +499,13 @@ async def _after_chunk(*, engine: Engine, batch: BatchDoc, chunk: ChunkDoc) -> N
 
 
 async def _set_chunk_state(*, engine: Engine, batch_id: str, index: int, state: ChunkState) -> None:
-    snapshot = await engine.store.get_chunk(batch_id, index)
-    if snapshot is None or snapshot.chunk.state.is_terminal:
+    lease_view = await engine.store.get_lease(batch_id, index)
+    if lease_view is None or lease_view.state.is_terminal:
         return
     await engine.store.update_chunk_if_unchanged(
         batch_id,
         index,
-        version=snapshot.version,
+        version=lease_view.version,
         changes={
             "state": state.value,
             "lease_owner": None,
