@@ -122,10 +122,11 @@ async def _build(settings: Settings) -> Platform:
     return Platform(settings=settings, engine=engine, authenticator=authenticator, keys=store)
 
 
-@lru_cache(maxsize=1)
-def platform() -> Platform:
-    """The instance's wired platform, built on first use (lazy globals, as Cloud Functions recommends)."""
-    return runtime.run(_build(get_settings()))
+@lru_cache(maxsize=2)
+def platform(loop_name: str = runtime.API_LOOP) -> Platform:
+    """The instance's wired platform for one of its loops, built on first use (lazy globals, as Cloud
+    Functions recommends): async clients belong to the loop they were built on."""
+    return runtime.run(_build(get_settings()), loop_name=loop_name)
 
 
 @lru_cache(maxsize=1)

@@ -18,6 +18,7 @@ from shared.errors import PlatformError
 from shared.models.auth import Principal
 from shared.services.auth import enforce_rate_limit
 from shared.services.batches import CallerInfo
+from shared.settings import get_settings
 
 log = logging.getLogger("platform")
 
@@ -77,7 +78,7 @@ def authenticate(request: flask.Request) -> Principal:
 
 def verify_internal(request: flask.Request, *, function_name: str, service_accounts: list[str]) -> str:
     """Accept only OIDC tokens of the given service accounts, minted for this function's own URL."""
-    settings = platform().settings
+    settings = get_settings()
     return oidc_verifier().verify(
         request.headers.get("Authorization"),
         audience=settings.function_url(function_name),

@@ -15,21 +15,27 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+# The loop of the public API, and the loop of the internal workers. Deployed, a function uses one of them; in
+# the local gateway both live in one process, and separate loops keep a submit from queueing behind the
+# callbacks of a chunk in progress.
+API_LOOP = "api"
+WORK_LOOP = "work"
+
 _lock = threading.Lock()
-_loop: asyncio.AbstractEventLoop | None = None
+_loops: dict[str, asyncio.AbstractEventLoop] = {}
 
 
-def loop() -> asyncio.AbstractEventLoop:
-    global _loop
+def loop(name: str = API_LOOP) -> asyncio.AbstractEventLoop:
     with _lock:
-        if _loop is None or _loop.is_closed():
-            new_loop = asyncio.new_event_loop()
-            thread = threading.Thread(target=new_loop.run_forever, name="platform-loop", daemon=True)
+        current = _loops.get(name)
+        if current is None or current.is_closed():
+            current = asyncio.new_event_loop()
+            thread = threading.Thread(target=current.run_forever, name=f"{name}-loop", daemon=True)
             thread.start()
-            _loop = new_loop
-        return _loop
+            _loops[name] = current
+        return current
 
 
-def run(coroutine: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:
-    """Run `coroutine` on the instance's loop and wait for its result (from a request thread)."""
-    return asyncio.run_coroutine_threadsafe(coroutine, loop()).result(timeout)
+def run(coroutine: Coroutine[Any, Any, T], *, loop_name: str = API_LOOP, timeout: float | None = None) -> T:
+    """Run `coroutine` on the named loop of this instance and wait for its result (from a request thread)."""
+    return asyncio.run_coroutine_threadsafe(coroutine, loop(loop_name)).result(timeout)

@@ -10,6 +10,7 @@ Layout (no document is written by more than one worker at a time, and none more 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import random
 from collections.abc import AsyncIterator, Callable
@@ -18,6 +19,7 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
+from pydantic import TypeAdapter
 
 from shared.errors import StoreUnavailable
 from shared.models.auth import ApiKeyRecord, AuditRecord
@@ -29,6 +31,7 @@ from shared.models.batch import (
     ChunkState,
     ResultDoc,
     ResultTotals,
+    StoredRequest,
 )
 from shared.models.usage import UsageEvent, UsageRecord
 from shared.ports import ChunkSnapshot, ExpiredLease, LeaseView
@@ -72,14 +75,41 @@ def _usage_record(
     )
 
 
+_REQUESTS = TypeAdapter(list[StoredRequest])
+_CUSTOM_IDS = TypeAdapter(list[str | None])
+_EVENTS = TypeAdapter(list[UsageEvent])
+
+
+def _dump_chunk(chunk: ChunkDoc) -> dict[str, Any]:
+    # The requests are one JSON blob: an array of maps would be indexed field by field, which makes the
+    # write of a large chunk many times slower (and in production they are exempt from indexing too).
+    data = chunk.model_dump(mode="python", exclude={"requests", "custom_ids"})
+    data["requests"] = _REQUESTS.dump_json(chunk.requests, exclude_none=True)
+    data["custom_ids"] = _CUSTOM_IDS.dump_json(chunk.custom_ids)
+    return data
+
+
+def _load_chunk(data: dict[str, Any] | None) -> ChunkDoc:
+    data = dict(data or {})
+    requests = _REQUESTS.validate_json(data.pop("requests"))
+    custom_ids = _CUSTOM_IDS.validate_json(data.pop("custom_ids"))
+    return ChunkDoc.model_validate(data | {"requests": requests, "custom_ids": custom_ids})
+
+
 def _dump_result(result: ResultDoc) -> dict[str, Any]:
     # Unset fields are left out: fewer fields to encode and index on the hottest write path.
     return result.model_dump(mode="python", exclude_none=True)
 
 
 def _dump_usage(record: UsageRecord) -> dict[str, Any]:
-    # Each event's job, tenant and source are the record's own.
-    return record.model_dump(mode="python", exclude={"events": {"__all__": {"job_id", "tenant", "source"}}})
+    # The events are one JSON blob (an indexed array of maps costs index entries per element); the record's
+    # own fields (job, tenant, source, time, call count, token and cost sums) stay queryable.
+    data = record.model_dump(mode="python", exclude={"events"})
+    data["events"] = _EVENTS.dump_json(record.events, exclude={"__all__": {"job_id", "tenant", "source"}})
+    data["input_tokens"] = sum(event.input_tokens for event in record.events)
+    data["output_tokens"] = sum(event.output_tokens for event in record.events)
+    data["cost_usd"] = sum(event.cost_usd for event in record.events)
+    return data
 
 
 def _dump(model: Any) -> dict[str, Any]:
@@ -113,7 +143,7 @@ class FirestoreStore:
         retried submit that finds the batch finds it whole.
         """
         writes: list[tuple[Any, dict[str, Any], bool]] = [
-            (self._chunk_ref(batch.batch_id, c.index), _dump(c), False) for c in chunks
+            (self._chunk_ref(batch.batch_id, c.index), _dump_chunk(c), False) for c in chunks
         ]
         writes.append((self._db.collection(AUDIT_LOG).document(), _dump(audit), False))
         writes.append((self._batch_ref(batch.batch_id), _dump(batch), True))
@@ -210,7 +240,7 @@ class FirestoreStore:
         snapshot = await self._get(self._chunk_ref(batch_id, chunk))
         if not snapshot.exists:
             return None
-        return ChunkSnapshot(chunk=ChunkDoc.model_validate(snapshot.to_dict()), version=snapshot.update_time)
+        return ChunkSnapshot(chunk=_load_chunk(snapshot.to_dict()), version=snapshot.update_time)
 
     async def get_lease(self, batch_id: str, chunk: int) -> LeaseView | None:
         ref = self._chunk_ref(batch_id, chunk)
@@ -250,7 +280,7 @@ class FirestoreStore:
         )
         ids: dict[int, str | None] = {}
         async for snapshot in query.stream():
-            first, values = snapshot.get("start"), snapshot.get("custom_ids")
+            first, values = snapshot.get("start"), _CUSTOM_IDS.validate_json(snapshot.get("custom_ids"))
             if first >= end:
                 break
             ids.update({first + position: value for position, value in enumerate(values)})
@@ -392,17 +422,24 @@ class FirestoreStore:
         """
         collection = self._db.collection(RATE_LIMITS)
         shard_ids = [f"{tenant}-{window}-{n}" for n in range(shards)]
-        mine = collection.document(random.choice(shard_ids))  # noqa: S311 - load spreading, not security
+        mine = random.choice(shard_ids)  # noqa: S311 - load spreading, not security
+        others = [collection.document(s) for s in shard_ids if s != mine]
+
+        async def _others() -> int:
+            return sum([int(s.get("count")) async for s in self._db.get_all(others) if s.exists])
+
         try:
-            await mine.set({"count": firestore.Increment(1), "expire_at": expire_at}, merge=True)
-            refs = [collection.document(s) for s in shard_ids]
-            total = 0
-            async for snapshot in self._db.get_all(refs):
-                if snapshot.exists:
-                    total += int(snapshot.get("count"))
+            # One round trip: our shard's new value comes back with the write (transform result), the other
+            # shards are read at the same time.
+            written, other_total = await asyncio.gather(
+                collection.document(mine).set(
+                    {"count": firestore.Increment(1), "expire_at": expire_at}, merge=True
+                ),
+                _others(),
+            )
         except TRANSIENT as exc:
             raise StoreUnavailable(f"cannot count request: {exc.message}") from exc
-        return total
+        return int(written.transform_results[0].integer_value) + int(other_total)
 
     # --- helpers ----------------------------------------------------------------------------------
 

@@ -298,7 +298,8 @@ def _usage_event(
     input_tokens = reply.input_tokens if reply else 0
     output_tokens = reply.output_tokens if reply else 0
     cached = reply.cached_tokens if reply else 0
-    return UsageEvent(
+    # Built from trusted values on the hot path: construct without re-validating.
+    return UsageEvent.model_construct(
         event_id=f"{run.batch.batch_id}-{index}-{attempt}",
         tenant=run.batch.owner,
         model=call.model,
@@ -343,7 +344,7 @@ async def _result_doc(
     input_tokens = reply.input_tokens if reply and error is None else 0
     output_tokens = reply.output_tokens if reply and error is None else 0
     cached = reply.cached_tokens if reply and error is None else 0
-    return ResultDoc(
+    return ResultDoc.model_construct(
         batch_id=run.batch.batch_id,
         index=index,
         chunk=run.chunk.index,

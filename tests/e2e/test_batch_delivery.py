@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -30,7 +31,7 @@ from tests.e2e.conftest import new_api_key
 def usage_events(db: Any, batch_id: str) -> list[dict[str, Any]]:
     """Every model call recorded for the batch (usage records hold the calls of one results commit)."""
     query = db.collection("usage_events").where(filter=FieldFilter("job_id", "==", batch_id))
-    return [event for snapshot in query.stream() for event in (snapshot.to_dict() or {})["events"]]
+    return [event for snapshot in query.stream() for event in json.loads(snapshot.get("events"))]
 
 
 def call_internal(base_url: str, function_name: str, body: dict[str, Any]) -> httpx.Response:
