@@ -34,12 +34,7 @@ from shared.models.batch import (
     Summary,
     TokenUsage,
 )
-from shared.services.engine import (
-    WORKER_FUNCTION,
-    Engine,
-    chunk_task_id,
-    request_object,
-)
+from shared.services.engine import Engine, enqueue_chunk, request_object
 from shared.settings import Settings
 
 # A chunk document stays well below Firestore's 1 MiB limit.
@@ -219,12 +214,7 @@ async def submit(
         batch = existing
     # Enqueue even when the batch existed: a submit that crashed before this line is repaired by its retry,
     # and the task name makes a second enqueue a no-op.
-    await engine.queue.enqueue(
-        task_id=chunk_task_id(batch_id, 0, 0),
-        function_name=WORKER_FUNCTION,
-        body=json.dumps({"batch_id": batch_id, "chunk": 0, "segment": 0}).encode(),
-        service_account=engine.settings.tasks_service_account,
-    )
+    await enqueue_chunk(engine=engine, batch_id=batch_id, chunk=0, segment=0)
     wait = request.options.wait
     if wait is None:
         wait = batch.total <= engine.settings.batch_wait_threshold

@@ -8,8 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared.models.batch import BatchDoc, BatchStatus
-from shared.services.engine import Engine
-from shared.services.worker import enqueue_chunk, enqueue_finalize
+from shared.services.engine import Engine, enqueue_chunk, enqueue_finalize
 
 SWEEP_LIMIT = 200
 

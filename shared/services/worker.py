@@ -34,14 +34,7 @@ from shared.models.batch import (
 )
 from shared.models.usage import UsageEvent
 from shared.ports import ModelCall, ModelReply
-from shared.services.engine import (
-    FINALIZER_FUNCTION,
-    WORKER_FUNCTION,
-    Engine,
-    chunk_task_id,
-    finalize_task_id,
-    response_object,
-)
+from shared.services.engine import Engine, enqueue_chunk, enqueue_finalize, response_object
 from shared.services.pricing import estimate_cost_usd
 
 log = logging.getLogger(__name__)
@@ -89,14 +82,16 @@ async def process_chunk(
     try:
         return await _run_delivery(engine=engine, batch=batch, message=message, worker_id=worker_id)
     except LeaseHeld:
-        raise
-    except PlatformError as exc:
-        if not (exc.transient and last_attempt):
+        raise  # the holder finishes the chunk, or the sweeper recovers it once the lease expires
+    except Exception as exc:
+        retry = not isinstance(exc, PlatformError) or exc.transient
+        if retry and not last_attempt:
             raise
-        # Cloud Tasks has no dead-letter queue: on the last attempt, record the chunk as failed instead.
-        log.error("chunk %s/%s failed on its last attempt: %s", batch.batch_id, message.chunk, exc)
+        # A permanent failure, or the last attempt (Cloud Tasks has no dead-letter queue): record the chunk's
+        # open requests as failed rather than lose them.
+        log.error("chunk %s/%s failed for good: %r", batch.batch_id, message.chunk, exc)
         await _fail_chunk(engine=engine, batch=batch, chunk_index=message.chunk, reason=str(exc))
-        return {"outcome": "failed after last attempt"}
+        return {"outcome": "chunk failed", "reason": str(exc)}
 
 
 async def _run_delivery(
@@ -134,7 +129,13 @@ async def _run_delivery(
         # Resuming a chunk: count what earlier deliveries recorded, exactly.
         run.progress = await engine.store.result_totals(batch.batch_id, chunk.start, chunk.end)
     todo = [i for i in range(chunk.start, chunk.end) if i not in done]
-    await _run_requests(run, todo)
+    try:
+        await _run_requests(run, todo)
+    except BaseException:
+        # Hand the chunk back at once, so the retry of this delivery need not wait for the lease to expire.
+        with contextlib.suppress(Exception):
+            await _release(engine=engine, run=run, changes={"state": ChunkState.PENDING.value})
+        raise
     if run.lease_lost:
         return {"outcome": "lease lost; another worker owns the chunk", "recorded": run.recorded}
     if run.out_of_time and run.stop_reason is None:
@@ -229,7 +230,21 @@ async def _run_one(run: ChunkRun, index: int) -> None:
     engine, batch = run.engine, run.batch
     options = batch.options
     stored = run.chunk.requests[index - run.chunk.start]
-    prompt, system_instruction = await _load_request(engine, stored)
+    try:
+        prompt, system_instruction = await _load_request(engine, stored)
+    except PlatformError as exc:
+        if exc.transient:
+            raise
+        unavailable = ModelError(f"the request's payload is unavailable: {exc.message}", transient=False)
+        run.pending.append(
+            (
+                await _result_doc(
+                    run, index, stored, None, unavailable, attempts=0, started=time.monotonic()
+                ),
+                [],
+            )
+        )
+        return
     call = ModelCall(
         model=stored.model,
         prompt=prompt,
@@ -470,24 +485,6 @@ async def _continue_later(*, engine: Engine, run: ChunkRun) -> None:
         await enqueue_chunk(
             engine=engine, batch_id=run.batch.batch_id, chunk=run.chunk.index, segment=segment
         )
-
-
-async def enqueue_chunk(*, engine: Engine, batch_id: str, chunk: int, segment: int, suffix: str = "") -> bool:
-    return await engine.queue.enqueue(
-        task_id=chunk_task_id(batch_id, chunk, segment, suffix),
-        function_name=WORKER_FUNCTION,
-        body=WorkMessage(batch_id=batch_id, chunk=chunk, segment=segment).model_dump_json().encode(),
-        service_account=engine.settings.tasks_service_account,
-    )
-
-
-async def enqueue_finalize(*, engine: Engine, batch_id: str, suffix: str = "") -> bool:
-    return await engine.queue.enqueue(
-        task_id=finalize_task_id(batch_id, suffix),
-        function_name=FINALIZER_FUNCTION,
-        body=json.dumps({"batch_id": batch_id}).encode(),
-        service_account=engine.settings.tasks_service_account,
-    )
 
 
 async def _after_chunk(*, engine: Engine, batch: BatchDoc, chunk: ChunkDoc) -> None:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import httpx
 import pytest
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
 
+from shared.settings import get_settings
 from tests.e2e.batch_client import all_results, status, submit, wait_final
 from tests.e2e.conftest import configure_gemini
 
@@ -158,3 +162,20 @@ def test_status_rejects_bad_pagination(api: httpx.Client, offset: int, limit: in
     body = submit(api, ["x"])
     response = api.get(f"/batch/status/{body['batchId']}", params={"offset": offset, "limit": limit})
     assert response.status_code == 400
+
+
+def test_a_prompt_too_large_for_a_document_travels_by_reference(api: httpx.Client, local_cloud: Any) -> None:
+    big = "spare part description " * 5000  # about 115 KB: more than a chunk document should inline
+    body = submit(api, [big, "small"])
+
+    assert body["status"] == "completed"
+    assert [r["success"] for r in body["results"]] == [True, True]
+    client = storage.Client(
+        project=local_cloud.project_id,
+        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        client_options={"api_endpoint": local_cloud.emulators.storage.url},
+    )
+    bucket = client.bucket(get_settings().results_bucket)
+    stored = json.loads(bucket.blob(f"batches/{body['batchId']}/requests/00000000.json").download_as_bytes())
+    assert stored["prompt"] == big
+    assert not bucket.blob(f"batches/{body['batchId']}/requests/00000001.json").exists()

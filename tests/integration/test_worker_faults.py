@@ -1,0 +1,91 @@
+"""The worker's failure policy, against the real Firestore adapter with an outage injected on top of it.
+
+The chunk task is not delivered by Cloud Tasks here: the test plays the deliveries itself (with the retry
+count Cloud Tasks would send), so it can reach the last attempt deterministically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from typing import Any
+
+import pytest
+
+from shared import runtime
+from shared.app import platform
+from shared.emulator_config import EmulatorConfig
+from shared.errors import StoreUnavailable
+from shared.models.auth import Principal, Role
+from shared.models.batch import ChunkState, ResultDoc, WorkMessage
+from shared.models.usage import UsageEvent
+from shared.services import batches
+from shared.services.engine import Engine
+from shared.services.worker import process_chunk
+
+
+class RecordingQueue:
+    """Keeps the tasks the engine enqueues instead of delivering them; names are unique, as in Cloud Tasks."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, dict[str, Any]] = {}
+
+    async def enqueue(self, *, task_id: str, function_name: str, body: bytes, **_: object) -> bool:
+        if task_id in self.tasks:
+            return False
+        self.tasks[task_id] = {"function": function_name, "body": json.loads(body)}
+        return True
+
+
+class OutageStore:
+    """The real store, except that recording model outcomes fails as if Firestore were unavailable."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def write_results(
+        self, outcomes: list[tuple[ResultDoc, list[UsageEvent]]], *, retention: dt.timedelta
+    ) -> list[ResultDoc]:
+        if any(events for _, events in outcomes):
+            raise StoreUnavailable("injected outage")
+        created: list[ResultDoc] = await self._store.write_results(outcomes, retention=retention)
+        return created
+
+
+@pytest.fixture
+def engine(local_cloud: EmulatorConfig) -> Engine:
+    real = platform().engine
+    return dataclasses.replace(real, store=OutageStore(real.store), queue=RecordingQueue())  # type: ignore[arg-type]
+
+
+def test_a_chunk_failing_on_its_last_attempt_is_recorded_as_failed(engine: Engine, unique: str) -> None:
+    principal = Principal(tenant=f"faults-{unique}", role=Role.USER)
+    requests = [{"prompt": f"p{i}", "customId": f"c{i}"} for i in range(3)]
+    body = json.dumps({"requests": requests, "options": {"wait": False}}).encode()
+    caller = batches.CallerInfo(remote_addr="127.0.0.1", user_agent="test")
+    accepted, _ = runtime.run(
+        batches.submit(engine=engine, principal=principal, body=body, idempotency_key=None, caller=caller)
+    )
+    message = WorkMessage(batch_id=accepted.batch_id, chunk=0)
+    last = engine.settings.batch_task_max_attempts - 1
+
+    # An early attempt fails as a whole, so Cloud Tasks retries it.
+    with pytest.raises(StoreUnavailable):
+        runtime.run(process_chunk(engine=engine, message=message, retry_count=0, worker_id="first"))
+    # The last attempt records the chunk's requests as failed instead of losing them, and chains to fan-in.
+    outcome = runtime.run(process_chunk(engine=engine, message=message, retry_count=last, worker_id="last"))
+
+    assert outcome["outcome"] == "chunk failed"
+    snapshot = runtime.run(engine.store.get_chunk(accepted.batch_id, 0))
+    assert snapshot is not None and snapshot.chunk.state is ChunkState.FAILED
+    results = runtime.run(engine.store.list_results(accepted.batch_id, 0, 3))
+    assert [(r.custom_id, r.success, r.error.code if r.error else None) for r in results] == [
+        (f"c{i}", False, "chunk_failed") for i in range(3)
+    ]
+    queue = engine.queue
+    assert isinstance(queue, RecordingQueue)
+    assert f"{accepted.batch_id}-final" in queue.tasks
