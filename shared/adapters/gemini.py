@@ -39,11 +39,14 @@ class GeminiTextModel:
         self._models = client.aio.models
 
     async def generate(self, call: ModelCall) -> ModelReply:
-        config = types.GenerateContentConfig(
-            system_instruction=call.system_instruction,
-            temperature=call.temperature,
-            max_output_tokens=call.max_tokens,
-        )
+        config = None
+        # Only build a config when something is set: google-genai spends about 1 ms of CPU per call on one.
+        if (call.system_instruction, call.temperature, call.max_tokens) != (None, None, None):
+            config = types.GenerateContentConfig(
+                system_instruction=call.system_instruction,
+                temperature=call.temperature,
+                max_output_tokens=call.max_tokens,
+            )
         try:
             async with asyncio.timeout(call.timeout_s):
                 response = await self._models.generate_content(
