@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=endpoint.port)
     parser.add_argument("--threads", type=int, default=int(os.environ.get("GATEWAY_THREADS", "128")))
     # Several worker processes stand for several instances of the functions, as Cloud Run would run them.
-    parser.add_argument("--workers", type=int, default=int(os.environ.get("GATEWAY_WORKERS", "1")))
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("GATEWAY_WORKERS", "2")))
     args = parser.parse_args()
     gateway = create_gateway()
 

@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     batch_max_wait_seconds: float = Field(default=60.0, gt=0)
     batch_max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     batch_chunk_size: int = Field(default=500, ge=1, le=5000)
+    # A batch runs in ceil(concurrency / this) lanes of chunks at once, so its work spreads over instances.
+    batch_lane_concurrency: int = Field(default=25, ge=1, le=100)
     batch_inline_limit_bytes: int = Field(default=64 * 1024, ge=1024)
     batch_lease_seconds: float = Field(default=60.0, gt=0)
     # A delivery stops starting requests after this long and hands the rest of its chunk to a new task,

@@ -109,6 +109,7 @@ class BatchDoc(BaseModel):
     total: int
     chunk_count: int
     chunk_size: int
+    lanes: int = 1  # chunks n, n + lanes, n + 2 x lanes... run one after another in lane n
     options: ResolvedOptions
     body_hash: str
     idempotency_key: str | None = None
@@ -177,6 +178,7 @@ class ChunkDoc(BaseModel):
     end: int  # exclusive
     requests: list[StoredRequest]
     custom_ids: list[str | None]  # the requests' customIds again, so pages can read them by projection
+    concurrency: int = 0  # this chunk's share of the batch's concurrency (0: all of it)
     state: ChunkState = ChunkState.PENDING
     segment: int = 0
     lease_owner: str | None = None

@@ -102,8 +102,29 @@ def _deadline(now: dt.datetime, total: int, options: ResolvedOptions) -> dt.date
     return now + min(worst + DEADLINE_SLACK, MAX_DEADLINE)
 
 
+MIN_LANE_CHUNK = 20
+
+
+def plan_lanes(*, total: int, concurrency: int, settings: Settings) -> tuple[int, int]:
+    """How many lanes of chunks run at once, and the chunk size: each lane gets at most
+    `batch_lane_concurrency` of the batch's concurrency, and no lane a chunk of fewer than 20 requests."""
+    lanes = max(1, min(math.ceil(concurrency / settings.batch_lane_concurrency), total // MIN_LANE_CHUNK))
+    return lanes, min(settings.batch_chunk_size, math.ceil(total / lanes))
+
+
+def lane_concurrency(*, chunk: int, lanes: int, concurrency: int) -> int:
+    """The share of the batch's concurrency that chunk `chunk` runs with (lanes split it evenly)."""
+    lane = chunk % lanes
+    return concurrency // lanes + (1 if lane < concurrency % lanes else 0)
+
+
 async def _build_chunks(
-    *, engine: Engine, batch_id: str, owner: str, request: GenerateBatchRequest
+    *,
+    engine: Engine,
+    batch_id: str,
+    owner: str,
+    request: GenerateBatchRequest,
+    chunk_size: int,
 ) -> list[ChunkDoc]:
     """Split the requests into chunks by count and bytes; oversized prompts go to Cloud Storage."""
     settings = engine.settings
@@ -134,9 +155,7 @@ async def _build_chunks(
                 update={"prompt": None, "system_instruction": None, "ref": object_name}
             )
             size = 300
-        if current and (
-            len(current) >= settings.batch_chunk_size or current_bytes + size > CHUNK_BYTE_BUDGET
-        ):
+        if current and (len(current) >= chunk_size or current_bytes + size > CHUNK_BYTE_BUDGET):
             chunks.append(_chunk(batch_id, owner, len(chunks), start, current))
             start, current, current_bytes = index, [], 0
         current.append(stored)
@@ -184,7 +203,14 @@ async def submit(
     now = engine.clock()
     batch_id = _batch_id(principal, idempotency_key)
     body_hash = hashlib.sha256(request.model_dump_json().encode()).hexdigest()
-    chunks = await _build_chunks(engine=engine, batch_id=batch_id, owner=principal.tenant, request=request)
+    lanes, chunk_size = plan_lanes(
+        total=len(request.requests), concurrency=options.concurrency, settings=engine.settings
+    )
+    chunks = await _build_chunks(
+        engine=engine, batch_id=batch_id, owner=principal.tenant, request=request, chunk_size=chunk_size
+    )
+    for chunk in chunks:
+        chunk.concurrency = lane_concurrency(chunk=chunk.index, lanes=lanes, concurrency=options.concurrency)
     batch = BatchDoc(
         batch_id=batch_id,
         owner=principal.tenant,
@@ -193,7 +219,8 @@ async def submit(
         deadline_at=_deadline(now, len(request.requests), options),
         total=len(request.requests),
         chunk_count=len(chunks),
-        chunk_size=engine.settings.batch_chunk_size,
+        chunk_size=chunk_size,
+        lanes=lanes,
         options=options,
         body_hash=body_hash,
         idempotency_key=idempotency_key,
@@ -214,7 +241,8 @@ async def submit(
         batch = existing
     # Enqueue even when the batch existed: a submit that crashed before this line is repaired by its retry,
     # and the task name makes a second enqueue a no-op.
-    await enqueue_chunk(engine=engine, batch_id=batch_id, chunk=0, segment=0)
+    for first in range(min(batch.lanes, batch.chunk_count)):
+        await enqueue_chunk(engine=engine, batch_id=batch_id, chunk=first, segment=0)
     wait = request.options.wait
     if wait is None:
         wait = batch.total <= engine.settings.batch_wait_threshold

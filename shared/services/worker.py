@@ -199,7 +199,7 @@ async def _run_requests(run: ChunkRun, todo: list[int]) -> None:
     for index in todo:
         queue.put_nowait(index)
 
-    async def lane() -> None:
+    async def slot() -> None:
         loop = asyncio.get_running_loop()
         while not run.stopping:
             if loop.time() > run.deadline:
@@ -211,11 +211,11 @@ async def _run_requests(run: ChunkRun, todo: list[int]) -> None:
                 return
             await _run_one(run, index)
 
-    lanes = min(run.batch.options.concurrency, max(len(todo), 1))
+    slots = min(run.chunk.concurrency or run.batch.options.concurrency, max(len(todo), 1))
     watchers = [asyncio.create_task(_watch_stop(run)), asyncio.create_task(_keep_chunk(run))]
     flusher = asyncio.create_task(_flusher(run))
     try:
-        await asyncio.gather(*(lane() for _ in range(lanes)))
+        await asyncio.gather(*(slot() for _ in range(slots)))
     finally:
         for task in watchers:
             task.cancel()
@@ -488,12 +488,19 @@ async def _continue_later(*, engine: Engine, run: ChunkRun) -> None:
 
 
 async def _after_chunk(*, engine: Engine, batch: BatchDoc, chunk: ChunkDoc) -> None:
-    """Chain on: the next chunk, or the finalizer after the last chunk or a stop. Idempotent by task name."""
-    is_last = chunk.index + 1 >= batch.chunk_count
-    if batch.status.is_final or is_last:
+    """Chain on: the lane's next chunk; at the end of a lane, the finalizer once every chunk is finished (at
+    once after a stop). Idempotent by task name.
+
+    This chunk's state was written before this runs, so of two lanes ending together the later one always
+    sees both finished: the finalizer is never left out.
+    """
+    following = chunk.index + batch.lanes
+    if batch.status.is_final:
         await enqueue_finalize(engine=engine, batch_id=batch.batch_id)
-    else:
-        await enqueue_chunk(engine=engine, batch_id=batch.batch_id, chunk=chunk.index + 1, segment=0)
+    elif following < batch.chunk_count:
+        await enqueue_chunk(engine=engine, batch_id=batch.batch_id, chunk=following, segment=0)
+    elif all(c.state.is_terminal for c in await engine.store.chunk_progress(batch.batch_id)):
+        await enqueue_finalize(engine=engine, batch_id=batch.batch_id)
 
 
 async def _set_chunk_state(*, engine: Engine, batch_id: str, index: int, state: ChunkState) -> None:

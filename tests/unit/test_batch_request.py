@@ -7,7 +7,7 @@ import json
 import pytest
 
 from shared.errors import InvalidRequest, PayloadTooLarge
-from shared.services.batches import parse_request, resolve_options
+from shared.services.batches import lane_concurrency, parse_request, plan_lanes, resolve_options
 from shared.settings import Settings
 
 
@@ -60,3 +60,25 @@ def test_invalid_requests_name_the_field(settings: Settings, payload: dict[str, 
 def test_body_over_the_limit_is_refused_before_parsing(settings: Settings) -> None:
     with pytest.raises(PayloadTooLarge):
         parse_request(b" " * 4097, settings=settings)
+
+
+@pytest.mark.parametrize(
+    "total,concurrency,expected",
+    [
+        (1000, 50, (2, 500)),
+        (100, 50, (2, 50)),
+        (30, 50, (1, 30)),
+        (5000, 5, (1, 500)),
+        (10_000, 100, (4, 500)),
+    ],
+)
+def test_lanes_split_concurrency_and_size_chunks(
+    total: int, concurrency: int, expected: tuple[int, int]
+) -> None:
+    assert plan_lanes(total=total, concurrency=concurrency, settings=Settings()) == expected
+
+
+def test_lanes_share_the_concurrency_exactly() -> None:
+    shares = [lane_concurrency(chunk=i, lanes=3, concurrency=50) for i in range(6)]
+    assert shares == [17, 17, 16, 17, 17, 16]
+    assert sum(shares[:3]) == 50
