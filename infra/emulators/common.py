@@ -78,3 +78,20 @@ async def serve_grpc(*, handler: grpc.GenericRpcHandler, host: str, port: int) -
     server.add_insecure_port(f"{host}:{port}")
     await server.start()
     return server
+
+
+def retry_delay(*, failures: int, min_backoff: float, max_backoff: float, max_doublings: int) -> float:
+    """Seconds before the next attempt after `failures` failed attempts (1 for the first failure).
+
+    Cloud Tasks (`RetryConfig`) and Cloud Scheduler (`RetryConfig`) document the same progression.
+
+    The interval starts at min_backoff and doubles max_doublings times, then grows linearly by
+    min_backoff x 2^max_doublings per retry, never above max_backoff. Google's example (10 s, 300 s,
+    3 doublings) retries after 10, 20, 40, 80, 160, 240, 300, 300, ... seconds.
+    """
+    step = max(failures, 1) - 1
+    if step < max_doublings:
+        delay = min_backoff * 2**step
+    else:
+        delay = min_backoff * 2**max_doublings * (step - max_doublings + 1)
+    return float(min(delay, max_backoff))

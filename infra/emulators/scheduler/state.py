@@ -1,4 +1,8 @@
-"""Scheduler jobs, their schedules and their HTTP deliveries, in memory, on one asyncio loop."""
+"""Scheduler jobs, their schedules and their executions: in memory, on one asyncio loop.
+
+Everything runs on the loop of the gRPC server, so handlers and the firing loop never interleave within a
+method and need no locks. An execution is one scheduled time (or one RunJob) with its attempts and retries.
+"""
 
 from __future__ import annotations
 
@@ -7,59 +11,33 @@ import datetime as dt
 import json
 import logging
 import time
-import zoneinfo
+import uuid
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
-from croniter import croniter
 from google.cloud import scheduler_v1
+from google.rpc import status_pb2
 
-from infra.emulators.common import EmulatorError, now_utc, rpc_code, seconds
+from infra.emulators.common import EmulatorError, now_utc
 from infra.emulators.oidc import TokenMinter
-from infra.emulators.tasks.backoff import retry_delay
+from infra.emulators.scheduler import delivery
+from infra.emulators.scheduler.cron import next_run
+from infra.emulators.scheduler.jobs import apply_update, check_job, check_name, check_parent, new_job
 
 log = logging.getLogger("scheduler-emulator")
 
-DEFAULT_ATTEMPT_DEADLINE_S = 180.0
-UPDATABLE = ("description", "schedule", "time_zone", "http_target", "retry_config", "attempt_deadline")
+ENABLED = scheduler_v1.Job.State.ENABLED
+PAUSED = scheduler_v1.Job.State.PAUSED
+IDLE_WAKE_S = 30.0
 
 
 @dataclass
 class JobEntry:
     job: scheduler_v1.Job
-    next_fire: dt.datetime | None = None
-    last_fired_for: dt.datetime | None = None
-
-
-def _zone(name: str) -> zoneinfo.ZoneInfo:
-    try:
-        return zoneinfo.ZoneInfo(name or "Etc/UTC")
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-        raise EmulatorError("INVALID_ARGUMENT", f"invalid time zone: {name}") from exc
-
-
-def validate(job: scheduler_v1.Job) -> None:
-    if not job.schedule or not croniter.is_valid(job.schedule):
-        raise EmulatorError("INVALID_ARGUMENT", f"invalid schedule: {job.schedule!r}")
-    _zone(job.time_zone)
-    if not job.http_target.uri:
-        raise EmulatorError(
-            "INVALID_ARGUMENT", "only HTTP targets are supported: http_target.uri is required"
-        )
-    retry_count = job.retry_config.retry_count
-    if not 0 <= retry_count <= 5:
-        raise EmulatorError("INVALID_ARGUMENT", "retry_config.retry_count must be 0 to 5")
-    deadline = seconds(job.attempt_deadline, DEFAULT_ATTEMPT_DEADLINE_S)
-    if not 15 <= deadline <= 1800:
-        raise EmulatorError("INVALID_ARGUMENT", "attempt_deadline must be between 15 s and 30 min")
-
-
-def next_fire_time(job: scheduler_v1.Job, after: dt.datetime) -> dt.datetime:
-    """The next scheduled time after `after`, evaluated in the job's time zone (minute granularity)."""
-    zone = _zone(job.time_zone)
-    local = after.astimezone(zone).replace(second=0, microsecond=0)
-    following: dt.datetime = croniter(job.schedule, local).get_next(dt.datetime)
-    return following.astimezone(dt.UTC)
+    next_fire: dt.datetime | None = None  # None while paused
+    executing: bool = False  # a scheduled execution (attempts and retries) is under way
 
 
 class SchedulerState:
@@ -67,175 +45,159 @@ class SchedulerState:
         self.jobs: dict[str, JobEntry] = {}
         self.http = http
         self.minter = minter
-        self.wake = asyncio.Event()
+        self._wake = asyncio.Event()
+        # Executions are fire-and-forget; the loop keeps only weak references to tasks, so hold them here.
+        self._running: set[asyncio.Task[None]] = set()
 
-    def job(self, name: str) -> JobEntry:
-        entry = self.jobs.get(name)
-        if entry is None:
+    # --- the API ------------------------------------------------------------------------------------
+
+    def entry(self, name: str) -> JobEntry:
+        found = self.jobs.get(name)
+        if found is None:
             raise EmulatorError("NOT_FOUND", f"Job not found: {name}")
-        return entry
+        return found
 
-    def create(self, parent: str, job: scheduler_v1.Job) -> scheduler_v1.Job:
-        if not job.name.startswith(parent + "/jobs/"):
-            raise EmulatorError("INVALID_ARGUMENT", "job name must be under parent")
+    def jobs_under(self, parent: str) -> list[scheduler_v1.Job]:
+        check_parent(parent)
+        prefix = parent + "/jobs/"
+        return [entry.job for name, entry in sorted(self.jobs.items()) if name.startswith(prefix)]
+
+    def create(self, *, parent: str, job: scheduler_v1.Job) -> scheduler_v1.Job:
+        check_parent(parent)
+        if not job.name:
+            # The name is optional on CreateJob; the service then picks one.
+            job = scheduler_v1.Job(job)
+            job.name = f"{parent}/jobs/{uuid.uuid4().hex}"
+        check_name(parent=parent, name=job.name)
         if job.name in self.jobs:
             raise EmulatorError("ALREADY_EXISTS", f"Job {job.name} already exists")
-        validate(job)
-        stored = scheduler_v1.Job(job)
-        self._defaults(stored)
-        stored.state = scheduler_v1.Job.State(scheduler_v1.Job.State.ENABLED)
+        check_job(job)
+        stored = new_job(job)
+        stored.state = scheduler_v1.Job.State(ENABLED)
         stored.user_update_time = now_utc()
         entry = JobEntry(job=stored)
         self._reschedule(entry)
         self.jobs[stored.name] = entry
-        self.wake.set()
         return stored
 
-    def update(self, job: scheduler_v1.Job, paths: list[str]) -> scheduler_v1.Job:
-        entry = self.job(job.name)
-        updated = scheduler_v1.Job(entry.job)
-        for path in paths or UPDATABLE:
-            head = path.split(".")[0]
-            if head not in UPDATABLE:
-                raise EmulatorError("INVALID_ARGUMENT", f"cannot update field {path}")
-            setattr(updated, head, getattr(job, head))
-        validate(updated)
-        self._defaults(updated)
+    def update(self, *, job: scheduler_v1.Job, paths: list[str]) -> scheduler_v1.Job:
+        entry = self.entry(job.name)
+        updated = apply_update(stored=entry.job, update=job, paths=paths)
         updated.user_update_time = now_utc()
         entry.job = updated
         self._reschedule(entry)
-        self.wake.set()
         return updated
 
     def delete(self, name: str) -> None:
-        self.job(name)
+        self.entry(name)
+        # An execution under way notices that its entry is gone and makes no further attempt.
         del self.jobs[name]
 
-    def set_state(self, name: str, state: int) -> scheduler_v1.Job:
-        entry = self.job(name)
+    def pause(self, name: str) -> scheduler_v1.Job:
+        entry = self.entry(name)
+        if entry.job.state != ENABLED:
+            raise EmulatorError("FAILED_PRECONDITION", f"Job {name} must be ENABLED to be paused")
+        return self._set_state(entry, PAUSED)
+
+    def resume(self, name: str) -> scheduler_v1.Job:
+        entry = self.entry(name)
+        if entry.job.state != PAUSED:
+            raise EmulatorError("FAILED_PRECONDITION", f"Job {name} must be PAUSED to be resumed")
+        return self._set_state(entry, ENABLED)
+
+    def run_now(self, name: str) -> scheduler_v1.Job:
+        """Start an execution now, whatever the schedule; as in Google Cloud, a paused job can be run."""
+        entry = self.entry(name)
+        self._spawn(self._execute(entry, scheduled_for=now_utc(), scheduled=False))
+        return entry.job
+
+    # --- scheduling ---------------------------------------------------------------------------------
+
+    def _set_state(self, entry: JobEntry, state: int) -> scheduler_v1.Job:
         entry.job.state = scheduler_v1.Job.State(state)
         entry.job.user_update_time = now_utc()
         self._reschedule(entry)
-        self.wake.set()
         return entry.job
-
-    def run_now(self, name: str) -> scheduler_v1.Job:
-        entry = self.job(name)
-        asyncio.get_running_loop().create_task(self._deliver(entry, scheduled_for=now_utc()))
-        return entry.job
-
-    @staticmethod
-    def _defaults(job: scheduler_v1.Job) -> None:
-        if not job.time_zone:
-            job.time_zone = "Etc/UTC"
-        if not seconds(job.attempt_deadline, 0):
-            job.attempt_deadline = dt.timedelta(seconds=DEFAULT_ATTEMPT_DEADLINE_S)
-        retry = job.retry_config
-        if not seconds(retry.min_backoff_duration, 0):
-            retry.min_backoff_duration = dt.timedelta(seconds=5)
-        if not seconds(retry.max_backoff_duration, 0):
-            retry.max_backoff_duration = dt.timedelta(seconds=3600)
-        if not retry.max_doublings:
-            retry.max_doublings = 5
 
     def _reschedule(self, entry: JobEntry) -> None:
-        if entry.job.state != scheduler_v1.Job.State.ENABLED:
+        """Next scheduled time from now (a resumed job does not catch up on the times it missed)."""
+        if entry.job.state != ENABLED:
             entry.next_fire = None
             return
-        entry.next_fire = next_fire_time(entry.job, now_utc())
+        entry.next_fire = next_run(
+            schedule=entry.job.schedule, time_zone_name=entry.job.time_zone, after=now_utc()
+        )
         entry.job.schedule_time = entry.next_fire
+        self._wake.set()
 
     async def run(self) -> None:
-        """Fire due jobs; each scheduled time fires at most once."""
+        """Fire due jobs until cancelled: each scheduled time fires at most once."""
         while True:
-            self.wake.clear()
+            self._wake.clear()
             now = now_utc()
-            wait_s = 30.0
+            wait_s = IDLE_WAKE_S
             for entry in list(self.jobs.values()):
-                due = entry.next_fire
-                if due is None:
-                    continue
-                if due <= now and entry.last_fired_for != due:
-                    entry.last_fired_for = due
-                    asyncio.get_running_loop().create_task(self._deliver(entry, scheduled_for=due))
-                    entry.next_fire = next_fire_time(entry.job, due)
-                    entry.job.schedule_time = entry.next_fire
-                    due = entry.next_fire
-                wait_s = min(wait_s, max((due - now).total_seconds(), 0.01))
+                if entry.next_fire is not None and entry.next_fire <= now:
+                    self._fire(entry, due=entry.next_fire, now=now)
+                if entry.next_fire is not None:
+                    wait_s = min(wait_s, (entry.next_fire - now).total_seconds())
             try:
-                await asyncio.wait_for(self.wake.wait(), timeout=wait_s)
+                await asyncio.wait_for(self._wake.wait(), timeout=max(wait_s, 0.001))
             except TimeoutError:
                 pass
 
-    async def _deliver(self, entry: JobEntry, *, scheduled_for: dt.datetime) -> None:
-        job = entry.job
-        retry = job.retry_config
-        attempts = 1 + retry.retry_count
-        started_at = time.monotonic()
-        for attempt in range(1, attempts + 1):
-            code, outcome = await self._attempt(job, scheduled_for=scheduled_for, attempt=attempt)
-            job.last_attempt_time = now_utc()
-            job.status = {"code": code, "message": outcome}
-            if code == 0 or attempt == attempts:
-                return
-            max_duration = seconds(retry.max_retry_duration, 0)
-            if max_duration and time.monotonic() - started_at > max_duration:
-                return
-            await asyncio.sleep(
-                retry_delay(
-                    failures=attempt,
-                    min_backoff=seconds(retry.min_backoff_duration, 5),
-                    max_backoff=seconds(retry.max_backoff_duration, 3600),
-                    max_doublings=retry.max_doublings,
-                )
-            )
-
-    async def _attempt(
-        self, job: scheduler_v1.Job, *, scheduled_for: dt.datetime, attempt: int
-    ) -> tuple[int, str]:
-        target = job.http_target
-        short_name = job.name.rsplit("/", 1)[-1]
-        headers = dict(target.headers)
-        headers.update(
-            {
-                "User-Agent": "Google-Cloud-Scheduler",
-                "X-CloudScheduler": "true",
-                "X-CloudScheduler-JobName": short_name,
-                "X-CloudScheduler-ScheduleTime": scheduled_for.isoformat().replace("+00:00", "Z"),
+    def _fire(self, entry: JobEntry, *, due: dt.datetime, now: dt.datetime) -> None:
+        # The due time is consumed before anything else happens, so it can never fire twice. The next time
+        # is counted from now, not from `due`: times missed while the emulator was stopped are not replayed.
+        entry.next_fire = next_run(
+            schedule=entry.job.schedule, time_zone_name=entry.job.time_zone, after=max(due, now)
+        )
+        entry.job.schedule_time = entry.next_fire
+        if entry.executing:
+            # Retries run on through later scheduled times, which are then skipped (Google's documented rule).
+            skipped = {
+                "severity": "WARNING",
+                "message": "skipped: the previous execution is still running",
+                "job": entry.job.name,
+                "schedule_time": delivery.rfc3339(due),
             }
-        )
-        if target.oidc_token.service_account_email:
-            token = self.minter.mint(
-                service_account_email=target.oidc_token.service_account_email,
-                audience=target.oidc_token.audience or target.uri,
-            )
-            headers["Authorization"] = f"Bearer {token}"
-        method = scheduler_v1.HttpMethod(target.http_method or scheduler_v1.HttpMethod.POST).name
-        started = time.monotonic()
-        status: int | str
+            log.info(json.dumps(skipped))
+            return
+        entry.executing = True
+        self._spawn(self._execute(entry, scheduled_for=due, scheduled=True))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _execute(self, entry: JobEntry, *, scheduled_for: dt.datetime, scheduled: bool) -> None:
+        """Attempts of one execution; each records `last_attempt_time` and `status` on the current job."""
+        first_attempt = time.monotonic()
+        failures = 0
         try:
-            response = await asyncio.wait_for(
-                self.http.request(method, target.uri, headers=headers, content=bytes(target.body) or None),
-                timeout=seconds(job.attempt_deadline, DEFAULT_ATTEMPT_DEADLINE_S),
-            )
-            status = response.status_code
-            code = 0 if 200 <= status < 300 else rpc_code(status)
-            outcome = f"HTTP {status}"
-        except TimeoutError:
-            status, code, outcome = "DEADLINE_EXCEEDED", 4, "attempt deadline exceeded"
-        except httpx.HTTPError as exc:
-            status, code, outcome = "UNAVAILABLE", 14, f"{type(exc).__name__}"
-        log.info(
-            json.dumps(
-                {
-                    "severity": "INFO" if code == 0 else "WARNING",
-                    "message": "delivery",
-                    "job": short_name,
-                    "target": target.uri,
-                    "status": status,
-                    "attempt": attempt,
-                    "latency_ms": int((time.monotonic() - started) * 1000),
-                }
-            )
-        )
-        return code, outcome
+            while self.jobs.get(entry.job.name) is entry:
+                # The job as it is now: an update between retries applies to the next attempt.
+                entry.job.last_attempt_time = now_utc()
+                outcome = await delivery.attempt(
+                    http=self.http,
+                    minter=self.minter,
+                    job=entry.job,
+                    scheduled_for=scheduled_for,
+                    number=failures + 1,
+                )
+                entry.job.status = status_pb2.Status(code=outcome.code, message=outcome.message)
+                if outcome.code == 0:
+                    return
+                failures += 1
+                delay = delivery.next_retry_delay(
+                    retry=entry.job.retry_config,
+                    failures=failures,
+                    elapsed_s=time.monotonic() - first_attempt,
+                )
+                if delay is None:
+                    return
+                await asyncio.sleep(delay)
+        finally:
+            if scheduled:
+                entry.executing = False

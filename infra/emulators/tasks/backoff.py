@@ -1,17 +1,20 @@
-"""Cloud Tasks' retry schedule, as documented for `RetryConfig`."""
+"""Cloud Tasks' retry policy, as documented for `RetryConfig`: when to give up (the delay is shared with
+Cloud Scheduler, in `infra.emulators.common.retry_delay`)."""
 
 from __future__ import annotations
 
 
-def retry_delay(*, failures: int, min_backoff: float, max_backoff: float, max_doublings: int) -> float:
-    """Seconds before the next attempt after `failures` failed attempts (1 for the first failure).
+def retries_exhausted(
+    *, attempts: int, max_attempts: int, since_first_attempt_s: float, max_retry_duration_s: float
+) -> bool:
+    """Whether a task that just failed its `attempts`-th attempt is given up (and deleted).
 
-    The interval starts at min_backoff and doubles max_doublings times, then grows linearly by
-    min_backoff x 2^max_doublings per retry, never above max_backoff.
+    Google stops only when both limits are satisfied: `max_attempts` attempts made (-1: no attempt limit)
+    and `max_retry_duration` passed since the first attempt (0: no time limit). With -1 and 0 together the
+    task is retried for as long as it is retained.
     """
-    step = failures - 1
-    if step < max_doublings:
-        delay = min_backoff * 2**step
-    else:
-        delay = min_backoff * 2**max_doublings * (step - max_doublings + 1)
-    return float(min(delay, max_backoff))
+    if max_attempts == -1 and max_retry_duration_s <= 0:
+        return False
+    enough_attempts = max_attempts == -1 or attempts >= max_attempts
+    long_enough = max_retry_duration_s <= 0 or since_first_attempt_s >= max_retry_duration_s
+    return enough_attempts and long_enough

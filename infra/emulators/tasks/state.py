@@ -1,91 +1,100 @@
-"""Queues, tasks and their dispatch: the semantics of Cloud Tasks, in memory, on one asyncio loop."""
+"""Queues and tasks in memory, the dedupe window of task names, and each queue's dispatch loop.
+
+Everything runs on the gRPC server's asyncio loop, so no lock is needed: a method that does not await is
+atomic with respect to dispatches.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import heapq
+import itertools
 import json
 import logging
-import math
 import time
+import traceback
 import uuid
 from dataclasses import dataclass, field
 
-import httpx
 from google.cloud import tasks_v2
-from google.protobuf import timestamp_pb2
 
-from infra.emulators.common import EmulatorError, now_utc, rpc_code, seconds
-from infra.emulators.oidc import TokenMinter
-from infra.emulators.tasks.backoff import retry_delay
+from infra.emulators.common import EmulatorError, now_utc, retry_delay, seconds
+from infra.emulators.tasks import validation
+from infra.emulators.tasks.backoff import retries_exhausted
+from infra.emulators.tasks.delivery import Deliverer, Delivery, Outcome
+from infra.emulators.tasks.pacing import TokenBucket
 
 log = logging.getLogger("tasks-emulator")
 
-DEFAULT_DISPATCH_DEADLINE_S = 600.0
-MIN_DISPATCH_DEADLINE_S = 15.0
-MAX_DISPATCH_DEADLINE_S = 1800.0
+UPDATABLE_QUEUE_FIELDS = ("rate_limits", "retry_config", "stackdriver_logging_config")
 
 
-def timestamp(moment: dt.datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
-
-
-def default_queue_settings(queue: tasks_v2.Queue) -> None:
-    """Fill unset rate limits and retry config with Google's defaults."""
-    limits = queue.rate_limits
-    if not limits.max_dispatches_per_second:
-        limits.max_dispatches_per_second = 500.0
-    if not limits.max_concurrent_dispatches:
-        limits.max_concurrent_dispatches = 1000
-    # Output only in the API: derived from the rate (a token bucket of one second's worth, at most 100).
-    limits.max_burst_size = max(1, min(100, math.ceil(limits.max_dispatches_per_second)))
-    retry = queue.retry_config
-    if not retry.max_attempts:
-        retry.max_attempts = 100
-    if not seconds(retry.min_backoff, 0):
-        retry.min_backoff = dt.timedelta(seconds=0.1)
-    if not seconds(retry.max_backoff, 0):
-        retry.max_backoff = dt.timedelta(seconds=3600)
-    if "max_doublings" not in retry:
-        retry.max_doublings = 16
-
-
-@dataclass
+@dataclass(eq=False)
 class TaskEntry:
-    task: tasks_v2.Task
-    due: float  # wall-clock seconds when the task may be dispatched next
-    created: float
-    running: bool = False
-    failures: int = 0
-    deleted: bool = False
+    task: tasks_v2.Task  # as the API returns it (FULL view)
+    due: float  # seconds since the epoch when the task may be dispatched next
+    version: int = 0  # bumped on every reschedule, so older entries in the queue's heap are skipped
+    first_dispatched: float | None = None
+    in_flight: int = 0  # attempts running (RunTask may start one while another runs)
+    execution_count: int = 0  # responses other than 5xx: X-CloudTasks-TaskExecutionCount
+    previous_response: int | None = None
+    gone: bool = False  # succeeded, given up, deleted or purged: a running attempt's result is ignored
 
 
-@dataclass
+@dataclass(eq=False)
 class QueueEntry:
     queue: tasks_v2.Queue
+    bucket: TokenBucket
     tasks: dict[str, TaskEntry] = field(default_factory=dict)
-    running: int = 0
-    tokens: float = 0.0
-    refilled_at: float = field(default_factory=time.monotonic)
+    # (due, sequence, version, task): tasks waiting for their time; stale entries are dropped when reached.
+    heap: list[tuple[float, int, int, TaskEntry]] = field(default_factory=list)
+    in_flight: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     loop_task: asyncio.Task[None] | None = None
-    generation: int = 0
 
     @property
-    def paused(self) -> bool:
-        return bool(self.queue.state == tasks_v2.Queue.State.PAUSED)
+    def short_name(self) -> str:
+        return str(self.queue.name).rsplit("/", 1)[-1]
+
+
+class Tombstones:
+    """Names of tasks that ran, failed for good or were deleted, reserved for the dedupe window."""
+
+    def __init__(self, *, window_s: float) -> None:
+        self.window_s = window_s
+        self._until: dict[str, float] = {}
+
+    def reserve(self, name: str, *, now: float) -> None:
+        # Re-inserted at the end: with one window for every name, insertion order is expiry order.
+        self._until.pop(name, None)
+        self._until[name] = now + self.window_s
+
+    def reserved(self, name: str, *, now: float) -> bool:
+        while self._until:
+            oldest, until = next(iter(self._until.items()))
+            if until > now:
+                break
+            del self._until[oldest]
+        return name in self._until
+
+    def release_queue(self, queue_name: str) -> None:
+        prefix = queue_name + "/tasks/"
+        for name in [n for n in self._until if n.startswith(prefix)]:
+            del self._until[name]
 
 
 class TasksState:
-    def __init__(self, *, dedupe_window_s: float, http: httpx.AsyncClient, minter: TokenMinter) -> None:
-        self.dedupe_window_s = dedupe_window_s
+    def __init__(
+        self, *, deliverer: Deliverer, dedupe_window_s: float, min_dispatch_deadline_s: float
+    ) -> None:
+        self.deliverer = deliverer
+        self.min_dispatch_deadline_s = min_dispatch_deadline_s
         self.queues: dict[str, QueueEntry] = {}
-        # Names of tasks that ran, failed for good or were deleted: reserved until the window passes.
-        self.tombstones: dict[str, float] = {}
-        self.http = http
-        self.minter = minter
+        self.tombstones = Tombstones(window_s=dedupe_window_s)
+        self._sequence = itertools.count()
+        # Running attempts, referenced so the event loop does not collect them mid-flight.
+        self._attempts: set[asyncio.Task[None]] = set()
 
     # --- queues -------------------------------------------------------------------------------------
 
@@ -95,272 +104,258 @@ class TasksState:
             raise EmulatorError("NOT_FOUND", f"Queue does not exist: {name}")
         return entry
 
-    def create_queue(self, queue: tasks_v2.Queue) -> tasks_v2.Queue:
+    def list_queues(self, parent: str) -> list[tasks_v2.Queue]:
+        validation.check_location(parent)
+        prefix = parent + "/queues/"
+        return [entry.queue for name, entry in sorted(self.queues.items()) if name.startswith(prefix)]
+
+    def create_queue(self, *, parent: str, queue: tasks_v2.Queue) -> tasks_v2.Queue:
+        validation.check_location(parent)
+        validation.check_queue_name(queue.name)
+        if not queue.name.startswith(parent + "/queues/"):
+            raise validation.invalid(f"queue {queue.name!r} is not under {parent!r}")
         if queue.name in self.queues:
             raise EmulatorError("ALREADY_EXISTS", f"Queue already exists: {queue.name}")
-        stored = tasks_v2.Queue(queue)
-        default_queue_settings(stored)
-        stored.state = tasks_v2.Queue.State(tasks_v2.Queue.State.RUNNING)
-        entry = QueueEntry(queue=stored, tokens=float(stored.rate_limits.max_burst_size))
-        self.queues[stored.name] = entry
+        stored = tasks_v2.Queue(
+            name=queue.name,
+            rate_limits=queue.rate_limits,
+            retry_config=queue.retry_config,
+            stackdriver_logging_config=queue.stackdriver_logging_config,
+            state=tasks_v2.Queue.State.RUNNING,
+        )
+        validation.fill_queue_defaults(stored)
+        limits = stored.rate_limits
+        bucket = TokenBucket(
+            rate=limits.max_dispatches_per_second, burst=limits.max_burst_size, now=time.monotonic()
+        )
+        entry = QueueEntry(queue=stored, bucket=bucket)
         entry.loop_task = asyncio.get_running_loop().create_task(self._dispatch_loop(entry))
+        self.queues[stored.name] = entry
         return stored
 
-    def update_queue(self, queue: tasks_v2.Queue, paths: list[str]) -> tasks_v2.Queue:
+    def update_queue(self, *, queue: tasks_v2.Queue, paths: list[str]) -> tasks_v2.Queue:
+        """UpdateQueue: the fields the mask names (no mask: all updatable ones); creates a missing queue."""
+        validation.check_queue_name(queue.name)
         entry = self.queues.get(queue.name)
         if entry is None:
-            return self.create_queue(queue)
-        for path in paths or ["rate_limits", "retry_config"]:
+            return self.create_queue(parent=queue.name.rsplit("/queues/", 1)[0], queue=queue)
+        updated = tasks_v2.Queue(entry.queue)
+        for path in paths or list(UPDATABLE_QUEUE_FIELDS):
             head, _, tail = path.partition(".")
-            if head not in ("rate_limits", "retry_config"):
-                raise EmulatorError("INVALID_ARGUMENT", f"cannot update field {path}")
+            if head not in UPDATABLE_QUEUE_FIELDS or "." in tail:
+                updatable = ", ".join(UPDATABLE_QUEUE_FIELDS)
+                raise validation.invalid(f"cannot update {path!r}; updatable: {updatable}")
             if tail:
-                setattr(getattr(entry.queue, head), tail, getattr(getattr(queue, head), tail))
+                setattr(getattr(updated, head), tail, getattr(getattr(queue, head), tail))
             else:
-                setattr(entry.queue, head, getattr(queue, head))
-        default_queue_settings(entry.queue)
+                setattr(updated, head, getattr(queue, head))
+        validation.fill_queue_defaults(updated)  # checks before anything changes
+        entry.queue = updated
+        limits = updated.rate_limits
+        entry.bucket.configure(
+            rate=limits.max_dispatches_per_second, burst=limits.max_burst_size, now=time.monotonic()
+        )
         entry.wake.set()
-        return entry.queue
+        return updated
 
     def delete_queue(self, name: str) -> None:
+        """The queue and its tasks go at once; attempts in flight finish unobserved.
+
+        Google refuses a deleted queue's name for about 7 days; here it can be created again at once, and
+        the names of its tasks are released with it.
+        """
         entry = self.queue(name)
         del self.queues[name]
         if entry.loop_task:
             entry.loop_task.cancel()
         for task in entry.tasks.values():
-            task.deleted = True
-        prefix = name + "/tasks/"
-        for task_name in [n for n in self.tombstones if n.startswith(prefix)]:
-            del self.tombstones[task_name]
+            task.gone = True
+        entry.tasks.clear()
+        entry.heap.clear()
+        self.tombstones.release_queue(name)
 
-    def set_state(self, name: str, state: int) -> tasks_v2.Queue:
+    def set_state(self, name: str, state: tasks_v2.Queue.State) -> tasks_v2.Queue:
         entry = self.queue(name)
-        entry.queue.state = tasks_v2.Queue.State(state)
+        entry.queue.state = state
         entry.wake.set()
         return entry.queue
 
     def purge(self, name: str) -> tasks_v2.Queue:
         entry = self.queue(name)
-        for task_name, task in list(entry.tasks.items()):
-            task.deleted = True
-            self._forget(entry, task_name)
+        now = time.time()
+        for task_name, task in entry.tasks.items():
+            task.gone = True
+            self.tombstones.reserve(task_name, now=now)
+        entry.tasks.clear()
+        entry.heap.clear()
+        entry.queue.purge_time = now_utc()
         return entry.queue
 
     # --- tasks --------------------------------------------------------------------------------------
 
-    def create_task(self, parent: str, task: tasks_v2.Task) -> tasks_v2.Task:
+    def create_task(self, *, parent: str, task: tasks_v2.Task) -> tasks_v2.Task:
+        validation.check_queue_name(parent)
         entry = self.queue(parent)
-        now = time.time()
-        self._expire_tombstones(now)
+        validation.prepare_task(
+            task=task, parent=parent, now=now_utc(), min_dispatch_deadline_s=self.min_dispatch_deadline_s
+        )
         if task.name:
-            if not task.name.startswith(parent + "/tasks/"):
-                raise EmulatorError("INVALID_ARGUMENT", f"task name must start with {parent}/tasks/")
-            if task.name in entry.tasks or task.name in self.tombstones:
-                raise EmulatorError("ALREADY_EXISTS", "Requested entity already exists")
+            if task.name in entry.tasks or self.tombstones.reserved(task.name, now=time.time()):
+                raise EmulatorError("ALREADY_EXISTS", f"Requested entity already exists: {task.name}")
         else:
-            task.name = f"{parent}/tasks/{uuid.uuid4().int % 10**19}"
-        if not task.http_request.url:
-            raise EmulatorError("INVALID_ARGUMENT", "only HTTP tasks with http_request.url are supported")
-        if not task.http_request.http_method:
-            task.http_request.http_method = tasks_v2.HttpMethod(tasks_v2.HttpMethod.POST)
-        deadline = seconds(task.dispatch_deadline, DEFAULT_DISPATCH_DEADLINE_S)
-        if not MIN_DISPATCH_DEADLINE_S <= deadline <= MAX_DISPATCH_DEADLINE_S:
-            raise EmulatorError("INVALID_ARGUMENT", "dispatch_deadline must be between 15 s and 30 min")
-        task.dispatch_deadline = dt.timedelta(seconds=deadline)
-        created = now_utc()
-        task.create_time = created
-        if "schedule_time" not in task:
-            task.schedule_time = created
-        due = task.schedule_time.timestamp()
-        entry.tasks[task.name] = TaskEntry(task=task, due=due, created=now)
-        entry.wake.set()
+            # Google's generated ids are long decimal numbers.
+            task.name = f"{parent}/tasks/{uuid.uuid4().int % 10**19:019d}"
+        stored = TaskEntry(task=task, due=task.schedule_time.timestamp())
+        entry.tasks[task.name] = stored
+        self._schedule(entry, stored)
         return task
 
     def task(self, name: str) -> tuple[QueueEntry, TaskEntry]:
-        queue_name = name.split("/tasks/")[0]
-        entry = self.queue(queue_name)
+        entry = self.queue(validation.queue_of_task(name))
         task = entry.tasks.get(name)
         if task is None:
             raise EmulatorError("NOT_FOUND", f"Task does not exist: {name}")
         return entry, task
 
+    def list_tasks(self, parent: str) -> list[tasks_v2.Task]:
+        validation.check_queue_name(parent)
+        return [task.task for _, task in sorted(self.queue(parent).tasks.items())]
+
     def delete_task(self, name: str) -> None:
         entry, task = self.task(name)
-        task.deleted = True
-        self._forget(entry, name)
+        self._finish(entry, task)
 
     def run_task(self, name: str) -> tasks_v2.Task:
+        """RunTask: dispatch now, even when the queue is paused, out of tokens, or the task is running."""
         entry, task = self.task(name)
-        if not task.running:
-            asyncio.get_running_loop().create_task(self._dispatch(entry, task, forced=True))
+        self._start_attempt(entry, task)
         return task.task
 
-    def _forget(self, entry: QueueEntry, name: str) -> None:
-        entry.tasks.pop(name, None)
-        self.tombstones[name] = time.time() + self.dedupe_window_s
+    def _schedule(self, entry: QueueEntry, task: TaskEntry) -> None:
+        task.version += 1
+        heapq.heappush(entry.heap, (task.due, next(self._sequence), task.version, task))
+        entry.wake.set()
 
-    def _expire_tombstones(self, now: float) -> None:
-        for name in [n for n, until in self.tombstones.items() if until <= now]:
-            del self.tombstones[name]
+    def _finish(self, entry: QueueEntry, task: TaskEntry) -> None:
+        """The task leaves its queue; its name stays reserved for the dedupe window."""
+        task.gone = True
+        entry.tasks.pop(task.task.name, None)
+        self.tombstones.reserve(task.task.name, now=time.time())
 
     # --- dispatch -----------------------------------------------------------------------------------
-
-    def _take_token(self, entry: QueueEntry) -> bool:
-        limits = entry.queue.rate_limits
-        now = time.monotonic()
-        entry.tokens = min(
-            float(limits.max_burst_size),
-            entry.tokens + (now - entry.refilled_at) * limits.max_dispatches_per_second,
-        )
-        entry.refilled_at = now
-        if entry.tokens >= 1:
-            entry.tokens -= 1
-            return True
-        return False
 
     async def _dispatch_loop(self, entry: QueueEntry) -> None:
         while True:
             entry.wake.clear()
-            wait_s = 1.0
-            if not entry.paused:
-                now = time.time()
-                ready = sorted(
-                    (t for t in entry.tasks.values() if not t.running and t.due <= now), key=lambda t: t.due
-                )
-                for task in ready:
-                    if entry.running >= entry.queue.rate_limits.max_concurrent_dispatches:
-                        break
-                    if not self._take_token(entry):
-                        wait_s = min(wait_s, 1 / entry.queue.rate_limits.max_dispatches_per_second)
-                        break
-                    task.running = True
-                    entry.running += 1
-                    asyncio.get_running_loop().create_task(self._dispatch(entry, task))
-                future = [t.due - now for t in entry.tasks.values() if not t.running and t.due > now]
-                if future:
-                    wait_s = min(wait_s, max(min(future), 0.001))
             try:
-                await asyncio.wait_for(entry.wake.wait(), timeout=wait_s)
+                timeout = self._dispatch_ready(entry)
+            except Exception:
+                # A bug must not silently stop the queue: log it and try again shortly.
+                log.error(
+                    json.dumps(
+                        {
+                            "severity": "ERROR",
+                            "message": "dispatch loop failed",
+                            "queue": entry.queue.name,
+                            "traceback": traceback.format_exc(),
+                        }
+                    )
+                )
+                timeout = 1.0
+            try:
+                await asyncio.wait_for(entry.wake.wait(), timeout=timeout)
             except TimeoutError:
                 pass
 
-    async def _dispatch(self, entry: QueueEntry, task: TaskEntry, *, forced: bool = False) -> None:
-        if forced:
-            task.running = True
-            entry.running += 1
+    def _dispatch_ready(self, entry: QueueEntry) -> float | None:
+        """Start every attempt due and allowed now; return seconds until the next may be (None: on wake)."""
+        if entry.queue.state == tasks_v2.Queue.State.PAUSED:
+            return None
+        limits = entry.queue.rate_limits
+        while entry.heap:
+            due, _, version, task = entry.heap[0]
+            if task.gone or version != task.version or task.in_flight:
+                # Stale, or RunTask started it: the attempt that ends reschedules it if it failed.
+                heapq.heappop(entry.heap)
+                continue
+            wait = due - time.time()
+            if wait > 0:
+                return wait
+            if entry.in_flight >= limits.max_concurrent_dispatches:
+                return None  # an attempt that ends wakes the loop
+            now = time.monotonic()
+            if not entry.bucket.take(now):
+                return entry.bucket.seconds_until_token(now)
+            heapq.heappop(entry.heap)
+            self._start_attempt(entry, task)
+        return None
+
+    def _start_attempt(self, entry: QueueEntry, task: TaskEntry) -> None:
+        record = task.task
+        dispatched = now_utc()
+        record.dispatch_count += 1
+        if task.first_dispatched is None:
+            task.first_dispatched = dispatched.timestamp()
+            record.first_attempt = tasks_v2.Attempt(dispatch_time=dispatched)  # Google keeps only this
+        record.last_attempt = tasks_v2.Attempt(schedule_time=record.schedule_time, dispatch_time=dispatched)
+        delivery = Delivery(
+            queue_id=entry.short_name,
+            task_id=str(record.name).rsplit("/", 1)[-1],
+            http_request=record.http_request,
+            attempt=record.dispatch_count,
+            execution_count=task.execution_count,
+            eta=record.schedule_time.timestamp(),
+            previous_response=task.previous_response,
+            deadline_s=seconds(record.dispatch_deadline, validation.DEFAULT_DISPATCH_DEADLINE_S),
+        )
+        task.in_flight += 1
+        entry.in_flight += 1
+        attempt = asyncio.get_running_loop().create_task(self._attempt(entry, task, delivery))
+        self._attempts.add(attempt)
+        attempt.add_done_callback(self._attempts.discard)
+
+    async def _attempt(self, entry: QueueEntry, task: TaskEntry, delivery: Delivery) -> None:
         try:
-            await self._attempt(entry, task)
+            outcome = await self.deliverer.deliver(delivery=delivery)
+            self._record(entry, task, outcome)
         finally:
-            task.running = False
-            entry.running -= 1
+            task.in_flight -= 1
+            entry.in_flight -= 1
             entry.wake.set()
 
-    async def _attempt(self, entry: QueueEntry, task_entry: TaskEntry) -> None:
-        task = task_entry.task
-        request = task.http_request
-        queue_short = entry.queue.name.rsplit("/", 1)[-1]
-        task_short = task.name.rsplit("/", 1)[-1]
-        headers = dict(request.headers)
-        headers.update(
-            {
-                "User-Agent": "Google-Cloud-Tasks",
-                "X-CloudTasks-QueueName": queue_short,
-                "X-CloudTasks-TaskName": task_short,
-                "X-CloudTasks-TaskRetryCount": str(task.dispatch_count),
-                "X-CloudTasks-TaskExecutionCount": str(task.response_count),
-                "X-CloudTasks-TaskETA": f"{task.schedule_time.timestamp():.6f}",
-            }
-        )
-        if request.oidc_token.service_account_email:
-            audience = request.oidc_token.audience or request.url
-            token = self.minter.mint(
-                service_account_email=request.oidc_token.service_account_email, audience=audience
-            )
-            headers["Authorization"] = f"Bearer {token}"
-        deadline = seconds(task.dispatch_deadline, DEFAULT_DISPATCH_DEADLINE_S)
-        dispatched = now_utc()
-        attempt = tasks_v2.Attempt(schedule_time=task.schedule_time, dispatch_time=dispatched)
-        task.dispatch_count += 1
-        if "first_attempt" not in task:
-            task.first_attempt = attempt
-        started = time.monotonic()
-        status_code: int | None = None
-        retry_after: float | None = None
-        outcome = "ok"
-        try:
-            response = await asyncio.wait_for(
-                self.http.request(
-                    tasks_v2.HttpMethod(request.http_method).name,
-                    request.url,
-                    headers=headers,
-                    content=bytes(request.body) or None,
-                ),
-                timeout=deadline,
-            )
-            status_code = response.status_code
-            retry_after = _retry_after(response) if status_code in (429, 503) else None
-        except TimeoutError:
-            outcome = "DEADLINE_EXCEEDED"
-        except httpx.HTTPError as exc:
-            outcome = f"UNAVAILABLE: {type(exc).__name__}"
-        latency_ms = int((time.monotonic() - started) * 1000)
-        attempt.response_time = now_utc()
-        if status_code is not None:
-            attempt.response_status = {"code": 0 if 200 <= status_code < 300 else rpc_code(status_code),
-                                       "message": str(status_code)}  # fmt: skip
-            if status_code < 500:
-                task.response_count += 1
-        else:
-            attempt.response_status = {
-                "code": 4 if outcome == "DEADLINE_EXCEEDED" else 14,
-                "message": outcome,
-            }
-        task.last_attempt = attempt
-        succeeded = status_code is not None and 200 <= status_code < 300
-        log.info(
-            json.dumps(
-                {
-                    "severity": "INFO" if succeeded else "WARNING",
-                    "message": "delivery",
-                    "queue": queue_short,
-                    "task": task_short,
-                    "url": request.url,
-                    "status": status_code if status_code is not None else outcome,
-                    "attempt": task.dispatch_count,
-                    "latency_ms": latency_ms,
-                }
-            )
-        )
-        if task_entry.deleted:
+    def _record(self, entry: QueueEntry, task: TaskEntry, outcome: Outcome) -> None:
+        record = task.task
+        record.last_attempt.response_time = now_utc()
+        record.last_attempt.response_status = outcome.rpc_status()
+        if outcome.status_code is not None:
+            record.response_count += 1
+            task.previous_response = outcome.status_code
+            # Google's execution count leaves out 5xx: the handler is taken not to have run.
+            if outcome.status_code < 500:
+                task.execution_count += 1
+        if task.gone:
             return
-        if succeeded:
-            self._forget(entry, task.name)
+        if outcome.succeeded:
+            self._finish(entry, task)
             return
-        task_entry.failures += 1
-        retry = entry.queue.retry_config
-        out_of_attempts = retry.max_attempts != -1 and task.dispatch_count >= retry.max_attempts
-        max_duration = seconds(retry.max_retry_duration, 0)
-        out_of_time = bool(max_duration) and time.time() - task_entry.created > max_duration
-        if out_of_attempts or out_of_time:
-            self._forget(entry, task.name)  # no dead-letter queue: the task is gone
+        retry = record.retry_config if "retry_config" in record else entry.queue.retry_config
+        now = time.time()
+        if retries_exhausted(
+            attempts=record.dispatch_count,
+            max_attempts=retry.max_attempts,
+            since_first_attempt_s=now - (task.first_dispatched or now),
+            max_retry_duration_s=seconds(retry.max_retry_duration, 0),
+        ):
+            self._finish(entry, task)  # no dead-letter queue: the task is gone
             return
         delay = retry_delay(
-            failures=task_entry.failures,
-            min_backoff=seconds(retry.min_backoff, 0.1),
-            max_backoff=seconds(retry.max_backoff, 3600),
+            failures=record.dispatch_count,
+            min_backoff=seconds(retry.min_backoff, validation.DEFAULT_MIN_BACKOFF_S),
+            max_backoff=seconds(retry.max_backoff, validation.DEFAULT_MAX_BACKOFF_S),
             max_doublings=retry.max_doublings,
         )
-        if retry_after is not None:
-            delay = max(delay, retry_after)
-        task_entry.due = time.time() + delay
-        task.schedule_time = dt.datetime.fromtimestamp(task_entry.due, dt.UTC)
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
+        if outcome.retry_after_s is not None:
+            delay = max(delay, outcome.retry_after_s)
+        task.due = now + delay
+        record.schedule_time = dt.datetime.fromtimestamp(task.due, dt.UTC)
+        self._schedule(entry, task)
