@@ -12,7 +12,7 @@ from pathlib import Path
 from shared import runtime
 from shared.adapters.oidc_verifier import OidcVerifier
 from shared.ports import KeyStore
-from shared.services.auth import Authenticator
+from shared.services.auth import Authenticator, RateLimiter
 from shared.services.engine import Engine
 from shared.settings import Settings, get_settings
 
@@ -22,6 +22,7 @@ class Platform:
     settings: Settings
     engine: Engine
     authenticator: Authenticator
+    rate_limiter: RateLimiter
     keys: KeyStore
 
 
@@ -118,8 +119,15 @@ async def _build(settings: Settings) -> Platform:
         settings=settings,
     )
     authenticator = Authenticator(keys=store, cache_seconds=settings.api_key_cache_seconds)
+    rate_limiter = RateLimiter(
+        keys=store,
+        limit_per_minute=settings.rate_limit_per_minute,
+        sync_interval_s=settings.rate_limit_sync_seconds,
+    )
     await asyncio.sleep(0)
-    return Platform(settings=settings, engine=engine, authenticator=authenticator, keys=store)
+    return Platform(
+        settings=settings, engine=engine, authenticator=authenticator, rate_limiter=rate_limiter, keys=store
+    )
 
 
 @lru_cache(maxsize=2)

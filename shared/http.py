@@ -16,7 +16,6 @@ from shared import runtime
 from shared.app import oidc_verifier, platform
 from shared.errors import PlatformError
 from shared.models.auth import Principal
-from shared.services.auth import enforce_rate_limit
 from shared.services.batches import CallerInfo
 from shared.settings import get_settings
 
@@ -65,12 +64,7 @@ def authenticate(request: flask.Request) -> Principal:
 
     async def _authenticate() -> Principal:
         principal = await wired.authenticator.authenticate(request.headers.get("Authorization"))
-        await enforce_rate_limit(
-            keys=wired.keys,
-            principal=principal,
-            limit_per_minute=wired.settings.rate_limit_per_minute,
-            now=wired.engine.clock(),
-        )
+        await wired.rate_limiter.check(principal, now=wired.engine.clock())
         return principal
 
     return runtime.run(_authenticate())

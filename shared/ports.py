@@ -68,8 +68,8 @@ class BatchStore(Protocol):
 class KeyStore(Protocol):
     async def get_api_key(self, key_hash: str) -> ApiKeyRecord | None: ...
     async def put_api_key(self, key_hash: str, record: ApiKeyRecord) -> None: ...
-    async def count_request(
-        self, *, tenant: str, window: int, shards: int, expire_at: dt.datetime
+    async def add_requests(
+        self, *, tenant: str, window: int, count: int, shards: int, expire_at: dt.datetime
     ) -> int: ...
 
 

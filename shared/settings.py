@@ -70,6 +70,8 @@ class Settings(BaseSettings):
 
     analytics_retention_days: int = Field(default=30, ge=1)
     rate_limit_per_minute: int = Field(default=600, ge=1)
+    # How often an instance adds its counted requests to the shared per-tenant counter in Firestore.
+    rate_limit_sync_seconds: float = Field(default=1.0, gt=0, le=60)
     api_key_cache_seconds: float = Field(default=30.0, ge=0)
 
     @model_validator(mode="after")

@@ -415,8 +415,10 @@ class FirestoreStore:
     async def put_api_key(self, key_hash: str, record: ApiKeyRecord) -> None:
         await self._db.collection(API_KEYS).document(key_hash).create(_dump(record))
 
-    async def count_request(self, *, tenant: str, window: int, shards: int, expire_at: dt.datetime) -> int:
-        """Count one request in a fixed window; returns the window's total so far.
+    async def add_requests(
+        self, *, tenant: str, window: int, count: int, shards: int, expire_at: dt.datetime
+    ) -> int:
+        """Add `count` requests to a tenant's fixed window; returns the window's total so far.
 
         The counter is sharded so a busy tenant does not turn one document into a hot spot.
         """
@@ -433,12 +435,12 @@ class FirestoreStore:
             # shards are read at the same time.
             written, other_total = await asyncio.gather(
                 collection.document(mine).set(
-                    {"count": firestore.Increment(1), "expire_at": expire_at}, merge=True
+                    {"count": firestore.Increment(count), "expire_at": expire_at}, merge=True
                 ),
                 _others(),
             )
         except TRANSIENT as exc:
-            raise StoreUnavailable(f"cannot count request: {exc.message}") from exc
+            raise StoreUnavailable(f"cannot count requests: {exc.message}") from exc
         return int(written.transform_results[0].integer_value) + int(other_total)
 
     # --- helpers ----------------------------------------------------------------------------------

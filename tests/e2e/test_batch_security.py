@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -95,11 +96,18 @@ def test_too_many_requests_in_a_batch_is_400(api: httpx.Client) -> None:
 
 def test_rate_limit_answers_429_with_retry_after(gateway_url: str, unique: str) -> None:
     key = new_api_key(f"limited-{unique}", rate_limit_per_minute=3)
+    # The limit counts per clock minute: start clear of a minute's end, so all requests fall in one window.
+    seconds_left = 60 - time.time() % 60
+    if seconds_left < 5:
+        time.sleep(seconds_left)  # waits for the clock, not for work
     with httpx.Client(base_url=gateway_url, headers={"Authorization": f"Bearer {key}"}) as client:
-        codes = [client.get("/batch/active").status_code for _ in range(4)]
-        limited = client.get("/batch/active")
+        responses = [client.get("/batch/active") for _ in range(12)]
+    codes = [response.status_code for response in responses]
     assert codes[:3] == [200, 200, 200]
-    assert limited.status_code == 429
+    # Each gateway process counts on top of the shared total it last synced, so across the two processes
+    # (GATEWAY_WORKERS) up to twice the limit may pass before both have synced: never more.
+    assert codes.count(200) <= 3 * 2, codes
+    limited = next(response for response in responses if response.status_code == 429)
     assert 1 <= int(limited.headers["Retry-After"]) <= 60
 
 
