@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from shared.models.auth import ApiKeyRecord, AuditRecord
-from shared.models.batch import BatchDoc, ChunkDoc, ChunkProgress, ChunkState, ResultDoc, ResultTotals
-from shared.models.usage import UsageEvent
+from shared.models.batch import BatchDoc, ChunkDoc, ChunkProgress, ChunkState, ResultTotals
+from shared.models.usage import UsageRecord
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,19 @@ class LeaseView:
     lease_owner: str | None
     state: ChunkState
     version: Any
+
+
+@dataclass(frozen=True)
+class ResultPage:
+    """The results one commit of a chunk's lease holder recorded: each request's API result as a JSON line,
+    aligned with `indices`, and their sums."""
+
+    chunk: int
+    chunk_start: int
+    chunk_end: int
+    indices: list[int]
+    lines: list[str]
+    totals: ResultTotals
 
 
 @dataclass(frozen=True)
@@ -45,17 +58,21 @@ class BatchStore(Protocol):
     async def get_lease(self, batch_id: str, chunk: int) -> LeaseView | None: ...
     async def update_chunk_if_unchanged(
         self, batch_id: str, chunk: int, *, version: Any, changes: dict[str, Any]
-    ) -> bool: ...
-    async def finished_indices(self, batch_id: str, start: int, end: int) -> set[int]: ...
-    async def write_results(
-        self, outcomes: list[tuple[ResultDoc, list[UsageEvent]]], *, retention: dt.timedelta
-    ) -> list[ResultDoc]: ...
-    async def result_totals(
-        self, batch_id: str, start: int | None = None, end: int | None = None
-    ) -> ResultTotals: ...
+    ) -> Any | None: ...
+    async def record_results(
+        self,
+        batch_id: str,
+        chunk: int,
+        *,
+        version: Any,
+        page: ResultPage | None,
+        usage: UsageRecord | None,
+        changes: dict[str, Any],
+    ) -> Any | None: ...
+    async def chunk_results(self, batch_id: str, chunk: int) -> list[ResultPage]: ...
     async def chunk_progress(self, batch_id: str) -> list[ChunkProgress]: ...
-    async def list_results(self, batch_id: str, start: int, end: int) -> list[ResultDoc]: ...
-    def stream_results(self, batch_id: str) -> AsyncIterator[ResultDoc]: ...
+    async def result_lines(self, batch_id: str, start: int, end: int) -> dict[int, str]: ...
+    def stream_pages(self, batch_id: str) -> AsyncIterator[ResultPage]: ...
     async def custom_ids(self, batch_id: str, start: int, end: int) -> dict[int, str | None]: ...
     async def expired_leases(self, now: dt.datetime, limit: int) -> list[ExpiredLease]: ...
     async def overdue_batches(self, now: dt.datetime, limit: int) -> list[BatchDoc]: ...

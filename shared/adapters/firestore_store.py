@@ -3,7 +3,7 @@
 Layout (no document is written by more than one worker at a time, and none more than about once a second):
   batches/{batchId}                  written at submit, cancel/stop and finalize only
   batches/{batchId}/chunks/{n}       the chunk's requests and its lease; written by its current worker
-  batches/{batchId}/results/{index}  one per request, created once (create() rejects a duplicate)
+  batches/{batchId}/pages/{auto}     the results of one commit of a chunk's lease holder, as JSON lines
   usage_events/{auto}                the usage events of one results commit, TTL field expire_at
   api_keys/{sha256(key)}, rate_limits/{tenant-window-shard}, audit_log/{auto}
 """
@@ -29,16 +29,15 @@ from shared.models.batch import (
     ChunkDoc,
     ChunkProgress,
     ChunkState,
-    ResultDoc,
     ResultTotals,
     StoredRequest,
 )
 from shared.models.usage import UsageEvent, UsageRecord
-from shared.ports import ChunkSnapshot, ExpiredLease, LeaseView
+from shared.ports import ChunkSnapshot, ExpiredLease, LeaseView, ResultPage
 
 BATCHES = "batches"
 CHUNKS = "chunks"
-RESULTS = "results"
+PAGES = "pages"
 USAGE_EVENTS = "usage_events"
 API_KEYS = "api_keys"
 RATE_LIMITS = "rate_limits"
@@ -51,33 +50,10 @@ def chunk_id(index: int) -> str:
     return f"{index:06d}"
 
 
-def result_id(index: int) -> str:
-    # Zero-padded so document ids sort in request order.
-    return f"{index:08d}"
-
-
-def _usage_record(
-    outcomes: list[tuple[ResultDoc, list[UsageEvent]]], retention: dt.timedelta
-) -> UsageRecord | None:
-    events = [event for _, item_events in outcomes for event in item_events]
-    if not events:
-        return None
-    at = max(event.at for event in events)
-    first = events[0]
-    return UsageRecord(
-        job_id=first.job_id,
-        tenant=first.tenant,
-        source=first.source,
-        calls=len(events),
-        events=events,
-        at=at,
-        expire_at=at + retention,
-    )
-
-
 _REQUESTS = TypeAdapter(list[StoredRequest])
 _CUSTOM_IDS = TypeAdapter(list[str | None])
 _EVENTS = TypeAdapter(list[UsageEvent])
+_INDICES = TypeAdapter(list[int])
 
 
 def _dump_chunk(chunk: ChunkDoc) -> dict[str, Any]:
@@ -96,9 +72,30 @@ def _load_chunk(data: dict[str, Any] | None) -> ChunkDoc:
     return ChunkDoc.model_validate(data | {"requests": requests, "custom_ids": custom_ids})
 
 
-def _dump_result(result: ResultDoc) -> dict[str, Any]:
-    # Unset fields are left out: fewer fields to encode and index on the hottest write path.
-    return result.model_dump(mode="python", exclude_none=True)
+def _dump_page(page: ResultPage) -> dict[str, Any]:
+    # The lines and their indices are opaque blobs: nothing queries them, and indexing them would cost
+    # index entries for every result.
+    return {
+        "chunk": page.chunk,
+        "chunk_start": page.chunk_start,
+        "chunk_end": page.chunk_end,
+        "indices": _INDICES.dump_json(page.indices),
+        "lines": "\n".join(page.lines).encode(),
+        "totals": page.totals.model_dump(),
+    }
+
+
+def _load_page(data: dict[str, Any] | None) -> ResultPage:
+    data = data or {}
+    lines = bytes(data["lines"]).decode()
+    return ResultPage(
+        chunk=data["chunk"],
+        chunk_start=data["chunk_start"],
+        chunk_end=data["chunk_end"],
+        indices=_INDICES.validate_json(data["indices"]),
+        lines=lines.split("\n") if lines else [],
+        totals=ResultTotals.model_validate(data["totals"]),
+    )
 
 
 def _dump_usage(record: UsageRecord) -> dict[str, Any]:
@@ -131,8 +128,8 @@ class FirestoreStore:
     def _chunk_ref(self, batch_id: str, chunk: int) -> Any:
         return self._batch_ref(batch_id).collection(CHUNKS).document(chunk_id(chunk))
 
-    def _results(self, batch_id: str) -> Any:
-        return self._batch_ref(batch_id).collection(RESULTS)
+    def _pages(self, batch_id: str) -> Any:
+        return self._batch_ref(batch_id).collection(PAGES)
 
     # --- batches ----------------------------------------------------------------------------------
 
@@ -257,32 +254,30 @@ class FirestoreStore:
 
     async def update_chunk_if_unchanged(
         self, batch_id: str, chunk: int, *, version: Any, changes: dict[str, Any]
-    ) -> bool:
-        """Compare-and-set on a chunk: False when someone else wrote it since `version` was read."""
+    ) -> Any | None:
+        """Compare-and-set on a chunk: its new version, or None when someone else wrote it since `version`."""
         try:
-            await self._chunk_ref(batch_id, chunk).update(
+            written = await self._chunk_ref(batch_id, chunk).update(
                 changes, option=self._db.write_option(last_update_time=version)
             )
         except (gexc.FailedPrecondition, gexc.Aborted):
-            return False
+            return None
         except TRANSIENT as exc:
             raise StoreUnavailable(f"cannot update chunk: {exc.message}") from exc
-        return True
+        return written.update_time
 
     async def custom_ids(self, batch_id: str, start: int, end: int) -> dict[int, str | None]:
-        """The customId of each request in [start, end), from a projection of the chunks."""
+        """The customId of each request in [start, end), from a projection of the chunks overlapping it."""
         query = (
             self._batch_ref(batch_id)
             .collection(CHUNKS)
             .where(filter=FieldFilter("end", ">", start))
-            .order_by("end")
+            .where(filter=FieldFilter("start", "<", end))
             .select(["start", "custom_ids"])
         )
         ids: dict[int, str | None] = {}
         async for snapshot in query.stream():
             first, values = snapshot.get("start"), _CUSTOM_IDS.validate_json(snapshot.get("custom_ids"))
-            if first >= end:
-                break
             ids.update({first + position: value for position, value in enumerate(values)})
         return {index: value for index, value in ids.items() if start <= index < end}
 
@@ -308,103 +303,66 @@ class FirestoreStore:
             if (d := s.to_dict()) is not None
         ]
 
-    # --- results ----------------------------------------------------------------------------------
+    # --- results ---------------------------------------------------------------------------------
 
-    async def finished_indices(self, batch_id: str, start: int, end: int) -> set[int]:
-        query = (
-            self._results(batch_id)
-            .where(filter=FieldFilter("index", ">=", start))
-            .where(filter=FieldFilter("index", "<", end))
-            .select(["index"])
-        )
-        return {int(s.get("index")) async for s in query.stream()}
+    async def record_results(
+        self,
+        batch_id: str,
+        chunk: int,
+        *,
+        version: Any,
+        page: ResultPage | None,
+        usage: UsageRecord | None,
+        changes: dict[str, Any],
+    ) -> Any | None:
+        """Create a page of results and its usage record and update the chunk, in one commit that applies
+        only if the chunk is unchanged since `version` (the caller still holds its lease).
 
-    async def write_results(
-        self, outcomes: list[tuple[ResultDoc, list[UsageEvent]]], *, retention: dt.timedelta
-    ) -> list[ResultDoc]:
-        """Create each result, and one usage record for their calls, in one commit; returns the results
-        this call created.
-
-        If any result already exists (another worker raced us on the same chunk), the results are created
-        one by one instead, so the first writer of each wins, and the usage record holds only the calls of
-        the results this call created: nothing is counted twice.
+        Returns the chunk's new version, or None when another writer changed the chunk (the lease is lost and
+        nothing was written): a result is recorded by one lease holder only, so never twice.
         """
-        created: list[ResultDoc] = []
-        for start in range(0, len(outcomes), MAX_WRITES_PER_COMMIT - 1):
-            created += await self._create_results(
-                outcomes[start : start + MAX_WRITES_PER_COMMIT - 1], retention
-            )
-        return created
-
-    async def _create_results(
-        self, outcomes: list[tuple[ResultDoc, list[UsageEvent]]], retention: dt.timedelta
-    ) -> list[ResultDoc]:
-        refs = [self._results(r.batch_id).document(result_id(r.index)) for r, _ in outcomes]
+        commit = self._db.batch()
+        if page is not None:
+            commit.create(self._pages(batch_id).document(), _dump_page(page))
+        if usage is not None:
+            commit.create(self._db.collection(USAGE_EVENTS).document(), _dump_usage(usage))
+        chunk_ref = self._chunk_ref(batch_id, chunk)
+        commit.update(chunk_ref, changes, option=self._db.write_option(last_update_time=version))
         try:
-            commit = self._db.batch()
-            for ref, (result, _) in zip(refs, outcomes, strict=True):
-                commit.create(ref, _dump_result(result))
-            if record := _usage_record(outcomes, retention):
-                commit.create(self._db.collection(USAGE_EVENTS).document(), _dump_usage(record))
-            await commit.commit()
-            return [result for result, _ in outcomes]
-        except gexc.AlreadyExists:
-            pass
+            written = await commit.commit()
+        except (gexc.FailedPrecondition, gexc.Aborted):
+            return None
         except TRANSIENT as exc:
-            raise StoreUnavailable(f"cannot write results: {exc.message}") from exc
-        mine: list[tuple[ResultDoc, list[UsageEvent]]] = []
-        for ref, outcome in zip(refs, outcomes, strict=True):
-            try:
-                await ref.create(_dump_result(outcome[0]))
-            except gexc.AlreadyExists:
-                continue
-            mine.append(outcome)
-        if record := _usage_record(mine, retention):
-            await self._db.collection(USAGE_EVENTS).add(_dump_usage(record))
-        return [result for result, _ in mine]
+            raise StoreUnavailable(f"cannot record results: {exc.message}") from exc
+        return written[-1].update_time
 
-    async def result_totals(
-        self, batch_id: str, start: int | None = None, end: int | None = None
-    ) -> ResultTotals:
-        """Exact sums over the recorded results (of the whole batch, or of the index range [start, end))."""
-        results: Any = self._results(batch_id)
-        if start is not None and end is not None:
-            results = results.where(filter=FieldFilter("index", ">=", start)).where(
-                filter=FieldFilter("index", "<", end)
-            )
+    async def chunk_results(self, batch_id: str, chunk: int) -> list[ResultPage]:
+        """The pages recorded for one chunk."""
+        query = self._pages(batch_id).where(filter=FieldFilter("chunk", "==", chunk))
         try:
-            totals = await (
-                results.count(alias="finished")
-                .sum("input_tokens", alias="input_tokens")
-                .sum("output_tokens", alias="output_tokens")
-                .sum("cached_tokens", alias="cached_tokens")
-                .sum("cost_usd", alias="cost_usd")
-            ).get()
-            failed = await results.where(filter=FieldFilter("success", "==", False)).count(alias="n").get()
+            return [_load_page(s.to_dict()) async for s in query.stream()]
         except TRANSIENT as exc:
-            raise StoreUnavailable(f"cannot aggregate results: {exc.message}") from exc
-        sums = {r.alias: r.value or 0 for r in totals[0]}
-        return ResultTotals(
-            finished=int(sums["finished"]),
-            failed=int(failed[0][0].value),
-            input_tokens=int(sums["input_tokens"]),
-            output_tokens=int(sums["output_tokens"]),
-            cached_tokens=int(sums["cached_tokens"]),
-            cost_usd=float(sums["cost_usd"]),
-        )
+            raise StoreUnavailable(f"cannot read results: {exc.message}") from exc
 
-    async def list_results(self, batch_id: str, start: int, end: int) -> list[ResultDoc]:
+    async def result_lines(self, batch_id: str, start: int, end: int) -> dict[int, str]:
+        """The recorded results with an index in [start, end), as JSON lines by index."""
+        # Only the pages of chunks overlapping the range (two range filters: a composite index in production).
         query = (
-            self._results(batch_id)
-            .where(filter=FieldFilter("index", ">=", start))
-            .where(filter=FieldFilter("index", "<", end))
-            .order_by("index")
+            self._pages(batch_id)
+            .where(filter=FieldFilter("chunk_end", ">", start))
+            .where(filter=FieldFilter("chunk_start", "<", end))
         )
-        return [ResultDoc.model_validate(s.to_dict()) async for s in query.stream()]
+        lines: dict[int, str] = {}
+        async for snapshot in query.stream():
+            page = _load_page(snapshot.to_dict())
+            pairs = zip(page.indices, page.lines, strict=True)
+            lines.update((index, line) for index, line in pairs if start <= index < end)
+        return lines
 
-    async def stream_results(self, batch_id: str) -> AsyncIterator[ResultDoc]:
-        async for snapshot in self._results(batch_id).order_by("index").stream():
-            yield ResultDoc.model_validate(snapshot.to_dict())
+    async def stream_pages(self, batch_id: str) -> AsyncIterator[ResultPage]:
+        """Every page of the batch, in chunk order."""
+        async for snapshot in self._pages(batch_id).order_by("chunk").stream():
+            yield _load_page(snapshot.to_dict())
 
     # --- keys and rate limits ---------------------------------------------------------------------
 

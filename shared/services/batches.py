@@ -367,16 +367,17 @@ async def _page(*, engine: Engine, batch: BatchDoc, offset: int, limit: int) -> 
     end = min(offset + limit, batch.total)
     if offset >= end:
         return []
-    results = await engine.store.list_results(batch.batch_id, offset, end)
-    by_index = {r.index: r for r in results}
-    missing = len(by_index) < end - offset
+    lines = await engine.store.result_lines(batch.batch_id, offset, end)
+    missing = len(lines) < end - offset
     custom_ids = await engine.store.custom_ids(batch.batch_id, offset, end) if missing else {}
     stopped = batch.status in (BatchStatus.CANCELLED, BatchStatus.FAILED) and batch.finalized
     page: list[ItemResult] = []
     for index in range(offset, end):
-        result = by_index.get(index)
+        line = lines.get(index)
         page.append(
-            item_result(result) if result else missing_result(index, custom_ids.get(index), stopped=stopped)
+            ItemResult.model_validate_json(line)
+            if line is not None
+            else missing_result(index, custom_ids.get(index), stopped=stopped)
         )
     return page
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from shared.errors import PlatformError
-from shared.models.batch import BatchDoc, BatchStatus, ChunkState
-from shared.services.batches import item_result, missing_result, summarize
+from shared.models.batch import BatchDoc, BatchStatus, ChunkState, ResultTotals
+from shared.services.batches import missing_result, summarize
 from shared.services.engine import Engine, results_object
 
 
@@ -41,14 +41,10 @@ async def finalize(*, engine: Engine, batch_id: str) -> dict[str, Any]:
     if busy and batch.deadline_at > now:
         raise NotReady(f"{len(busy)} chunk(s) of {batch_id} still running")
     object_name = results_object(batch_id)
-    await engine.blobs.put(
-        object_name=object_name,
-        data=await _results_jsonl(
-            engine=engine, batch=batch, custom_ids=await store.custom_ids(batch_id, 0, batch.total)
-        ),
-        content_type="application/x-ndjson",
+    jsonl, totals = await _results_jsonl(
+        engine=engine, batch=batch, custom_ids=await store.custom_ids(batch_id, 0, batch.total)
     )
-    totals = await store.result_totals(batch_id)
+    await engine.blobs.put(object_name=object_name, data=jsonl, content_type="application/x-ndjson")
 
     def _finalize(current: BatchDoc) -> dict[str, Any] | None:
         if current.finalized:
@@ -76,10 +72,19 @@ async def finalize(*, engine: Engine, batch_id: str) -> dict[str, Any]:
     return {"outcome": final.status.value if final else "unknown batch"}
 
 
-async def _results_jsonl(*, engine: Engine, batch: BatchDoc, custom_ids: dict[int, str | None]) -> bytes:
-    """One JSON line per request, in request order, joined to customId."""
+async def _results_jsonl(
+    *, engine: Engine, batch: BatchDoc, custom_ids: dict[int, str | None]
+) -> tuple[bytes, ResultTotals]:
+    """One JSON line per request, in request order, joined to customId; and the exact totals.
+
+    Pages come in chunk order and each request's result is on exactly one page, so sorting one chunk's
+    lines at a time puts the whole file in order; the lines are copied as recorded, never parsed.
+    """
     lines: list[str] = []
+    totals = ResultTotals()
     next_index = 0
+    chunk: int | None = None
+    chunk_lines: dict[int, str] = {}
 
     def _missing_until(end: int) -> None:
         nonlocal next_index
@@ -89,9 +94,20 @@ async def _results_jsonl(*, engine: Engine, batch: BatchDoc, custom_ids: dict[in
             lines.append(item.model_dump_json(by_alias=True))
             next_index += 1
 
-    async for result in engine.store.stream_results(batch.batch_id):
-        _missing_until(result.index)
-        lines.append(item_result(result).model_dump_json(by_alias=True))
-        next_index = result.index + 1
+    def _write_chunk() -> None:
+        nonlocal next_index
+        for index in sorted(chunk_lines):
+            _missing_until(index)
+            lines.append(chunk_lines[index])
+            next_index = index + 1
+        chunk_lines.clear()
+
+    async for page in engine.store.stream_pages(batch.batch_id):
+        if page.chunk != chunk:
+            _write_chunk()
+            chunk = page.chunk
+        chunk_lines.update(zip(page.indices, page.lines, strict=True))
+        totals = totals.plus(page.totals)
+    _write_chunk()
     _missing_until(batch.total)
-    return ("\n".join(lines) + "\n").encode() if lines else b""
+    return ("\n".join(lines) + "\n").encode() if lines else b"", totals

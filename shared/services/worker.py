@@ -1,9 +1,9 @@
 """Batch generation, the worker side: run one chunk under a lease, record each result once, chain on.
 
 Delivery is at-least-once, so everything here is safe to run twice: the chunk is claimed with a lease
-(compare-and-set on its document), requests that already have a result are skipped, results and usage events
-are created with deterministic ids (a duplicate is rejected, never counted twice), and the next step is
-enqueued under a deterministic task name.
+(compare-and-set on its document), requests that already have a result are skipped, and results are recorded
+in commits that also compare-and-set the chunk document, so only the lease holder records anything and no
+result is recorded twice. The next step is enqueued under a deterministic task name.
 """
 
 from __future__ import annotations
@@ -32,18 +32,31 @@ from shared.models.batch import (
     StoredRequest,
     WorkMessage,
 )
-from shared.models.usage import UsageEvent
-from shared.ports import ModelCall, ModelReply
+from shared.models.usage import UsageEvent, UsageRecord
+from shared.ports import ModelCall, ModelReply, ResultPage
+from shared.services.batches import item_result
 from shared.services.engine import Engine, enqueue_chunk, enqueue_finalize, response_object
 from shared.services.pricing import estimate_cost_usd
 
 log = logging.getLogger(__name__)
 
-FLUSH_INTERVAL_S = 0.05
-FLUSH_MAX_PENDING = 200
+# Results are recorded together with a write of the chunk document (lease and progress), and Firestore
+# sustains about one write per second per document: one commit a second, the first soon after the claim so
+# progress shows early. A full page is written at once.
+FIRST_COMMIT_S = 0.25
+COMMIT_INTERVAL_S = 1.0
+PAGE_MAX_RESULTS = 500
+PAGE_MAX_BYTES = 512 * 1024  # of JSON lines, so a page stays well under Firestore's 1 MiB per document
 STOP_POLL_INTERVAL_S = 0.5
-# Firestore sustains about one write per second per document: the chunk document is written no more often.
-KEEPER_INTERVAL_S = 1.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A finished request: its result, the result as the API shows it (a JSON line), its model calls."""
+
+    result: ResultDoc
+    line: str
+    events: list[UsageEvent]
 
 
 @dataclass
@@ -54,12 +67,14 @@ class ChunkRun:
     batch: BatchDoc
     chunk: ChunkDoc
     worker_id: str
+    version: Any  # the chunk document's version as this worker last wrote it (compare-and-set)
     deadline: float  # loop time when this delivery stops starting requests (time budget)
-    pending: list[tuple[ResultDoc, list[UsageEvent]]] = field(default_factory=list)
+    pending: list[Outcome] = field(default_factory=list)  # finished, not yet recorded
+    pending_bytes: int = 0
     stop_reason: str | None = None  # set when the batch was cancelled or failed fast
     lease_lost: bool = False
     out_of_time: bool = False
-    flush_wanted: asyncio.Event = field(default_factory=asyncio.Event)
+    commit_wanted: asyncio.Event = field(default_factory=asyncio.Event)
     closing: bool = False
     progress: ResultTotals = field(default_factory=ResultTotals)
     recorded: int = 0
@@ -97,20 +112,18 @@ async def process_chunk(
 async def _run_delivery(
     *, engine: Engine, batch: BatchDoc, message: WorkMessage, worker_id: str
 ) -> dict[str, Any]:
-    snapshot = await engine.store.get_chunk(batch.batch_id, message.chunk)
-    if snapshot is None:
-        return {"outcome": "unknown chunk"}
-    chunk = snapshot.chunk
-    if chunk.state.is_terminal:
-        await _after_chunk(engine=engine, batch=batch, chunk=chunk)
-        return {"outcome": f"chunk already {chunk.state.value}"}
     if batch.status.is_final:
+        snapshot = await engine.store.get_chunk(batch.batch_id, message.chunk)
+        if snapshot is None:
+            return {"outcome": "unknown chunk"}
         await _set_chunk_state(
-            engine=engine, batch_id=batch.batch_id, index=chunk.index, state=ChunkState.CANCELLED
+            engine=engine, batch_id=batch.batch_id, index=message.chunk, state=ChunkState.CANCELLED
         )
-        await _after_chunk(engine=engine, batch=batch, chunk=chunk)
+        await _after_chunk(engine=engine, batch=batch, chunk=snapshot.chunk)
         return {"outcome": f"batch {batch.status.value}"}
-    chunk = await _claim(engine=engine, batch_id=batch.batch_id, index=message.chunk, worker_id=worker_id)
+    chunk, version = await _claim(
+        engine=engine, batch_id=batch.batch_id, index=message.chunk, worker_id=worker_id
+    )
     if chunk.state.is_terminal:
         await _after_chunk(engine=engine, batch=batch, chunk=chunk)
         return {"outcome": f"chunk already {chunk.state.value}"}
@@ -122,34 +135,39 @@ async def _run_delivery(
         batch=batch,
         chunk=chunk,
         worker_id=worker_id,
+        version=version,
         deadline=loop.time() + engine.settings.batch_task_budget_seconds,
     )
-    done = await engine.store.finished_indices(batch.batch_id, chunk.start, chunk.end)
-    if done:
-        # Resuming a chunk: count what earlier deliveries recorded, exactly.
-        run.progress = await engine.store.result_totals(batch.batch_id, chunk.start, chunk.end)
+    done: set[int] = set()
+    if chunk.claims > 1:
+        # Resuming a chunk: skip what earlier deliveries recorded, and count it exactly.
+        for page in await engine.store.chunk_results(batch.batch_id, chunk.index):
+            done.update(page.indices)
+            run.progress = run.progress.plus(page.totals)
     todo = [i for i in range(chunk.start, chunk.end) if i not in done]
     try:
         await _run_requests(run, todo)
+        if run.lease_lost:
+            return {"outcome": "lease lost; another worker owns the chunk", "recorded": run.recorded}
+        if run.out_of_time and run.stop_reason is None:
+            await _continue_later(engine=engine, run=run)
+            return {"outcome": "continued in a new segment", "recorded": run.recorded}
+        final_state = ChunkState.CANCELLED if run.stop_reason else ChunkState.DONE
+        released = await _release(run=run, changes={"state": final_state.value})
     except BaseException:
-        # Hand the chunk back at once, so the retry of this delivery need not wait for the lease to expire.
+        # Hand the chunk back at once (what was not recorded runs again), so the retry of this delivery need
+        # not wait for the lease to expire.
         with contextlib.suppress(Exception):
-            await _release(engine=engine, run=run, changes={"state": ChunkState.PENDING.value})
+            await _hand_back(run)
         raise
-    if run.lease_lost:
-        return {"outcome": "lease lost; another worker owns the chunk", "recorded": run.recorded}
-    if run.out_of_time and run.stop_reason is None:
-        await _continue_later(engine=engine, run=run)
-        return {"outcome": "continued in a new segment", "recorded": run.recorded}
-    final_state = ChunkState.CANCELLED if run.stop_reason else ChunkState.DONE
-    released = await _release(engine=engine, run=run, changes={"state": final_state.value})
     if released:
         latest = await engine.store.get_batch(batch.batch_id) or batch
         await _after_chunk(engine=engine, batch=latest, chunk=chunk)
     return {"outcome": final_state.value, "recorded": run.recorded}
 
 
-async def _claim(*, engine: Engine, batch_id: str, index: int, worker_id: str) -> ChunkDoc:
+async def _claim(*, engine: Engine, batch_id: str, index: int, worker_id: str) -> tuple[ChunkDoc, Any]:
+    """Take the chunk's lease: the chunk as claimed and its version (a finished chunk is returned as is)."""
     lease = dt.timedelta(seconds=engine.settings.batch_lease_seconds)
     for _ in range(5):
         snapshot = await engine.store.get_chunk(batch_id, index)
@@ -171,7 +189,7 @@ async def _claim(*, engine: Engine, batch_id: str, index: int, worker_id: str) -
                 retry_after_s=max(1, int(remaining) + 1),
             )
         if chunk.state.is_terminal:
-            return chunk
+            return chunk, snapshot.version
         changes = {
             "state": ChunkState.RUNNING.value,
             "lease_owner": worker_id,
@@ -179,10 +197,11 @@ async def _claim(*, engine: Engine, batch_id: str, index: int, worker_id: str) -
             "claims": chunk.claims + 1,
             "started_at": chunk.started_at or now,
         }
-        if await engine.store.update_chunk_if_unchanged(
+        version = await engine.store.update_chunk_if_unchanged(
             batch_id, index, version=snapshot.version, changes=changes
-        ):
-            return chunk.model_copy(update=changes | {"state": ChunkState.RUNNING})
+        )
+        if version is not None:
+            return chunk.model_copy(update=changes | {"state": ChunkState.RUNNING}), version
     raise LeaseHeld(f"chunk {index} of {batch_id} is contended", retry_after_s=1)
 
 
@@ -212,18 +231,17 @@ async def _run_requests(run: ChunkRun, todo: list[int]) -> None:
             await _run_one(run, index)
 
     slots = min(run.chunk.concurrency or run.batch.options.concurrency, max(len(todo), 1))
-    watchers = [asyncio.create_task(_watch_stop(run)), asyncio.create_task(_keep_chunk(run))]
-    flusher = asyncio.create_task(_flusher(run))
+    watcher = asyncio.create_task(_watch_stop(run))
+    committer = asyncio.create_task(_committer(run))
     try:
         await asyncio.gather(*(slot() for _ in range(slots)))
     finally:
-        for task in watchers:
-            task.cancel()
-        await asyncio.gather(*watchers, return_exceptions=True)
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
         run.closing = True
-        run.flush_wanted.set()
-    # The flusher writes what is left, then ends; its error (if any) fails this delivery.
-    await flusher
+        run.commit_wanted.set()
+    # The committer ends (what is left is recorded with the chunk's release); its error fails this delivery.
+    await committer
 
 
 async def _run_one(run: ChunkRun, index: int) -> None:
@@ -236,13 +254,10 @@ async def _run_one(run: ChunkRun, index: int) -> None:
         if exc.transient:
             raise
         unavailable = ModelError(f"the request's payload is unavailable: {exc.message}", transient=False)
-        run.pending.append(
-            (
-                await _result_doc(
-                    run, index, stored, None, unavailable, attempts=0, started=time.monotonic()
-                ),
-                [],
-            )
+        _add_pending(
+            run,
+            await _result_doc(run, index, stored, None, unavailable, attempts=0, started=time.monotonic()),
+            [],
         )
         return
     call = ModelCall(
@@ -273,9 +288,7 @@ async def _run_one(run: ChunkRun, index: int) -> None:
         if run.stopping:
             break
     result = await _result_doc(run, index, stored, reply, error, attempts=attempt, started=started)
-    run.pending.append((result, events))
-    if len(run.pending) >= FLUSH_MAX_PENDING:
-        run.flush_wanted.set()
+    _add_pending(run, result, events)
     if error is not None and options.fail_fast and run.stop_reason is None:
         await _fail_fast(run, index, error)
 
@@ -397,28 +410,91 @@ async def _fail_fast(run: ChunkRun, index: int, error: ModelError) -> None:
     await run.engine.store.update_batch(run.batch.batch_id, _fail)
 
 
-async def _flush(run: ChunkRun) -> None:
-    if not run.pending:
-        return
-    pending, run.pending = run.pending, []
+def _add_pending(run: ChunkRun, result: ResultDoc, events: list[UsageEvent]) -> None:
+    line = item_result(result).model_dump_json(by_alias=True)
+    run.pending.append(Outcome(result=result, line=line, events=events))
+    run.pending_bytes += len(line)
+    if len(run.pending) >= PAGE_MAX_RESULTS or run.pending_bytes >= PAGE_MAX_BYTES:
+        run.commit_wanted.set()
+
+
+def _result_page(chunk: ChunkDoc, outcomes: list[Outcome]) -> ResultPage:
+    results = [outcome.result for outcome in outcomes]
+    return ResultPage(
+        chunk=chunk.index,
+        chunk_start=chunk.start,
+        chunk_end=chunk.end,
+        indices=[result.index for result in results],
+        lines=[outcome.line for outcome in outcomes],
+        totals=ResultTotals.of(results),
+    )
+
+
+def _usage_record(outcomes: list[Outcome], retention: dt.timedelta) -> UsageRecord | None:
+    """The model calls of one commit's results, as one usage record (one document, not one per call)."""
+    events = [event for outcome in outcomes for event in outcome.events]
+    if not events:
+        return None
+    at = max(event.at for event in events)
+    first = events[0]
+    return UsageRecord(
+        job_id=first.job_id,
+        tenant=first.tenant,
+        source=first.source,
+        calls=len(events),
+        events=events,
+        at=at,
+        expire_at=at + retention,
+    )
+
+
+async def _commit(run: ChunkRun, changes: dict[str, Any] | None = None) -> bool:
+    """Record the pending results, extend the lease and publish progress, in one compare-and-set commit
+    (with `changes` to the chunk, if any). False when the lease was lost: nothing was recorded, and the new
+    holder runs the pending requests again."""
+    engine = run.engine
+    pending, run.pending, run.pending_bytes = run.pending, [], 0
+    page = _result_page(run.chunk, pending) if pending else None
+    progress = run.progress.plus(page.totals) if page else run.progress
+    lease = dt.timedelta(seconds=engine.settings.batch_lease_seconds)
+    update = {"lease_expires_at": engine.clock() + lease, "progress": progress.model_dump()} | (changes or {})
     try:
-        created = await run.engine.store.write_results(pending, retention=_retention(run.engine))
+        version = await engine.store.record_results(
+            run.batch.batch_id,
+            run.chunk.index,
+            version=run.version,
+            page=page,
+            usage=_usage_record(pending, _retention(engine)),
+            changes=update,
+        )
     except BaseException:
         run.pending = pending + run.pending
+        run.pending_bytes += sum(len(outcome.line) for outcome in pending)
         raise
-    run.recorded += len(created)
-    run.progress = run.progress.plus(ResultTotals.of(created))
+    if version is None:
+        run.lease_lost = True
+        return False
+    run.version = version
+    run.progress = progress
+    run.recorded += len(pending)
+    return True
 
 
-async def _flusher(run: ChunkRun) -> None:
-    """Write results in small batches: one commit per ~50 ms instead of one round trip per result."""
-    while not run.closing:
+async def _committer(run: ChunkRun) -> None:
+    """While the chunk runs: commit its results once a second (or at once when a page is full), and extend
+    the lease at least as often when no result comes in. A lost lease stops the run."""
+    loop = asyncio.get_running_loop()
+    wait = FIRST_COMMIT_S
+    while not run.closing and not run.lease_lost:
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(FLUSH_INTERVAL_S):
-                await run.flush_wanted.wait()
-        run.flush_wanted.clear()
-        await _flush(run)
-    await _flush(run)
+            async with asyncio.timeout(wait):
+                await run.commit_wanted.wait()
+        run.commit_wanted.clear()
+        if run.closing:
+            return
+        started = loop.time()
+        await _commit(run)
+        wait = max(0.0, COMMIT_INTERVAL_S - (loop.time() - started))
 
 
 async def _watch_stop(run: ChunkRun) -> None:
@@ -430,58 +506,29 @@ async def _watch_stop(run: ChunkRun) -> None:
             run.stop_reason = batch.stop_reason or batch.status.value
 
 
-async def _keep_chunk(run: ChunkRun) -> None:
-    """Extend the lease and publish progress while working; if another worker took the chunk over (its
-    lease expired), stop starting requests."""
-    lease = dt.timedelta(seconds=run.engine.settings.batch_lease_seconds)
-    interval = min(KEEPER_INTERVAL_S, lease.total_seconds() / 3)
-    # The first progress shows soon after the claim; then at most one write a second.
-    delay = min(0.25, interval)
-    while True:
-        await asyncio.sleep(delay)
-        delay = interval
-        lease_view = await run.engine.store.get_lease(run.batch.batch_id, run.chunk.index)
-        if lease_view is None or lease_view.lease_owner != run.worker_id:
-            run.lease_lost = True
-            return
-        changes = {"lease_expires_at": run.engine.clock() + lease, "progress": run.progress.model_dump()}
-        if not await run.engine.store.update_chunk_if_unchanged(
-            run.batch.batch_id, run.chunk.index, version=lease_view.version, changes=changes
-        ):
-            run.lease_lost = True
-            return
+async def _release(*, run: ChunkRun, changes: dict[str, Any]) -> bool:
+    """Record what is pending and give the chunk up with `changes`, if this worker still holds its lease."""
+    update = {"lease_owner": None, "lease_expires_at": None} | changes
+    if changes.get("state") in (ChunkState.DONE.value, ChunkState.CANCELLED.value, ChunkState.FAILED.value):
+        update["finished_at"] = run.engine.clock()
+    return not run.lease_lost and await _commit(run, update)
 
 
-async def _release(*, engine: Engine, run: ChunkRun, changes: dict[str, Any]) -> bool:
-    """Give the chunk up with `changes`, if this worker still holds its lease."""
-    for _ in range(5):
-        lease_view = await engine.store.get_lease(run.batch.batch_id, run.chunk.index)
-        if lease_view is None or lease_view.lease_owner != run.worker_id:
-            return False
-        update = {
-            "lease_owner": None,
-            "lease_expires_at": None,
-            "progress": run.progress.model_dump(),
-        } | changes
-        if changes.get("state") in (
-            ChunkState.DONE.value,
-            ChunkState.CANCELLED.value,
-            ChunkState.FAILED.value,
-        ):
-            update["finished_at"] = engine.clock()
-        if await engine.store.update_chunk_if_unchanged(
-            run.batch.batch_id, run.chunk.index, version=lease_view.version, changes=update
-        ):
-            return True
-    return False
+async def _hand_back(run: ChunkRun) -> None:
+    """Give the lease up without recording anything, if this worker still holds it."""
+    if not run.lease_lost:
+        await run.engine.store.update_chunk_if_unchanged(
+            run.batch.batch_id,
+            run.chunk.index,
+            version=run.version,
+            changes={"state": ChunkState.PENDING.value, "lease_owner": None, "lease_expires_at": None},
+        )
 
 
 async def _continue_later(*, engine: Engine, run: ChunkRun) -> None:
     """The time budget of this delivery is spent: hand the rest of the chunk to a new task."""
     segment = run.chunk.segment + 1
-    if await _release(
-        engine=engine, run=run, changes={"state": ChunkState.PENDING.value, "segment": segment}
-    ):
+    if await _release(run=run, changes={"state": ChunkState.PENDING.value, "segment": segment}):
         await enqueue_chunk(
             engine=engine, batch_id=run.batch.batch_id, chunk=run.chunk.index, segment=segment
         )
@@ -521,31 +568,58 @@ async def _set_chunk_state(*, engine: Engine, batch_id: str, index: int, state: 
 
 
 async def _fail_chunk(*, engine: Engine, batch: BatchDoc, chunk_index: int, reason: str) -> None:
-    """Record every open request of the chunk as failed, mark the chunk failed, and chain on."""
-    snapshot = await engine.store.get_chunk(batch.batch_id, chunk_index)
-    if snapshot is None:
-        return
-    chunk = snapshot.chunk
-    done = await engine.store.finished_indices(batch.batch_id, chunk.start, chunk.end)
-    now = engine.clock()
-    failures = [
-        ResultDoc(
-            batch_id=batch.batch_id,
-            index=i,
-            chunk=chunk.index,
-            custom_id=chunk.requests[i - chunk.start].custom_id,
-            success=False,
-            error=ErrorInfo(
-                code="chunk_failed", message=f"the chunk exhausted its delivery attempts: {reason}"
-            ),
-            model=chunk.requests[i - chunk.start].model,
-            processing_ms=0,
-            attempts=0,
-            finished_at=now,
+    """Record every open request of the chunk as failed and mark the chunk failed (one compare-and-set
+    commit, retried on a concurrent change), then chain on."""
+    for _ in range(5):
+        snapshot = await engine.store.get_chunk(batch.batch_id, chunk_index)
+        if snapshot is None:
+            return
+        chunk = snapshot.chunk
+        if chunk.state.is_terminal:
+            break
+        done: set[int] = set()
+        progress = ResultTotals()
+        for earlier in await engine.store.chunk_results(batch.batch_id, chunk_index):
+            done.update(earlier.indices)
+            progress = progress.plus(earlier.totals)
+        now = engine.clock()
+        failures = [
+            ResultDoc(
+                batch_id=batch.batch_id,
+                index=i,
+                chunk=chunk.index,
+                custom_id=chunk.requests[i - chunk.start].custom_id,
+                success=False,
+                error=ErrorInfo(
+                    code="chunk_failed", message=f"the chunk exhausted its delivery attempts: {reason}"
+                ),
+                model=chunk.requests[i - chunk.start].model,
+                processing_ms=0,
+                attempts=0,
+                finished_at=now,
+            )
+            for i in range(chunk.start, chunk.end)
+            if i not in done
+        ]
+        outcomes = [
+            Outcome(result=failure, line=item_result(failure).model_dump_json(by_alias=True), events=[])
+            for failure in failures
+        ]
+        page = _result_page(chunk, outcomes) if outcomes else None
+        recorded = await engine.store.record_results(
+            batch.batch_id,
+            chunk_index,
+            version=snapshot.version,
+            page=page,
+            usage=None,
+            changes={
+                "state": ChunkState.FAILED.value,
+                "lease_owner": None,
+                "lease_expires_at": None,
+                "finished_at": now,
+                "progress": (progress.plus(page.totals) if page else progress).model_dump(),
+            },
         )
-        for i in range(chunk.start, chunk.end)
-        if i not in done
-    ]
-    await engine.store.write_results([(failure, []) for failure in failures], retention=_retention(engine))
-    await _set_chunk_state(engine=engine, batch_id=batch.batch_id, index=chunk_index, state=ChunkState.FAILED)
+        if recorded is not None:
+            break
     await _after_chunk(engine=engine, batch=batch, chunk=chunk)

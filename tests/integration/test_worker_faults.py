@@ -7,7 +7,6 @@ count Cloud Tasks would send), so it can reach the last attempt deterministicall
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
 from typing import Any
 
@@ -18,8 +17,8 @@ from shared.app import platform
 from shared.emulator_config import EmulatorConfig
 from shared.errors import StoreUnavailable
 from shared.models.auth import Principal, Role
-from shared.models.batch import ChunkState, ResultDoc, WorkMessage
-from shared.models.usage import UsageEvent
+from shared.models.batch import ChunkState, ItemResult, WorkMessage
+from shared.models.usage import UsageRecord
 from shared.services import batches
 from shared.services.engine import Engine
 from shared.services.worker import process_chunk
@@ -47,13 +46,12 @@ class OutageStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    async def write_results(
-        self, outcomes: list[tuple[ResultDoc, list[UsageEvent]]], *, retention: dt.timedelta
-    ) -> list[ResultDoc]:
-        if any(events for _, events in outcomes):
+    async def record_results(
+        self, batch_id: str, chunk: int, *, usage: UsageRecord | None, **rest: Any
+    ) -> Any | None:
+        if usage is not None:
             raise StoreUnavailable("injected outage")
-        created: list[ResultDoc] = await self._store.write_results(outcomes, retention=retention)
-        return created
+        return await self._store.record_results(batch_id, chunk, usage=usage, **rest)
 
 
 @pytest.fixture
@@ -82,9 +80,10 @@ def test_a_chunk_failing_on_its_last_attempt_is_recorded_as_failed(engine: Engin
     assert outcome["outcome"] == "chunk failed"
     snapshot = runtime.run(engine.store.get_chunk(accepted.batch_id, 0))
     assert snapshot is not None and snapshot.chunk.state is ChunkState.FAILED
-    results = runtime.run(engine.store.list_results(accepted.batch_id, 0, 3))
-    assert [(r.custom_id, r.success, r.error.code if r.error else None) for r in results] == [
-        (f"c{i}", False, "chunk_failed") for i in range(3)
+    lines = runtime.run(engine.store.result_lines(accepted.batch_id, 0, 3))
+    results = [ItemResult.model_validate_json(lines[i]) for i in range(3)]
+    assert [(r.custom_id, r.status, r.error.code if r.error else None) for r in results] == [
+        (f"c{i}", "failed", "chunk_failed") for i in range(3)
     ]
     queue = engine.queue
     assert isinstance(queue, RecordingQueue)
