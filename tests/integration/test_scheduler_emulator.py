@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import socket
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 import zoneinfo
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,9 +25,10 @@ from google.oauth2 import id_token
 from google.protobuf import field_mask_pb2
 
 from infra.emulators.scheduler.client import scheduler_client
-from shared.emulator_config import REPO_ROOT, EmulatorConfig
+from shared.emulator_config import REPO_ROOT
 from tests.conftest import wait_for
 from tests.integration.http_recorder import Arrival, Recorder, Reply
+from tests.integration.processes import free_port
 
 SERVICE_ACCOUNT = "scheduler-invoker@demo-batch-platform.iam.gserviceaccount.com"
 UNREACHABLE = "http://127.0.0.1:9/unused"
@@ -52,44 +50,9 @@ class Emulator:
         return records
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _serves(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-@pytest.fixture(scope="module")
-def oidc_certs_url(emulator_config: EmulatorConfig) -> Iterator[str]:
-    """The local OIDC issuer's certificates: the running local cloud's, or an issuer started here."""
-    url = emulator_config.oidc_certs_url
-    if _serves(url):
-        yield url
-        return
-    issuer = subprocess.Popen(
-        [sys.executable, "-m", "infra.emulators.oidc"],
-        cwd=REPO_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(lambda: _serves(url), timeout=20, what="the OIDC issuer")
-        yield url
-    finally:
-        issuer.terminate()
-        issuer.wait(10)
-
-
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path_factory.mktemp("scheduler") / "emulator.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
@@ -127,11 +90,6 @@ def client(emulator: Emulator) -> Iterator[scheduler_v1.CloudSchedulerClient]:
     scheduler = scheduler_client(emulator.address)
     yield scheduler
     scheduler.transport.close()
-
-
-@pytest.fixture
-def parent(emulator_config: EmulatorConfig) -> str:
-    return f"projects/{emulator_config.project_id}/locations/{emulator_config.region}"
 
 
 @pytest.fixture

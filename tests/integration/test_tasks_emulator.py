@@ -16,8 +16,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +29,10 @@ from google.oauth2 import id_token
 from google.protobuf import duration_pb2, field_mask_pb2
 
 from infra.emulators.tasks.client import tasks_client
-from shared.emulator_config import REPO_ROOT, EmulatorConfig
+from shared.emulator_config import REPO_ROOT
 from tests.conftest import wait_for
 from tests.integration.http_recorder import Arrival, Recorder, Reply
+from tests.integration.processes import free_port
 
 SERVICE_ACCOUNT = "tasks-invoker@demo-batch-platform.iam.gserviceaccount.com"
 UNREACHABLE = "http://127.0.0.1:9/unused"
@@ -57,12 +56,6 @@ class Emulator:
         return records
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _accepts(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.2):
@@ -71,16 +64,8 @@ def _accepts(port: int) -> bool:
         return False
 
 
-def _serves(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 def _start_emulator(log_path: Path, *flags: str) -> tuple[subprocess.Popen[bytes], Emulator]:
-    port = _free_port()
+    port = free_port()
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "infra.emulators.tasks", "--port", str(port), *flags],
@@ -126,34 +111,8 @@ def fast(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
 
 
 @pytest.fixture(scope="module")
-def oidc_certs_url(emulator_config: EmulatorConfig) -> Iterator[str]:
-    """The local OIDC issuer's certificates: the running local cloud's, or an issuer started here."""
-    url = emulator_config.oidc_certs_url
-    if _serves(url):
-        yield url
-        return
-    issuer = subprocess.Popen(
-        [sys.executable, "-m", "infra.emulators.oidc"],
-        cwd=REPO_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(lambda: _serves(url), timeout=20, what="the OIDC issuer")
-        yield url
-    finally:
-        issuer.terminate()
-        issuer.wait(10)
-
-
-@pytest.fixture(scope="module")
 def client(emulator: Emulator) -> tasks_v2.CloudTasksClient:
     return emulator.client
-
-
-@pytest.fixture
-def parent(emulator_config: EmulatorConfig) -> str:
-    return f"projects/{emulator_config.project_id}/locations/{emulator_config.region}"
 
 
 def make_queue(

@@ -154,21 +154,7 @@ class Deliverer:
         self._late.discard(sending)
         if sending.cancelled():
             return
-        outcome = sending.result()
-        log.info(
-            json.dumps(
-                {
-                    "severity": "INFO",
-                    "message": "late response ignored: the attempt already failed at its dispatch deadline",
-                    "queue": delivery.queue_id,
-                    "task": delivery.task_id,
-                    "url": delivery.http_request.url,
-                    "status": outcome.status_code if outcome.status_code is not None else outcome.error,
-                    "attempt": delivery.attempt,
-                    "latency_ms": int((time.monotonic() - started) * 1000),
-                }
-            )
-        )
+        _log_delivery(delivery=delivery, outcome=sending.result(), started=started, late=True)
 
 
 def retry_after_s(value: str | None) -> float | None:
@@ -186,12 +172,18 @@ def retry_after_s(value: str | None) -> float | None:
     return max(0.0, moment.timestamp() - time.time())
 
 
-def _log_delivery(*, delivery: Delivery, outcome: Outcome, started: float) -> None:
+def _log_delivery(*, delivery: Delivery, outcome: Outcome, started: float, late: bool = False) -> None:
+    """One JSON line per attempt; `late`: the response of an attempt that already failed at its deadline."""
+    if late:
+        severity = "INFO"
+        message = "late response ignored: the attempt already failed at its dispatch deadline"
+    else:
+        severity, message = ("INFO" if outcome.succeeded else "WARNING"), "delivery"
     log.info(
         json.dumps(
             {
-                "severity": "INFO" if outcome.succeeded else "WARNING",
-                "message": "delivery",
+                "severity": severity,
+                "message": message,
                 "queue": delivery.queue_id,
                 "task": delivery.task_id,
                 "url": delivery.http_request.url,
