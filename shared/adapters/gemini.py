@@ -6,7 +6,7 @@ import asyncio
 import re
 from typing import Any
 
-import httpx
+import httpx2
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
@@ -61,7 +61,7 @@ class GeminiTextModel:
                 transient=exc.code in TRANSIENT_STATUSES,
                 retry_after_s=retry_delay_seconds(exc.details),
             ) from exc
-        except httpx.TransportError as exc:
+        except httpx2.TransportError as exc:  # google-genai's HTTP transport
             raise ModelError(f"cannot reach the model: {exc}", status=503, transient=True) from exc
         usage = response.usage_metadata
         input_tokens = (usage.prompt_token_count or 0) if usage else 0
