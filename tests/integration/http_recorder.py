@@ -23,6 +23,7 @@ class Arrival:
     body: bytes
     started: float  # time.time() when the request arrived
     finished: float
+    client_port: int  # the sender's port: one per connection
 
 
 class Recorder:
@@ -69,6 +70,7 @@ class Recorder:
                                 body,
                                 started,
                                 time.time(),
+                                self.client_address[1],
                             )
                         )
 

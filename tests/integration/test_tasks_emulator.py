@@ -375,6 +375,18 @@ def test_retry_and_execution_counts_and_previous_response(
     assert [h.get("X-CloudTasks-TaskPreviousResponse") for h in headers] == [None, "404", "500"]
 
 
+def test_every_attempt_comes_on_its_own_connection(
+    client: tasks_v2.CloudTasksClient, queue: str, recorder: Recorder
+) -> None:
+    # Google's front end picks an instance for every request: a kept-alive connection must not tie the
+    # deliveries to one process of the local functions gateway. One task after another, so one could.
+    for count in range(1, 4):
+        client.create_task(parent=queue, task=http_task(recorder.url + "/fresh"))
+        wait_for(lambda: arrived(recorder, "/fresh", count), timeout=10)  # noqa: B023 - called at once
+
+    assert len({arrival.client_port for arrival in recorder.at("/fresh")}) == 3
+
+
 def test_task_fields_after_a_failed_attempt(
     client: tasks_v2.CloudTasksClient, parent: str, unique: str, recorder: Recorder
 ) -> None:

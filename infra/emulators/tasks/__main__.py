@@ -28,7 +28,9 @@ DEDUPE_WINDOW_S = 3600.0  # Google reserves a task name for about an hour after 
 
 async def serve(*, host: str, port: int, dedupe_window_s: float, min_dispatch_deadline_s: float) -> None:
     # Up to 5,000 concurrent dispatches per queue; no client-side timeout, the dispatch deadline rules.
-    limits = httpx.Limits(max_connections=5000, max_keepalive_connections=200)
+    # Each attempt opens its own connection: Google's front end routes every request to an instance anew,
+    # so a kept-alive connection must not pin deliveries to one gateway worker process (one "instance").
+    limits = httpx.Limits(max_connections=5000, max_keepalive_connections=0)
     async with httpx.AsyncClient(limits=limits, timeout=None) as http:
         state = TasksState(
             deliverer=Deliverer(http=http, minter=TokenMinter()),
