@@ -32,7 +32,8 @@ def batch(request: flask.Request) -> flask.Response:
         request.path, method=request.method
     )
     principal = authenticate(request)
-    engine = platform().engine
+    wired = platform()
+    engine = wired.engine
     if endpoint == "generate":
         if (
             request.content_length is not None
@@ -54,7 +55,12 @@ def batch(request: flask.Request) -> flask.Response:
         return json_response(
             runtime.run(
                 batches.status(
-                    engine=engine, principal=principal, batch_id=args["batch_id"], offset=offset, limit=limit
+                    engine=engine,
+                    principal=principal,
+                    batch_id=args["batch_id"],
+                    offset=offset,
+                    limit=limit,
+                    progress=wired.progress,
                 )
             )
         )

@@ -13,6 +13,7 @@ from shared import runtime
 from shared.adapters.oidc_verifier import OidcVerifier
 from shared.ports import KeyStore
 from shared.services.auth import Authenticator, RateLimiter
+from shared.services.batches import ProgressCache
 from shared.services.engine import Engine
 from shared.settings import Settings, get_settings
 
@@ -24,6 +25,7 @@ class Platform:
     authenticator: Authenticator
     rate_limiter: RateLimiter
     keys: KeyStore
+    progress: ProgressCache
 
 
 def _local_signing_credentials(settings: Settings) -> object:
@@ -126,7 +128,12 @@ async def _build(settings: Settings) -> Platform:
     )
     await asyncio.sleep(0)
     return Platform(
-        settings=settings, engine=engine, authenticator=authenticator, rate_limiter=rate_limiter, keys=store
+        settings=settings,
+        engine=engine,
+        authenticator=authenticator,
+        rate_limiter=rate_limiter,
+        keys=store,
+        progress=ProgressCache(store, max_age_s=settings.batch_progress_cache_seconds),
     )
 
 

@@ -33,8 +33,6 @@ class ResultPage:
     aligned with `indices`, and their sums."""
 
     chunk: int
-    chunk_start: int
-    chunk_end: int
     indices: list[int]
     lines: list[str]
     totals: ResultTotals

@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     batch_chunk_size: int = Field(default=500, ge=1, le=5000)
     # A batch runs in ceil(concurrency / this) lanes of chunks at once, so its work spreads over instances.
     batch_lane_concurrency: int = Field(default=25, ge=1, le=100)
+    # Status polls on one instance within this long of each other share one read of the chunks' progress.
+    batch_progress_cache_seconds: float = Field(default=0.5, ge=0, le=10)
     batch_inline_limit_bytes: int = Field(default=64 * 1024, ge=1024)
     batch_lease_seconds: float = Field(default=60.0, gt=0)
     # A delivery stops starting requests after this long and hands the rest of its chunk to a new task,

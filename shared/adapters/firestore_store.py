@@ -74,11 +74,11 @@ def _load_chunk(data: dict[str, Any] | None) -> ChunkDoc:
 
 def _dump_page(page: ResultPage) -> dict[str, Any]:
     # The lines and their indices are opaque blobs: nothing queries them, and indexing them would cost
-    # index entries for every result.
+    # index entries for every result. A read of a range of results finds its pages by their first and last.
     return {
         "chunk": page.chunk,
-        "chunk_start": page.chunk_start,
-        "chunk_end": page.chunk_end,
+        "first": min(page.indices),
+        "last": max(page.indices),
         "indices": _INDICES.dump_json(page.indices),
         "lines": "\n".join(page.lines).encode(),
         "totals": page.totals.model_dump(),
@@ -90,8 +90,6 @@ def _load_page(data: dict[str, Any] | None) -> ResultPage:
     lines = bytes(data["lines"]).decode()
     return ResultPage(
         chunk=data["chunk"],
-        chunk_start=data["chunk_start"],
-        chunk_end=data["chunk_end"],
         indices=_INDICES.validate_json(data["indices"]),
         lines=lines.split("\n") if lines else [],
         totals=ResultTotals.model_validate(data["totals"]),
@@ -346,11 +344,12 @@ class FirestoreStore:
 
     async def result_lines(self, batch_id: str, start: int, end: int) -> dict[int, str]:
         """The recorded results with an index in [start, end), as JSON lines by index."""
-        # Only the pages of chunks overlapping the range (two range filters: a composite index in production).
+        # Only the pages whose span of indices overlaps the range (two range filters: a composite index in
+        # production). A commit's results finish close together, so a short range reads one or two pages.
         query = (
             self._pages(batch_id)
-            .where(filter=FieldFilter("chunk_end", ">", start))
-            .where(filter=FieldFilter("chunk_start", "<", end))
+            .where(filter=FieldFilter("last", ">=", start))
+            .where(filter=FieldFilter("first", "<", end))
         )
         lines: dict[int, str] = {}
         async for snapshot in query.stream():

@@ -422,8 +422,6 @@ def _result_page(chunk: ChunkDoc, outcomes: list[Outcome]) -> ResultPage:
     results = [outcome.result for outcome in outcomes]
     return ResultPage(
         chunk=chunk.index,
-        chunk_start=chunk.start,
-        chunk_end=chunk.end,
         indices=[result.index for result in results],
         lines=[outcome.line for outcome in outcomes],
         totals=ResultTotals.of(results),

@@ -1,0 +1,75 @@
+"""Status polls share reads of the chunks' progress for a bounded time, against the Firestore emulator."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from shared import runtime
+from shared.app import platform
+from shared.emulator_config import EmulatorConfig
+from shared.models.auth import Principal, Role
+from shared.services import batches
+from shared.services.engine import Engine
+from tests.integration.test_worker_faults import RecordingQueue
+
+
+@pytest.fixture
+def engine(local_cloud: EmulatorConfig) -> Engine:
+    # Nothing is delivered: the chunks change only when the test changes them.
+    return dataclasses.replace(platform().engine, queue=RecordingQueue())  # type: ignore[arg-type]
+
+
+def _submit(engine: Engine, tenant: str) -> str:
+    body = json.dumps({"requests": [{"prompt": "p"}], "options": {"wait": False}}).encode()
+    accepted, _ = runtime.run(
+        batches.submit(
+            engine=engine,
+            principal=Principal(tenant=tenant, role=Role.USER),
+            body=body,
+            idempotency_key=None,
+            caller=batches.CallerInfo(remote_addr="127.0.0.1", user_agent="test"),
+        )
+    )
+    return accepted.batch_id
+
+
+def _claim(engine: Engine, batch_id: str) -> None:
+    snapshot = runtime.run(engine.store.get_chunk(batch_id, 0))
+    assert snapshot is not None
+    changed = runtime.run(
+        engine.store.update_chunk_if_unchanged(batch_id, 0, version=snapshot.version, changes={"claims": 1})
+    )
+    assert changed is not None
+
+
+def test_reads_within_the_age_share_one_query_and_later_reads_see_changes(
+    engine: Engine, unique: str
+) -> None:
+    batch_id = _submit(engine, f"progress-{unique}")
+    now = [100.0]
+    cache = batches.ProgressCache(engine.store, max_age_s=0.5, timer=lambda: now[0])
+
+    first = runtime.run(cache.read(batch_id))
+    _claim(engine, batch_id)
+    now[0] += 0.4
+    shared = runtime.run(cache.read(batch_id))
+    now[0] += 0.2
+    fresh = runtime.run(cache.read(batch_id))
+
+    assert [c.claims for c in first] == [0]
+    assert [c.claims for c in shared] == [0]
+    assert [c.claims for c in fresh] == [1]
+
+
+def test_an_age_of_zero_reads_every_time(engine: Engine, unique: str) -> None:
+    batch_id = _submit(engine, f"progress-{unique}")
+    cache = batches.ProgressCache(engine.store, max_age_s=0, timer=lambda: 0.0)
+
+    before = runtime.run(cache.read(batch_id))
+    _claim(engine, batch_id)
+    after = runtime.run(cache.read(batch_id))
+
+    assert ([c.claims for c in before], [c.claims for c in after]) == ([0], [1])
