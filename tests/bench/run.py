@@ -5,7 +5,8 @@ For each size N at model latency L and concurrency C:
   baseline_s  one process calling the Gemini emulator directly with google-genai's async client
   platform_s  POST /batch/generate (no wait) until GET /batch/status reports completed with all results
   seed_s      the seed systems' design, sequential with a 2 s pause: N x (L + 2 s) (computed, not run)
-Also submit latency (p50/p99 over 50 submits of 100 requests) and the platform's resources.
+Also submit latency (p50/p99 over 50 submits of 100 requests) and the platform's resources. Rounds (3 by
+default) alternate baseline and platform at every size; each figure is the median over the rounds.
 Writes .bench/results.json; the last line printed is the ratio at 1,000 items. A benchmark, not a test.
 """
 
@@ -142,19 +143,22 @@ def main() -> int:
     parser.add_argument("--latency-ms", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--submits", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; figures are medians")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     config = load_emulator_config()
     started_cloud = localcloud.start(config)
     try:
         return _bench(config=config, sizes=sizes, latency_ms=args.latency_ms, concurrency=args.concurrency,
-                      submits=args.submits)  # fmt: skip
+                      submits=args.submits, rounds=args.rounds)  # fmt: skip
     finally:
         if started_cloud:
             localcloud.stop()
 
 
-def _bench(*, config: Any, sizes: list[int], latency_ms: int, concurrency: int, submits: int) -> int:
+def _bench(
+    *, config: Any, sizes: list[int], latency_ms: int, concurrency: int, submits: int, rounds: int
+) -> int:
     gemini = httpx.Client(base_url=config.emulators.gemini.url, timeout=10)
     gemini.post("/emulator/reset").raise_for_status()
     gemini.post("/emulator/config", json={"latencyMs": latency_ms}).raise_for_status()
@@ -178,32 +182,28 @@ def _bench(*, config: Any, sizes: list[int], latency_ms: int, concurrency: int, 
     _platform_run(api, items=50, concurrency=concurrency)
     asyncio.run(_baseline(gemini_url=config.emulators.gemini.url, items=50, concurrency=concurrency))
 
-    rows = []
-    cpu_per_thousand = []
-    latency_s = latency_ms / 1000
-    for items in sizes:
-        baseline_s = asyncio.run(
-            _baseline(gemini_url=config.emulators.gemini.url, items=items, concurrency=concurrency)
-        )
-        cpu_before = _cpu_seconds(platform_pids)
-        platform_s, first_result_s = _platform_run(api, items=items, concurrency=concurrency)
-        cpu_after = _cpu_seconds(platform_pids)
-        cpu_used = {n: cpu_after[n] - cpu_before[n] for n in cpu_before}
-        cpu_per_thousand.append({n: round(v * 1000 / items, 2) for n, v in cpu_used.items()})
-        rows.append(
-            {
-                "items": items,
-                "latency_ms": latency_ms,
-                "concurrency": concurrency,
-                "ideal_s": round(items * latency_s / concurrency, 3),
-                "baseline_s": round(baseline_s, 3),
-                "platform_s": round(platform_s, 3),
-                "seed_s": round(items * (latency_s + SEED_PAUSE_S), 1),
-                "ratio_vs_baseline": round(platform_s / baseline_s, 3),
-                "overhead_ms_per_item": round((platform_s - baseline_s) / items * 1000, 3),
-                "first_result_s": round(first_result_s, 3),
-            }
-        )
+    # Rounds alternate the baseline and the platform at every size, so a slow spell of the machine hits both;
+    # each figure is the median over the rounds, each ratio the median of the rounds' own ratios.
+    runs: dict[int, list[dict[str, float]]] = {items: [] for items in sizes}
+    cpu_used: dict[int, dict[str, float]] = {items: {} for items in sizes}
+    for _ in range(rounds):
+        for items in sizes:
+            baseline_s = asyncio.run(
+                _baseline(gemini_url=config.emulators.gemini.url, items=items, concurrency=concurrency)
+            )
+            cpu_before = _cpu_seconds(platform_pids)
+            platform_s, first_result_s = _platform_run(api, items=items, concurrency=concurrency)
+            cpu_after = _cpu_seconds(platform_pids)
+            for name in cpu_before:
+                cpu_used[items][name] = cpu_used[items].get(name, 0.0) + cpu_after[name] - cpu_before[name]
+            runs[items].append(
+                {"baseline_s": baseline_s, "platform_s": platform_s, "first_result_s": first_result_s}
+            )
+    rows = [_row(items, runs[items], latency_ms=latency_ms, concurrency=concurrency) for items in sizes]
+    cpu_per_thousand = [
+        {name: round(used * 1000 / (items * rounds), 2) for name, used in cpu_used[items].items()}
+        for items in sizes
+    ]
     submit = _submit_latency(api, submits=submits)
     resources = {
         "gateway_peak_rss_mb": round(_peak_rss_mb(pids["functions"]), 1),
@@ -218,6 +218,27 @@ def _bench(*, config: Any, sizes: list[int], latency_ms: int, concurrency: int, 
     at_thousand = next((r for r in rows if r["items"] == 1000), rows[-1])
     _out(f"fanout ratio_vs_baseline at 1000 items: {at_thousand['ratio_vs_baseline']:.2f}")
     return 0
+
+
+def _row(items: int, runs: list[dict[str, float]], *, latency_ms: int, concurrency: int) -> dict[str, Any]:
+    median = statistics.median
+    baseline = [run["baseline_s"] for run in runs]
+    platform_s = [run["platform_s"] for run in runs]
+    return {
+        "items": items,
+        "latency_ms": latency_ms,
+        "concurrency": concurrency,
+        "ideal_s": round(items * latency_ms / 1000 / concurrency, 3),
+        "baseline_s": round(median(baseline), 3),
+        "platform_s": round(median(platform_s), 3),
+        "seed_s": round(items * (latency_ms / 1000 + SEED_PAUSE_S), 1),
+        "ratio_vs_baseline": round(median([p / b for p, b in zip(platform_s, baseline, strict=True)]), 3),
+        "overhead_ms_per_item": round(
+            median([(p - b) / items * 1000 for p, b in zip(platform_s, baseline, strict=True)]), 3
+        ),
+        "first_result_s": round(median([run["first_result_s"] for run in runs]), 3),
+        "rounds": [{name: round(value, 3) for name, value in run.items()} for run in runs],
+    }
 
 
 def _machine() -> dict[str, Any]:
