@@ -48,6 +48,12 @@ COMMIT_INTERVAL_S = 1.0
 PAGE_MAX_RESULTS = 500
 PAGE_MAX_BYTES = 512 * 1024  # of JSON lines, so a page stays well under Firestore's 1 MiB per document
 STOP_POLL_INTERVAL_S = 0.5
+# A delivery carries on to its lane's next chunk only with this much of its time budget left.
+CARRY_ON_MIN_BUDGET_S = 10.0
+
+# Chunk deliveries running on this instance. One running beside others hands its lane's next chunk to the
+# queue instead of carrying on to it, so that the next delivery can land on a less busy instance.
+_deliveries_running = 0
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,9 @@ class ChunkRun:
     closing: bool = False
     progress: ResultTotals = field(default_factory=ResultTotals)
     recorded: int = 0
+    drained: asyncio.Event = field(default_factory=asyncio.Event)  # no more requests of the chunk will start
+    carried_on: bool = False  # this delivery claimed the lane's next chunk and runs it
+    carry_on_decided: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def stopping(self) -> bool:
@@ -94,6 +103,8 @@ async def process_chunk(
     if batch is None:
         return {"outcome": "unknown batch"}
     last_attempt = retry_count + 1 >= engine.settings.batch_task_max_attempts
+    global _deliveries_running
+    _deliveries_running += 1
     try:
         return await _run_delivery(engine=engine, batch=batch, message=message, worker_id=worker_id)
     except LeaseHeld:
@@ -107,6 +118,8 @@ async def process_chunk(
         log.error("chunk %s/%s failed for good: %r", batch.batch_id, message.chunk, exc)
         await _fail_chunk(engine=engine, batch=batch, chunk_index=message.chunk, reason=str(exc))
         return {"outcome": "chunk failed", "reason": str(exc)}
+    finally:
+        _deliveries_running -= 1
 
 
 async def _run_delivery(
@@ -138,6 +151,31 @@ async def _run_delivery(
         version=version,
         deadline=loop.time() + engine.settings.batch_task_budget_seconds,
     )
+    # The lane's share of the batch's concurrency: for this chunk and every chunk the delivery carries on to.
+    lane = asyncio.Semaphore(chunk.concurrency or batch.options.concurrency)
+    outcomes = []
+    running = asyncio.create_task(_run_chunk(run, lane))
+    while True:
+        following = await _carry_on(run, running)
+        following_task = asyncio.create_task(_run_chunk(following, lane)) if following else None
+        try:
+            outcomes.append(await running)
+        except BaseException:
+            if following is not None and following_task is not None:
+                following_task.cancel()
+                await asyncio.gather(following_task, return_exceptions=True)
+                with contextlib.suppress(Exception):
+                    await _hand_back(following)  # in case it was cancelled before it started
+            raise
+        if following is None or following_task is None:
+            break
+        run, running = following, following_task
+    return outcomes[0] if len(outcomes) == 1 else {"outcome": outcomes[-1]["outcome"], "chunks": outcomes}
+
+
+async def _run_chunk(run: ChunkRun, lane: asyncio.Semaphore) -> dict[str, Any]:
+    """Run a claimed chunk's open requests, record them and release the chunk, then chain on."""
+    engine, batch, chunk = run.engine, run.batch, run.chunk
     done: set[int] = set()
     if chunk.claims > 1:
         # Resuming a chunk: skip what earlier deliveries recorded, and count it exactly.
@@ -146,12 +184,13 @@ async def _run_delivery(
             run.progress = run.progress.plus(page.totals)
     todo = [i for i in range(chunk.start, chunk.end) if i not in done]
     try:
-        await _run_requests(run, todo)
+        await _run_requests(run, todo, lane)
+        run.drained.set()
         if run.lease_lost:
-            return {"outcome": "lease lost; another worker owns the chunk", "recorded": run.recorded}
+            return {"chunk": chunk.index, "outcome": "lease lost; another worker owns the chunk"}
         if run.out_of_time and run.stop_reason is None:
             await _continue_later(engine=engine, run=run)
-            return {"outcome": "continued in a new segment", "recorded": run.recorded}
+            return {"chunk": chunk.index, "outcome": "continued in a new segment", "recorded": run.recorded}
         final_state = ChunkState.CANCELLED if run.stop_reason else ChunkState.DONE
         released = await _release(run=run, changes={"state": final_state.value})
     except BaseException:
@@ -162,8 +201,59 @@ async def _run_delivery(
         raise
     if released:
         latest = await engine.store.get_batch(batch.batch_id) or batch
-        await _after_chunk(engine=engine, batch=latest, chunk=chunk)
-    return {"outcome": final_state.value, "recorded": run.recorded}
+        await run.carry_on_decided.wait()  # chain on to the next chunk only if this delivery does not run it
+        await _after_chunk(engine=engine, batch=latest, chunk=chunk, carried_on=run.carried_on)
+    return {"chunk": chunk.index, "outcome": final_state.value, "recorded": run.recorded}
+
+
+async def _carry_on(run: ChunkRun, running: asyncio.Task[dict[str, Any]]) -> ChunkRun | None:
+    """Once every request of the chunk has started, claim the lane's next chunk: its requests take the slots
+    the chunk's last requests free, instead of waiting for the chunk to end and a new delivery to start. The
+    claim is a lease like any other, so a crash is recovered as any other (the sweeper re-enqueues it)."""
+    try:
+        drained = asyncio.ensure_future(run.drained.wait())
+        try:
+            await asyncio.wait({running, drained}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            drained.cancel()
+        following = await _claim_following(run) if _may_carry_on(run, running) else None
+        run.carried_on = following is not None
+        return following
+    finally:
+        run.carry_on_decided.set()
+
+
+def _may_carry_on(run: ChunkRun, running: asyncio.Task[dict[str, Any]]) -> bool:
+    budget_left = run.deadline - asyncio.get_running_loop().time()
+    return not (
+        running.done()
+        or run.stopping
+        or run.chunk.index + run.batch.lanes >= run.batch.chunk_count
+        or budget_left < CARRY_ON_MIN_BUDGET_S
+        or _deliveries_running > 1
+    )
+
+
+async def _claim_following(run: ChunkRun) -> ChunkRun | None:
+    following = run.chunk.index + run.batch.lanes
+    try:
+        chunk, version = await _claim(
+            engine=run.engine, batch_id=run.batch.batch_id, index=following, worker_id=run.worker_id
+        )
+    except PlatformError as exc:
+        # Another delivery holds it, or the store is busy: the chunk's own task runs it (chained as usual).
+        log.info("not carrying on to chunk %s/%s: %r", run.batch.batch_id, following, exc)
+        return None
+    if chunk.state.is_terminal:
+        return None
+    return ChunkRun(
+        engine=run.engine,
+        batch=run.batch,
+        chunk=chunk,
+        worker_id=run.worker_id,
+        version=version,
+        deadline=run.deadline,
+    )
 
 
 async def _claim(*, engine: Engine, batch_id: str, index: int, worker_id: str) -> tuple[ChunkDoc, Any]:
@@ -212,8 +302,8 @@ async def _mark_running(*, engine: Engine, batch_id: str) -> BatchDoc | None:
     return await engine.store.update_batch(batch_id, _running)
 
 
-async def _run_requests(run: ChunkRun, todo: list[int]) -> None:
-    """Run the chunk's open requests, at most `concurrency` at a time, while watching for a stop."""
+async def _run_requests(run: ChunkRun, todo: list[int], lane: asyncio.Semaphore) -> None:
+    """Run the chunk's open requests, each holding one of the lane's slots, while watching for a stop."""
     queue: asyncio.Queue[int] = asyncio.Queue()
     for index in todo:
         queue.put_nowait(index)
@@ -224,11 +314,15 @@ async def _run_requests(run: ChunkRun, todo: list[int]) -> None:
             if loop.time() > run.deadline:
                 run.out_of_time = True
                 return
-            try:
-                index = queue.get_nowait()
-            except asyncio.QueueEmpty:
+            if queue.empty():  # before waiting for a slot of the lane, which the next chunk may be using
+                run.drained.set()
                 return
-            await _run_one(run, index)
+            async with lane:
+                try:
+                    index = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    continue
+                await _run_one(run, index)
 
     slots = min(run.chunk.concurrency or run.batch.options.concurrency, max(len(todo), 1))
     watcher = asyncio.create_task(_watch_stop(run))
@@ -532,9 +626,9 @@ async def _continue_later(*, engine: Engine, run: ChunkRun) -> None:
         )
 
 
-async def _after_chunk(*, engine: Engine, batch: BatchDoc, chunk: ChunkDoc) -> None:
-    """Chain on: the lane's next chunk; at the end of a lane, the finalizer once every chunk is finished (at
-    once after a stop). Idempotent by task name.
+async def _after_chunk(*, engine: Engine, batch: BatchDoc, chunk: ChunkDoc, carried_on: bool = False) -> None:
+    """Chain on: the lane's next chunk (unless this delivery carried on to it); at the end of a lane, the
+    finalizer once every chunk is finished (at once after a stop). Idempotent by task name.
 
     This chunk's state was written before this runs, so of two lanes ending together the later one always
     sees both finished: the finalizer is never left out.
@@ -543,7 +637,8 @@ async def _after_chunk(*, engine: Engine, batch: BatchDoc, chunk: ChunkDoc) -> N
     if batch.status.is_final:
         await enqueue_finalize(engine=engine, batch_id=batch.batch_id)
     elif following < batch.chunk_count:
-        await enqueue_chunk(engine=engine, batch_id=batch.batch_id, chunk=following, segment=0)
+        if not carried_on:
+            await enqueue_chunk(engine=engine, batch_id=batch.batch_id, chunk=following, segment=0)
     elif all(c.state.is_terminal for c in await engine.store.chunk_progress(batch.batch_id)):
         await enqueue_finalize(engine=engine, batch_id=batch.batch_id)
 

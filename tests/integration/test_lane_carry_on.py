@@ -1,0 +1,133 @@
+"""A delivery carries on to its lane's next chunks: the real Firestore adapter and the Gemini emulator.
+
+The tasks are not delivered by Cloud Tasks here: the test plays each delivery itself and reads what the engine
+enqueued, so it can show which chunks run in which delivery, and what a failure leaves behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import pytest
+
+from shared import runtime
+from shared.app import platform
+from shared.emulator_config import EmulatorConfig
+from shared.errors import StoreUnavailable
+from shared.models.auth import Principal, Role
+from shared.models.batch import ChunkState, ItemResult, WorkMessage
+from shared.services import batches
+from shared.services.engine import Engine
+from shared.services.worker import process_chunk
+from tests.integration.test_worker_faults import RecordingQueue
+
+REQUESTS = 30  # three chunks of 10 in one lane
+
+
+class FailingOnceStore:
+    """The real store, except that the first commit of one chunk's results fails as if Firestore were down."""
+
+    def __init__(self, store: Any, chunk: int) -> None:
+        self._store = store
+        self._chunk = chunk
+        self.failed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def record_results(self, batch_id: str, chunk: int, **rest: Any) -> Any | None:
+        if chunk == self._chunk and not self.failed:
+            self.failed = True
+            raise StoreUnavailable("injected outage")
+        return await self._store.record_results(batch_id, chunk, **rest)
+
+
+@pytest.fixture
+def engine(local_cloud: EmulatorConfig) -> Engine:
+    real = platform().engine
+    settings = real.settings.model_copy(update={"batch_chunk_size": 10})
+    return dataclasses.replace(real, settings=settings, queue=RecordingQueue())  # type: ignore[arg-type]
+
+
+def _submit(engine: Engine, tenant: str) -> str:
+    requests = [{"prompt": f"p{i}", "customId": f"c{i}"} for i in range(REQUESTS)]
+    body = json.dumps({"requests": requests, "options": {"concurrency": 2, "wait": False}}).encode()
+    accepted, _ = runtime.run(
+        batches.submit(
+            engine=engine,
+            principal=Principal(tenant=tenant, role=Role.USER),
+            body=body,
+            idempotency_key=None,
+            caller=batches.CallerInfo(remote_addr="127.0.0.1", user_agent="test"),
+        )
+    )
+    return accepted.batch_id
+
+
+def _deliver(engine: Engine, batch_id: str, chunk: int, retry_count: int = 0) -> dict[str, Any]:
+    message = WorkMessage(batch_id=batch_id, chunk=chunk)
+    return runtime.run(process_chunk(engine=engine, message=message, retry_count=retry_count))
+
+
+def _enqueued(engine: Engine) -> set[str]:
+    queue = engine.queue
+    assert isinstance(queue, RecordingQueue)
+    return set(queue.tasks)
+
+
+def _results(engine: Engine, batch_id: str) -> list[ItemResult]:
+    lines = runtime.run(engine.store.result_lines(batch_id, 0, REQUESTS))
+    return [ItemResult.model_validate_json(lines[i]) for i in sorted(lines)]
+
+
+def test_one_delivery_runs_its_whole_lane(engine: Engine, unique: str) -> None:
+    batch_id = _submit(engine, f"carry-{unique}")
+
+    outcome = _deliver(engine, batch_id, 0)
+
+    assert [(c["chunk"], c["outcome"]) for c in outcome["chunks"]] == [(0, "done"), (1, "done"), (2, "done")]
+    # No task for the chunks it carried on to; the end of the lane enqueued the fan-in.
+    assert _enqueued(engine) == {f"{batch_id}-c0-s0", f"{batch_id}-final"}
+    results = _results(engine, batch_id)
+    assert [r.custom_id for r in results] == [f"c{i}" for i in range(REQUESTS)]
+    assert all(r.status == "succeeded" and r.attempts == 1 for r in results)
+    chunks = runtime.run(engine.store.chunk_progress(batch_id))
+    assert [(c.state, c.claims, c.progress.successful) for c in chunks] == [(ChunkState.DONE, 1, 10)] * 3
+
+
+def test_a_repeated_delivery_after_the_lane_ran_records_nothing_twice(engine: Engine, unique: str) -> None:
+    batch_id = _submit(engine, f"carry-{unique}")
+    _deliver(engine, batch_id, 0)
+
+    again = _deliver(engine, batch_id, 0)
+
+    assert again["outcome"] == "chunk already done"
+    assert len(_results(engine, batch_id)) == REQUESTS
+    chunks = runtime.run(engine.store.chunk_progress(batch_id))
+    assert sum(c.progress.finished for c in chunks) == REQUESTS
+
+
+def test_a_failure_in_a_carried_chunk_hands_it_back_and_the_retry_chains_to_it(
+    engine: Engine, unique: str
+) -> None:
+    store = FailingOnceStore(engine.store, chunk=1)
+    failing = dataclasses.replace(engine, store=store)  # type: ignore[arg-type]
+    batch_id = _submit(failing, f"carry-{unique}")
+
+    # The delivery fails as a whole (Cloud Tasks retries it); the carried chunk is handed back, not stranded.
+    with pytest.raises(StoreUnavailable):
+        _deliver(failing, batch_id, 0)
+    chunks = runtime.run(engine.store.chunk_progress(batch_id))
+    assert [c.state for c in chunks] == [ChunkState.DONE, ChunkState.PENDING, ChunkState.PENDING]
+
+    # The retry finds its chunk done and enqueues the next one, whose delivery runs the rest of the lane.
+    assert _deliver(failing, batch_id, 0, retry_count=1)["outcome"] == "chunk already done"
+    assert f"{batch_id}-c1-s0" in _enqueued(engine)
+    _deliver(failing, batch_id, 1)
+
+    assert [r.status for r in _results(engine, batch_id)] == ["succeeded"] * REQUESTS
+    chunks = runtime.run(engine.store.chunk_progress(batch_id))
+    assert [c.state for c in chunks] == [ChunkState.DONE] * 3
+    assert sum(c.progress.finished for c in chunks) == REQUESTS
