@@ -7,7 +7,6 @@ enqueued, so it can show which chunks run in which delivery, and what a failure 
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any
 
 import pytest
@@ -16,12 +15,10 @@ from shared import runtime
 from shared.app import platform
 from shared.emulator_config import EmulatorConfig
 from shared.errors import StoreUnavailable
-from shared.models.auth import Principal, Role
 from shared.models.batch import ChunkState, ItemResult, WorkMessage
-from shared.services import batches
 from shared.services.engine import Engine
 from shared.services.worker import process_chunk
-from tests.integration.test_worker_faults import RecordingQueue
+from tests.integration.engine_harness import RecordingQueue, submit
 
 REQUESTS = 30  # three chunks of 10 in one lane
 
@@ -53,17 +50,7 @@ def engine(local_cloud: EmulatorConfig) -> Engine:
 
 def _submit(engine: Engine, tenant: str) -> str:
     requests = [{"prompt": f"p{i}", "customId": f"c{i}"} for i in range(REQUESTS)]
-    body = json.dumps({"requests": requests, "options": {"concurrency": 2, "wait": False}}).encode()
-    accepted, _ = runtime.run(
-        batches.submit(
-            engine=engine,
-            principal=Principal(tenant=tenant, role=Role.USER),
-            body=body,
-            idempotency_key=None,
-            caller=batches.CallerInfo(remote_addr="127.0.0.1", user_agent="test"),
-        )
-    )
-    return accepted.batch_id
+    return submit(engine, tenant, requests, concurrency=2)
 
 
 def _deliver(engine: Engine, batch_id: str, chunk: int, retry_count: int = 0) -> dict[str, Any]:

@@ -3,37 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import pytest
 
 from shared import runtime
 from shared.app import platform
 from shared.emulator_config import EmulatorConfig
-from shared.models.auth import Principal, Role
 from shared.services import batches
 from shared.services.engine import Engine
-from tests.integration.test_worker_faults import RecordingQueue
+from tests.integration.engine_harness import RecordingQueue, submit
 
 
 @pytest.fixture
 def engine(local_cloud: EmulatorConfig) -> Engine:
     # Nothing is delivered: the chunks change only when the test changes them.
     return dataclasses.replace(platform().engine, queue=RecordingQueue())  # type: ignore[arg-type]
-
-
-def _submit(engine: Engine, tenant: str) -> str:
-    body = json.dumps({"requests": [{"prompt": "p"}], "options": {"wait": False}}).encode()
-    accepted, _ = runtime.run(
-        batches.submit(
-            engine=engine,
-            principal=Principal(tenant=tenant, role=Role.USER),
-            body=body,
-            idempotency_key=None,
-            caller=batches.CallerInfo(remote_addr="127.0.0.1", user_agent="test"),
-        )
-    )
-    return accepted.batch_id
 
 
 def _claim(engine: Engine, batch_id: str) -> None:
@@ -48,7 +32,7 @@ def _claim(engine: Engine, batch_id: str) -> None:
 def test_reads_within_the_age_share_one_query_and_later_reads_see_changes(
     engine: Engine, unique: str
 ) -> None:
-    batch_id = _submit(engine, f"progress-{unique}")
+    batch_id = submit(engine, f"progress-{unique}", [{"prompt": "p"}])
     now = [100.0]
     cache = batches.ProgressCache(engine.store, max_age_s=0.5, timer=lambda: now[0])
 
@@ -65,7 +49,7 @@ def test_reads_within_the_age_share_one_query_and_later_reads_see_changes(
 
 
 def test_an_age_of_zero_reads_every_time(engine: Engine, unique: str) -> None:
-    batch_id = _submit(engine, f"progress-{unique}")
+    batch_id = submit(engine, f"progress-{unique}", [{"prompt": "p"}])
     cache = batches.ProgressCache(engine.store, max_age_s=0, timer=lambda: 0.0)
 
     before = runtime.run(cache.read(batch_id))

@@ -7,7 +7,6 @@ count Cloud Tasks would send), so it can reach the last attempt deterministicall
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any
 
 import pytest
@@ -16,25 +15,11 @@ from shared import runtime
 from shared.app import platform
 from shared.emulator_config import EmulatorConfig
 from shared.errors import StoreUnavailable
-from shared.models.auth import Principal, Role
 from shared.models.batch import ChunkState, ItemResult, WorkMessage
 from shared.models.usage import UsageRecord
-from shared.services import batches
 from shared.services.engine import Engine
 from shared.services.worker import process_chunk
-
-
-class RecordingQueue:
-    """Keeps the tasks the engine enqueues instead of delivering them; names are unique, as in Cloud Tasks."""
-
-    def __init__(self) -> None:
-        self.tasks: dict[str, dict[str, Any]] = {}
-
-    async def enqueue(self, *, task_id: str, function_name: str, body: bytes, **_: object) -> bool:
-        if task_id in self.tasks:
-            return False
-        self.tasks[task_id] = {"function": function_name, "body": json.loads(body)}
-        return True
+from tests.integration.engine_harness import RecordingQueue, submit
 
 
 class OutageStore:
@@ -61,14 +46,9 @@ def engine(local_cloud: EmulatorConfig) -> Engine:
 
 
 def test_a_chunk_failing_on_its_last_attempt_is_recorded_as_failed(engine: Engine, unique: str) -> None:
-    principal = Principal(tenant=f"faults-{unique}", role=Role.USER)
     requests = [{"prompt": f"p{i}", "customId": f"c{i}"} for i in range(3)]
-    body = json.dumps({"requests": requests, "options": {"wait": False}}).encode()
-    caller = batches.CallerInfo(remote_addr="127.0.0.1", user_agent="test")
-    accepted, _ = runtime.run(
-        batches.submit(engine=engine, principal=principal, body=body, idempotency_key=None, caller=caller)
-    )
-    message = WorkMessage(batch_id=accepted.batch_id, chunk=0)
+    batch_id = submit(engine, f"faults-{unique}", requests)
+    message = WorkMessage(batch_id=batch_id, chunk=0)
     last = engine.settings.batch_task_max_attempts - 1
 
     # An early attempt fails as a whole, so Cloud Tasks retries it.
@@ -78,13 +58,13 @@ def test_a_chunk_failing_on_its_last_attempt_is_recorded_as_failed(engine: Engin
     outcome = runtime.run(process_chunk(engine=engine, message=message, retry_count=last, worker_id="last"))
 
     assert outcome["outcome"] == "chunk failed"
-    snapshot = runtime.run(engine.store.get_chunk(accepted.batch_id, 0))
+    snapshot = runtime.run(engine.store.get_chunk(batch_id, 0))
     assert snapshot is not None and snapshot.chunk.state is ChunkState.FAILED
-    lines = runtime.run(engine.store.result_lines(accepted.batch_id, 0, 3))
+    lines = runtime.run(engine.store.result_lines(batch_id, 0, 3))
     results = [ItemResult.model_validate_json(lines[i]) for i in range(3)]
     assert [(r.custom_id, r.status, r.error.code if r.error else None) for r in results] == [
         (f"c{i}", "failed", "chunk_failed") for i in range(3)
     ]
     queue = engine.queue
     assert isinstance(queue, RecordingQueue)
-    assert f"{accepted.batch_id}-final" in queue.tasks
+    assert f"{batch_id}-final" in queue.tasks

@@ -1,0 +1,40 @@
+"""For tests that play the engine's deliveries themselves: a queue that keeps what the engine enqueues, and a
+submit straight through the service."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from shared import runtime
+from shared.models.auth import Principal, Role
+from shared.services import batches
+from shared.services.engine import Engine
+
+
+class RecordingQueue:
+    """Keeps the tasks the engine enqueues instead of delivering them; names are unique, as in Cloud Tasks."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, dict[str, Any]] = {}
+
+    async def enqueue(self, *, task_id: str, function_name: str, body: bytes, **_: object) -> bool:
+        if task_id in self.tasks:
+            return False
+        self.tasks[task_id] = {"function": function_name, "body": json.loads(body)}
+        return True
+
+
+def submit(engine: Engine, tenant: str, requests: list[dict[str, Any]], **options: Any) -> str:
+    """Submit a batch without waiting for it; its id."""
+    body = json.dumps({"requests": requests, "options": {"wait": False, **options}}).encode()
+    accepted, _ = runtime.run(
+        batches.submit(
+            engine=engine,
+            principal=Principal(tenant=tenant, role=Role.USER),
+            body=body,
+            idempotency_key=None,
+            caller=batches.CallerInfo(remote_addr="127.0.0.1", user_agent="test"),
+        )
+    )
+    return accepted.batch_id
