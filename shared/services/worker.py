@@ -240,7 +240,7 @@ async def _claim_following(run: ChunkRun) -> ChunkRun | None:
         chunk, version = await _claim(
             engine=run.engine, batch_id=run.batch.batch_id, index=following, worker_id=run.worker_id
         )
-    except PlatformError as exc:
+    except Exception as exc:  # noqa: BLE001 - carrying on is an optimisation; the usual chain still runs it
         # Another delivery holds it, or the store is busy: the chunk's own task runs it (chained as usual).
         log.info("not carrying on to chunk %s/%s: %r", run.batch.batch_id, following, exc)
         return None
