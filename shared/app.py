@@ -152,3 +152,8 @@ def platform(loop_name: str = runtime.API_LOOP) -> Platform:
 @lru_cache(maxsize=1)
 def oidc_verifier() -> OidcVerifier:
     return OidcVerifier(certs_url=get_settings().oidc_certs_url or None)
+
+
+# Settings are checked when an instance loads its function, so a bad value stops the start (with the setting's
+# name) instead of failing every request.
+get_settings()

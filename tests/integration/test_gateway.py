@@ -59,3 +59,18 @@ def test_a_function_started_alone_with_functions_framework_answers_the_same(
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_a_function_with_an_invalid_setting_does_not_start() -> None:
+    executable = os.path.join(os.path.dirname(sys.executable), "functions-framework")
+    result = subprocess.run(
+        [executable, "--target", "batch", "--source", "functions/batch.py", "--host", "127.0.0.1",
+         "--port", "0"],
+        cwd=REPO_ROOT,
+        env=os.environ | {"PYTHONPATH": str(REPO_ROOT), "RATE_LIMIT_SYNC_SECONDS": "3600"},
+        capture_output=True,
+        timeout=30,  # a function that starts serves until stopped: the test fails on the timeout
+    )  # fmt: skip
+
+    assert result.returncode != 0
+    assert b"rate_limit_sync_seconds" in result.stderr
