@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from shared.models.auth import ApiKeyRecord, AuditRecord
-from shared.models.batch import BatchDoc, ChunkDoc, ChunkProgress, ChunkState, ResultTotals
+from shared.models.batch import BatchDoc, BatchStatus, ChunkDoc, ChunkProgress, ChunkState, ResultTotals
 from shared.models.usage import UsageRecord
 
 
@@ -16,6 +16,14 @@ from shared.models.usage import UsageRecord
 class ChunkSnapshot:
     chunk: ChunkDoc
     version: Any  # opaque token for compare-and-set (Firestore update_time)
+
+
+@dataclass(frozen=True)
+class BatchStop:
+    """Whether a batch stopped, and why (a projection of its document)."""
+
+    status: BatchStatus
+    stop_reason: str | None
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,7 @@ class BatchStore(Protocol):
     ) -> BatchDoc | None: ...
     async def get_chunk(self, batch_id: str, chunk: int) -> ChunkSnapshot | None: ...
     async def get_lease(self, batch_id: str, chunk: int) -> LeaseView | None: ...
+    async def get_stop(self, batch_id: str) -> BatchStop | None: ...
     async def update_chunk_if_unchanged(
         self, batch_id: str, chunk: int, *, version: Any, changes: dict[str, Any]
     ) -> Any | None: ...

@@ -26,6 +26,7 @@ from shared.models.auth import ApiKeyRecord, AuditRecord
 from shared.models.batch import (
     ACTIVE_STATUSES,
     BatchDoc,
+    BatchStatus,
     ChunkDoc,
     ChunkProgress,
     ChunkState,
@@ -33,7 +34,7 @@ from shared.models.batch import (
     StoredRequest,
 )
 from shared.models.usage import UsageEvent, UsageRecord
-from shared.ports import ChunkSnapshot, ExpiredLease, LeaseView, ResultPage
+from shared.ports import BatchStop, ChunkSnapshot, ExpiredLease, LeaseView, ResultPage
 
 BATCHES = "batches"
 CHUNKS = "chunks"
@@ -236,6 +237,17 @@ class FirestoreStore:
         if not snapshot.exists:
             return None
         return ChunkSnapshot(chunk=_load_chunk(snapshot.to_dict()), version=snapshot.update_time)
+
+    async def get_stop(self, batch_id: str) -> BatchStop | None:
+        ref = self._batch_ref(batch_id)
+        try:
+            snapshot = await ref.get(field_paths=["status", "stop_reason"])
+        except TRANSIENT as exc:
+            raise StoreUnavailable(f"cannot read {ref.path}: {exc.message}") from exc
+        if not snapshot.exists:
+            return None
+        data = snapshot.to_dict() or {}
+        return BatchStop(status=BatchStatus(data["status"]), stop_reason=data.get("stop_reason"))
 
     async def get_lease(self, batch_id: str, chunk: int) -> LeaseView | None:
         ref = self._chunk_ref(batch_id, chunk)
