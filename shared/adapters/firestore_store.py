@@ -239,22 +239,14 @@ class FirestoreStore:
         return ChunkSnapshot(chunk=_load_chunk(snapshot.to_dict()), version=snapshot.update_time)
 
     async def get_stop(self, batch_id: str) -> BatchStop | None:
-        ref = self._batch_ref(batch_id)
-        try:
-            snapshot = await ref.get(field_paths=["status", "stop_reason"])
-        except TRANSIENT as exc:
-            raise StoreUnavailable(f"cannot read {ref.path}: {exc.message}") from exc
+        snapshot = await self._get(self._batch_ref(batch_id), fields=["status", "stop_reason"])
         if not snapshot.exists:
             return None
         data = snapshot.to_dict() or {}
         return BatchStop(status=BatchStatus(data["status"]), stop_reason=data.get("stop_reason"))
 
     async def get_lease(self, batch_id: str, chunk: int) -> LeaseView | None:
-        ref = self._chunk_ref(batch_id, chunk)
-        try:
-            snapshot = await ref.get(field_paths=["lease_owner", "state"])
-        except TRANSIENT as exc:
-            raise StoreUnavailable(f"cannot read {ref.path}: {exc.message}") from exc
+        snapshot = await self._get(self._chunk_ref(batch_id, chunk), fields=["lease_owner", "state"])
         if not snapshot.exists:
             return None
         data = snapshot.to_dict() or {}
@@ -414,8 +406,9 @@ class FirestoreStore:
 
     # --- helpers ----------------------------------------------------------------------------------
 
-    async def _get(self, ref: Any) -> Any:
+    async def _get(self, ref: Any, *, fields: list[str] | None = None) -> Any:
+        """The document (only `fields`, when given: a projection costs less to send and decode)."""
         try:
-            return await ref.get()
+            return await ref.get(field_paths=fields)
         except TRANSIENT as exc:
             raise StoreUnavailable(f"cannot read {ref.path}: {exc.message}") from exc
