@@ -240,8 +240,9 @@ async def _claim_following(run: ChunkRun) -> ChunkRun | None:
         chunk, version = await _claim(
             engine=run.engine, batch_id=run.batch.batch_id, index=following, worker_id=run.worker_id
         )
-    except Exception as exc:  # noqa: BLE001 - carrying on is an optimisation; the usual chain still runs it
-        # Another delivery holds it, or the store is busy: the chunk's own task runs it (chained as usual).
+    except Exception as exc:
+        # Carrying on only saves time: whatever stops it (another delivery holds the chunk, a busy store),
+        # the chunk's own task runs it, chained as usual.
         log.info("not carrying on to chunk %s/%s: %r", run.batch.batch_id, following, exc)
         return None
     if chunk.state.is_terminal:

@@ -38,9 +38,11 @@ def _generate(
     return asyncio.run(call())
 
 
-def _failure(base_url: str, prompt: str, **kwargs: object) -> ModelError:
+def _failure(
+    base_url: str, prompt: str, *, model: str = "gemini-2.5-flash", timeout_s: float = 10
+) -> ModelError:
     with pytest.raises(ModelError) as caught:
-        _generate(base_url, prompt, **kwargs)  # type: ignore[arg-type]
+        _generate(base_url, prompt, model=model, timeout_s=timeout_s)
     return caught.value
 
 
