@@ -19,6 +19,12 @@ class ChunkSnapshot:
 
 
 @dataclass(frozen=True)
+class BatchSnapshot:
+    batch: BatchDoc
+    version: Any  # opaque token for compare-and-set (Firestore update_time)
+
+
+@dataclass(frozen=True)
 class BatchStop:
     """Whether a batch stopped, and why (a projection of its document)."""
 
@@ -57,8 +63,14 @@ class ExpiredLease:
 class BatchStore(Protocol):
     async def create_batch(self, *, batch: BatchDoc, chunks: list[ChunkDoc], audit: AuditRecord) -> bool: ...
     async def get_batch(self, batch_id: str) -> BatchDoc | None: ...
+    async def read_batch(self, batch_id: str) -> BatchSnapshot | None: ...
     async def update_batch(
-        self, batch_id: str, mutate: Callable[[BatchDoc], dict[str, Any] | None]
+        self,
+        batch_id: str,
+        mutate: Callable[[BatchDoc], dict[str, Any] | None],
+        *,
+        read: BatchSnapshot | None = None,
+        audit: AuditRecord | None = None,
     ) -> BatchDoc | None: ...
     async def get_chunk(self, batch_id: str, chunk: int) -> ChunkSnapshot | None: ...
     async def get_lease(self, batch_id: str, chunk: int) -> LeaseView | None: ...
@@ -86,7 +98,6 @@ class BatchStore(Protocol):
     async def active_batches(self, owner: str | None, limit: int) -> list[BatchDoc]: ...
     async def count_batches(self, owner: str | None, status: str) -> int: ...
     async def finished_batch_sums(self, owner: str | None) -> dict[str, float]: ...
-    async def write_audit(self, record: AuditRecord) -> None: ...
 
 
 class KeyStore(Protocol):

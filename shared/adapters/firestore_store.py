@@ -34,7 +34,7 @@ from shared.models.batch import (
     StoredRequest,
 )
 from shared.models.usage import UsageEvent, UsageRecord
-from shared.ports import BatchStop, ChunkSnapshot, ExpiredLease, LeaseView, ResultPage
+from shared.ports import BatchSnapshot, BatchStop, ChunkSnapshot, ExpiredLease, LeaseView, ResultPage
 
 BATCHES = "batches"
 CHUNKS = "chunks"
@@ -159,33 +159,51 @@ class FirestoreStore:
         return True
 
     async def get_batch(self, batch_id: str) -> BatchDoc | None:
+        read = await self.read_batch(batch_id)
+        return read.batch if read else None
+
+    async def read_batch(self, batch_id: str) -> BatchSnapshot | None:
+        """The batch with its version, for an `update_batch` that follows without reading it again."""
         snapshot = await self._get(self._batch_ref(batch_id))
-        return BatchDoc.model_validate(snapshot.to_dict()) if snapshot.exists else None
+        if not snapshot.exists:
+            return None
+        return BatchSnapshot(batch=BatchDoc.model_validate(snapshot.to_dict()), version=snapshot.update_time)
 
     async def update_batch(
-        self, batch_id: str, mutate: Callable[[BatchDoc], dict[str, Any] | None]
+        self,
+        batch_id: str,
+        mutate: Callable[[BatchDoc], dict[str, Any] | None],
+        *,
+        read: BatchSnapshot | None = None,
+        audit: AuditRecord | None = None,
     ) -> BatchDoc | None:
         """Compare-and-set on the batch document: `mutate` returns the changes, or None to leave it.
 
         Returns the batch after the change (or unchanged), None when it does not exist. A concurrent writer
-        makes the precondition fail and the read-decide-write runs again on fresh data.
+        makes the precondition fail and the read-decide-write runs again on fresh data. `read` is the batch
+        as the caller last read it: the first attempt decides on it instead of reading again. `audit` is
+        written in the same commit as the change, and only with a change.
         """
         ref = self._batch_ref(batch_id)
         for _ in range(20):
-            snapshot = await self._get(ref)
-            if not snapshot.exists:
+            current = read or await self.read_batch(batch_id)
+            read = None
+            if current is None:
                 return None
-            batch = BatchDoc.model_validate(snapshot.to_dict())
-            changes = mutate(batch)
+            changes = mutate(current.batch)
             if not changes:
-                return batch
+                return current.batch
+            commit = self._db.batch()
+            commit.update(ref, changes, option=self._db.write_option(last_update_time=current.version))
+            if audit is not None:
+                commit.create(self._db.collection(AUDIT_LOG).document(), _dump(audit))
             try:
-                await ref.update(changes, option=self._db.write_option(last_update_time=snapshot.update_time))
-            except (gexc.FailedPrecondition, gexc.Aborted):
+                await commit.commit()
+            except (gexc.FailedPrecondition, gexc.Aborted, gexc.NotFound):
                 continue
             except TRANSIENT as exc:
                 raise StoreUnavailable(f"cannot update batch: {exc.message}") from exc
-            return BatchDoc.model_validate(batch.model_dump() | changes)
+            return BatchDoc.model_validate(current.batch.model_dump() | changes)
         raise StoreUnavailable("batch document kept changing under compare-and-set")
 
     async def active_batches(self, owner: str | None, limit: int) -> list[BatchDoc]:
@@ -226,9 +244,6 @@ class FirestoreStore:
             .limit(limit)
         )
         return [BatchDoc.model_validate(s.to_dict()) async for s in query.stream()]
-
-    async def write_audit(self, record: AuditRecord) -> None:
-        await self._db.collection(AUDIT_LOG).add(_dump(record))
 
     # --- chunks -----------------------------------------------------------------------------------
 

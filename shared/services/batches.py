@@ -38,7 +38,7 @@ from shared.models.batch import (
     Summary,
     TokenUsage,
 )
-from shared.ports import BatchStore
+from shared.ports import BatchSnapshot, BatchStore
 from shared.services.engine import Engine, enqueue_chunk, request_object
 from shared.settings import Settings
 
@@ -290,10 +290,14 @@ async def _wait_until_final(*, engine: Engine, batch: BatchDoc) -> BatchDoc:
 
 async def get_owned_batch(*, engine: Engine, principal: Principal, batch_id: str) -> BatchDoc:
     """The batch, if the caller may see it; otherwise NotFound, exactly as for a missing id."""
-    batch = await engine.store.get_batch(batch_id) if _plausible_id(batch_id) else None
-    if batch is None or (batch.owner != principal.tenant and not principal.is_admin):
+    return (await _read_owned_batch(engine=engine, principal=principal, batch_id=batch_id)).batch
+
+
+async def _read_owned_batch(*, engine: Engine, principal: Principal, batch_id: str) -> BatchSnapshot:
+    read = await engine.store.read_batch(batch_id) if _plausible_id(batch_id) else None
+    if read is None or (read.batch.owner != principal.tenant and not principal.is_admin):
         raise NotFound(f"no batch {batch_id}")
-    return batch
+    return read
 
 
 def _plausible_id(batch_id: str) -> bool:
@@ -490,7 +494,7 @@ async def active(*, engine: Engine, principal: Principal) -> list[ActiveBatch]:
 
 async def cancel(*, engine: Engine, principal: Principal, batch_id: str, caller: CallerInfo) -> BatchDoc:
     """Stop the batch: no new request starts; finished results are kept; status `cancelled`."""
-    await get_owned_batch(engine=engine, principal=principal, batch_id=batch_id)
+    read = await _read_owned_batch(engine=engine, principal=principal, batch_id=batch_id)
     now = engine.clock()
 
     cancelled_now = False
@@ -506,21 +510,20 @@ async def cancel(*, engine: Engine, principal: Principal, batch_id: str, caller:
             "finished_at": now,
         }
 
-    batch = await engine.store.update_batch(batch_id, _cancel)
+    audit = AuditRecord(
+        tenant=principal.tenant,
+        action="batch.cancel",
+        target=batch_id,
+        at=now,
+        remote_addr=caller.remote_addr,
+        user_agent=caller.user_agent,
+    )
+    # One commit for the change and its audit record, decided on the batch as just read.
+    batch = await engine.store.update_batch(batch_id, _cancel, read=read, audit=audit)
     if batch is None:
         raise NotFound(f"no batch {batch_id}")
     if not cancelled_now:
         raise Conflict(f"batch {batch_id} already {batch.status.value}")
-    await engine.store.write_audit(
-        AuditRecord(
-            tenant=principal.tenant,
-            action="batch.cancel",
-            target=batch_id,
-            at=now,
-            remote_addr=caller.remote_addr,
-            user_agent=caller.user_agent,
-        )
-    )
     return batch
 
 

@@ -22,9 +22,10 @@ class NotReady(PlatformError):
 
 async def finalize(*, engine: Engine, batch_id: str) -> dict[str, Any]:
     store = engine.store
-    batch = await store.get_batch(batch_id)
-    if batch is None:
+    read = await store.read_batch(batch_id)
+    if read is None:
         return {"outcome": "unknown batch"}
+    batch = read.batch
     if batch.finalized:
         return {"outcome": "already final"}
     now = engine.clock()
@@ -68,7 +69,7 @@ async def finalize(*, engine: Engine, batch_id: str) -> dict[str, Any]:
         changes["summary"] = summarize(final, totals).model_dump(by_alias=True)
         return changes
 
-    final = await store.update_batch(batch_id, _finalize)
+    final = await store.update_batch(batch_id, _finalize, read=read)
     return {"outcome": final.status.value if final else "unknown batch"}
 
 

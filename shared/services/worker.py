@@ -33,7 +33,7 @@ from shared.models.batch import (
     WorkMessage,
 )
 from shared.models.usage import UsageEvent, UsageRecord
-from shared.ports import ModelCall, ModelReply, ResultPage
+from shared.ports import BatchSnapshot, ModelCall, ModelReply, ResultPage
 from shared.services.batches import item_result
 from shared.services.engine import Engine, enqueue_chunk, enqueue_finalize, response_object
 from shared.services.pricing import estimate_cost_usd
@@ -47,6 +47,10 @@ FIRST_COMMIT_S = 0.25
 COMMIT_INTERVAL_S = 1.0
 PAGE_MAX_RESULTS = 500
 PAGE_MAX_BYTES = 512 * 1024  # of JSON lines, so a page stays well under Firestore's 1 MiB per document
+# How often a running chunk reads whether its batch stopped: soon after the start, when every slot has just
+# started a request and a cancel that follows the submit closely would otherwise let a second wave start,
+# then at doubling intervals up to STOP_POLL_INTERVAL_S.
+STOP_FIRST_POLL_S = 0.05
 STOP_POLL_INTERVAL_S = 0.2
 # A delivery carries on to its lane's next chunk only with this much of its time budget left.
 CARRY_ON_MIN_BUDGET_S = 10.0
@@ -99,14 +103,15 @@ async def process_chunk(
     """Handle one delivery of a chunk task. Raises only for failures the whole chunk should be retried for."""
     worker_id = worker_id or uuid.uuid4().hex
     store = engine.store
-    batch = await store.get_batch(message.batch_id)
-    if batch is None:
+    read = await store.read_batch(message.batch_id)
+    if read is None:
         return {"outcome": "unknown batch"}
+    batch = read.batch
     last_attempt = retry_count + 1 >= engine.settings.batch_task_max_attempts
     global _deliveries_running
     _deliveries_running += 1
     try:
-        return await _run_delivery(engine=engine, batch=batch, message=message, worker_id=worker_id)
+        return await _run_delivery(engine=engine, read=read, message=message, worker_id=worker_id)
     except LeaseHeld:
         raise  # the holder finishes the chunk, or the sweeper recovers it once the lease expires
     except Exception as exc:
@@ -123,8 +128,9 @@ async def process_chunk(
 
 
 async def _run_delivery(
-    *, engine: Engine, batch: BatchDoc, message: WorkMessage, worker_id: str
+    *, engine: Engine, read: BatchSnapshot, message: WorkMessage, worker_id: str
 ) -> dict[str, Any]:
+    batch = read.batch
     if batch.status.is_final:
         snapshot = await engine.store.get_chunk(batch.batch_id, message.chunk)
         if snapshot is None:
@@ -141,7 +147,7 @@ async def _run_delivery(
         await _after_chunk(engine=engine, batch=batch, chunk=chunk)
         return {"outcome": f"chunk already {chunk.state.value}"}
     if batch.status is BatchStatus.QUEUED:
-        batch = await _mark_running(engine=engine, batch_id=batch.batch_id) or batch
+        batch = await _mark_running(engine=engine, read=read) or batch
     loop = asyncio.get_running_loop()
     run = ChunkRun(
         engine=engine,
@@ -296,11 +302,11 @@ async def _claim(*, engine: Engine, batch_id: str, index: int, worker_id: str) -
     raise LeaseHeld(f"chunk {index} of {batch_id} is contended", retry_after_s=1)
 
 
-async def _mark_running(*, engine: Engine, batch_id: str) -> BatchDoc | None:
+async def _mark_running(*, engine: Engine, read: BatchSnapshot) -> BatchDoc | None:
     def _running(batch: BatchDoc) -> dict[str, Any] | None:
         return {"status": BatchStatus.RUNNING.value} if batch.status is BatchStatus.QUEUED else None
 
-    return await engine.store.update_batch(batch_id, _running)
+    return await engine.store.update_batch(read.batch.batch_id, _running, read=read)
 
 
 async def _run_requests(run: ChunkRun, todo: list[int], lane: asyncio.Semaphore) -> None:
@@ -593,8 +599,10 @@ async def _committer(run: ChunkRun) -> None:
 async def _watch_stop(run: ChunkRun) -> None:
     """Notice a cancel (or another chunk's failFast) between requests: every request started after it is
     work the caller no longer wants, so the batch's status is read often, as a two-field projection."""
+    interval = STOP_FIRST_POLL_S
     while True:
-        await asyncio.sleep(STOP_POLL_INTERVAL_S)
+        await asyncio.sleep(interval)
+        interval = min(interval * 2, STOP_POLL_INTERVAL_S)
         stop = await run.engine.store.get_stop(run.batch.batch_id)
         if stop is not None and stop.status.is_final and run.stop_reason is None:
             run.stop_reason = stop.stop_reason or stop.status.value

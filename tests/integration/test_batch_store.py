@@ -1,0 +1,94 @@
+"""The batch document's compare-and-set, on the real Firestore adapter and emulator: a change decided on a
+read that another writer has since overtaken is decided again on fresh data, and its audit record is written
+with the change, once."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Any
+
+import pytest
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from shared import runtime
+from shared.app import platform
+from shared.emulator_config import EmulatorConfig
+from shared.models.auth import AuditRecord
+from shared.models.batch import BatchDoc, BatchStatus
+from shared.services.engine import Engine
+from tests.integration.engine_harness import RecordingQueue, submit
+
+
+@pytest.fixture
+def engine(local_cloud: EmulatorConfig) -> Engine:
+    return dataclasses.replace(platform().engine, queue=RecordingQueue())  # type: ignore[arg-type]
+
+
+def _audit(batch_id: str) -> AuditRecord:
+    at = dt.datetime.now(dt.UTC)
+    return AuditRecord(
+        tenant="store-test",
+        action="batch.test",
+        target=batch_id,
+        at=at,
+        remote_addr="127.0.0.1",
+        user_agent="t",
+    )
+
+
+def _audit_actions(firestore_db: Any, batch_id: str) -> list[str]:
+    query = firestore_db.collection("audit_log").where(filter=FieldFilter("target", "==", batch_id))
+    return sorted(snapshot.get("action") for snapshot in query.stream())
+
+
+def _stop_unless_final(batch: BatchDoc) -> dict[str, Any] | None:
+    return None if batch.status.is_final else {"status": BatchStatus.CANCELLED.value}
+
+
+def test_a_change_decided_on_a_stale_read_is_decided_again(
+    engine: Engine, firestore_db: Any, unique: str
+) -> None:
+    store = engine.store
+    batch_id = submit(engine, f"store-{unique}", [{"prompt": "p"}])
+    stale = runtime.run(store.read_batch(batch_id))
+    assert stale is not None
+    # Another writer finishes the batch after our read.
+    runtime.run(store.update_batch(batch_id, lambda _: {"status": BatchStatus.FAILED.value}))
+
+    seen: list[BatchStatus] = []
+
+    def _decide(batch: BatchDoc) -> dict[str, Any] | None:
+        seen.append(batch.status)
+        return _stop_unless_final(batch)
+
+    after = runtime.run(store.update_batch(batch_id, _decide, read=stale, audit=_audit(batch_id)))
+
+    # The stale read's decision did not apply; on fresh data there was nothing to change, so no audit record.
+    assert seen == [BatchStatus.QUEUED, BatchStatus.FAILED]
+    assert after is not None and after.status is BatchStatus.FAILED
+    assert runtime.run(store.get_batch(batch_id)).status is BatchStatus.FAILED  # type: ignore[union-attr]
+    assert _audit_actions(firestore_db, batch_id) == ["batch.submit"]
+
+
+def test_a_change_and_its_audit_record_are_written_once(
+    engine: Engine, firestore_db: Any, unique: str
+) -> None:
+    store = engine.store
+    batch_id = submit(engine, f"store-{unique}", [{"prompt": "p"}])
+    stale = runtime.run(store.read_batch(batch_id))
+    # A concurrent write that leaves the decision standing (but moves the version on).
+    runtime.run(store.update_batch(batch_id, lambda _: {"lanes": 1}))
+
+    after = runtime.run(store.update_batch(batch_id, _stop_unless_final, read=stale, audit=_audit(batch_id)))
+
+    assert after is not None and after.status is BatchStatus.CANCELLED
+    assert _audit_actions(firestore_db, batch_id) == ["batch.submit", "batch.test"]
+    again = runtime.run(store.update_batch(batch_id, _stop_unless_final, audit=_audit(batch_id)))
+    assert again is not None and again.status is BatchStatus.CANCELLED
+    assert _audit_actions(firestore_db, batch_id) == ["batch.submit", "batch.test"]
+
+
+def test_a_missing_batch_is_none(engine: Engine, unique: str) -> None:
+    assert runtime.run(engine.store.read_batch(f"missing{unique}")) is None
+    assert runtime.run(engine.store.update_batch(f"missing{unique}", _stop_unless_final)) is None
