@@ -42,9 +42,7 @@ async def finalize(*, engine: Engine, batch_id: str) -> dict[str, Any]:
     if busy and batch.deadline_at > now:
         raise NotReady(f"{len(busy)} chunk(s) of {batch_id} still running")
     object_name = results_object(batch_id)
-    jsonl, totals = await _results_jsonl(
-        engine=engine, batch=batch, custom_ids=await store.custom_ids(batch_id, 0, batch.total)
-    )
+    jsonl, totals = await _results_jsonl(engine=engine, batch=batch)
     await engine.blobs.put(object_name=object_name, data=jsonl, content_type="application/x-ndjson")
 
     def _finalize(current: BatchDoc) -> dict[str, Any] | None:
@@ -73,34 +71,22 @@ async def finalize(*, engine: Engine, batch_id: str) -> dict[str, Any]:
     return {"outcome": final.status.value if final else "unknown batch"}
 
 
-async def _results_jsonl(
-    *, engine: Engine, batch: BatchDoc, custom_ids: dict[int, str | None]
-) -> tuple[bytes, ResultTotals]:
+async def _results_jsonl(*, engine: Engine, batch: BatchDoc) -> tuple[bytes, ResultTotals]:
     """One JSON line per request, in request order, joined to customId; and the exact totals.
 
     Pages come in chunk order and each request's result is on exactly one page, so sorting one chunk's
-    lines at a time puts the whole file in order; the lines are copied as recorded, never parsed.
+    lines at a time puts the whole file in order; the lines are copied as recorded, never parsed. A request
+    without a result never ran (the batch stopped first); only then are the chunks' customIds read.
     """
-    lines: list[str] = []
+    lines: list[str | None] = []  # None: the request at this index has no result
     totals = ResultTotals()
-    next_index = 0
     chunk: int | None = None
     chunk_lines: dict[int, str] = {}
 
-    def _missing_until(end: int) -> None:
-        nonlocal next_index
-        while next_index < end:
-            # A request without a result at fan-in never ran: the batch stopped first.
-            item = missing_result(next_index, custom_ids.get(next_index), stopped=True)
-            lines.append(item.model_dump_json(by_alias=True))
-            next_index += 1
-
     def _write_chunk() -> None:
-        nonlocal next_index
         for index in sorted(chunk_lines):
-            _missing_until(index)
+            lines.extend([None] * (index - len(lines)))
             lines.append(chunk_lines[index])
-            next_index = index + 1
         chunk_lines.clear()
 
     async for page in engine.store.stream_pages(batch.batch_id):
@@ -110,5 +96,15 @@ async def _results_jsonl(
         chunk_lines.update(zip(page.indices, page.lines, strict=True))
         totals = totals.plus(page.totals)
     _write_chunk()
-    _missing_until(batch.total)
-    return ("\n".join(lines) + "\n").encode() if lines else b"", totals
+    lines.extend([None] * (batch.total - len(lines)))
+    missing = [index for index, line in enumerate(lines) if line is None]
+    custom_ids = await engine.store.custom_ids(batch.batch_id, missing[0], missing[-1] + 1) if missing else {}
+    text = [
+        line if line is not None else _never_ran(index, custom_ids.get(index))
+        for index, line in enumerate(lines)
+    ]
+    return ("\n".join(text) + "\n").encode() if text else b"", totals
+
+
+def _never_ran(index: int, custom_id: str | None) -> str:
+    return missing_result(index, custom_id, stopped=True).model_dump_json(by_alias=True)

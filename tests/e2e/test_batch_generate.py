@@ -83,6 +83,10 @@ def test_fail_fast_stops_the_batch_and_keeps_results_so_far(api: httpx.Client) -
     assert [r["status"] for r in results[:3]] == ["succeeded", "succeeded", "failed"]
     assert all(r["status"] == "cancelled" for r in results[3:])
     assert final["progress"]["cancelled"] == 20
+    # The results file has a line for every request, those that never ran included, joined to their customId.
+    lines = [json.loads(line) for line in httpx.get(final["resultsUrl"], timeout=30).text.splitlines()]
+    assert [(line["index"], line["customId"]) for line in lines] == [(i, f"item-{i}") for i in range(23)]
+    assert [line["status"] for line in lines] == [r["status"] for r in results]
 
 
 def test_cancel_mid_run_keeps_finished_results(api: httpx.Client) -> None:
