@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
+import logging
 import secrets
 import threading
 import time
@@ -16,6 +18,8 @@ from shared.ports import KeyStore
 KEY_PREFIX = "bp_"
 RATE_LIMIT_SHARDS = 4
 RATE_WINDOW_S = 60
+
+log = logging.getLogger(__name__)
 
 
 def hash_key(api_key: str) -> str:
@@ -94,10 +98,12 @@ class _Window:
 class RateLimiter:
     """Fixed one-minute windows per tenant, counted in Firestore so the limit holds across instances.
 
-    Each instance adds its requests to the shared counter at most once per `sync_interval_s` per tenant (the
-    first request of a window always syncs), and in between counts locally on top of the last shared total:
-    one Firestore round trip per tenant a second instead of two per request. The limit is exact within an
-    instance and at most one interval late across instances. The key's own limit wins over the default.
+    Each instance adds its requests to the shared counter at most once per `sync_interval_s` per tenant and in
+    between counts locally on top of the last shared total: one Firestore round trip per tenant a second
+    instead of two per request. Only the first request of a window on an instance waits for its sync (it
+    learns what other instances counted); later syncs run beside the request that is due one. The limit is
+    exact within an instance and at most one interval (and a round trip) late across instances. The key's own
+    limit wins over the default.
     """
 
     def __init__(self, *, keys: KeyStore, limit_per_minute: int, sync_interval_s: float) -> None:
@@ -105,6 +111,7 @@ class RateLimiter:
         self._limit_per_minute = limit_per_minute
         self._sync_interval_s = sync_interval_s
         self._windows: dict[str, _Window] = {}
+        self._syncing: set[asyncio.Task[None]] = set()
 
     async def check(self, principal: Principal, *, now: dt.datetime) -> None:
         """Count one request of `principal`'s tenant; RateLimited when the window's limit is exceeded."""
@@ -116,9 +123,14 @@ class RateLimiter:
                 self._windows.clear()
             state = self._windows[principal.tenant] = _Window(window=window)
         state.unsynced += 1
-        due = state.synced_at is None or time.monotonic() - state.synced_at >= self._sync_interval_s
-        if due and not state.syncing:
-            await self._sync(principal.tenant, state, expire_at=now + dt.timedelta(minutes=10))
+        expire_at = now + dt.timedelta(minutes=10)
+        if not state.syncing:
+            if state.synced_at is None:
+                await self._sync(principal.tenant, state, expire_at=expire_at)
+            elif time.monotonic() - state.synced_at >= self._sync_interval_s:
+                task = asyncio.create_task(self._sync(principal.tenant, state, expire_at=expire_at))
+                self._syncing.add(task)
+                task.add_done_callback(self._synced)
         limit = principal.rate_limit_per_minute or self._limit_per_minute
         if state.shared_total + state.unsynced > limit:
             retry_after = RATE_WINDOW_S - epoch_s % RATE_WINDOW_S
@@ -126,6 +138,21 @@ class RateLimiter:
                 f"rate limit of {limit} requests per minute exceeded for tenant {principal.tenant}",
                 retry_after_s=max(retry_after, 1),
             )
+
+    @property
+    def syncs_running(self) -> int:
+        return len(self._syncing)
+
+    async def settle(self) -> None:
+        """Wait for the syncs running in the background."""
+        while self._syncing:
+            await asyncio.gather(*list(self._syncing), return_exceptions=True)
+
+    def _synced(self, task: asyncio.Task[None]) -> None:
+        self._syncing.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            # The counts stay unsynced and are added at the next sync.
+            log.warning("rate counter sync failed: %r", error)
 
     async def _sync(self, tenant: str, state: _Window, *, expire_at: dt.datetime) -> None:
         state.syncing = True

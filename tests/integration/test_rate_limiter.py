@@ -51,8 +51,42 @@ def test_instances_share_the_count_at_each_sync(local_cloud: EmulatorConfig, uni
     first, second = _limiter(sync_interval_s=0), _limiter(sync_interval_s=0)  # sync on every request
 
     assert _admitted(first, principal, 4) == 4
+    runtime.run(first.settle())
     assert _admitted(second, principal, 4) == 2, "the second instance sees the first one's four requests"
+    runtime.run(second.settle())
+    # The first instance decides on what its last sync told it; the sync due now, running beside, tells more.
+    assert _admitted(first, principal, 1) == 1
+    runtime.run(first.settle())
     assert _admitted(first, principal, 1) == 0
+
+
+def test_only_the_first_request_of_a_window_waits_for_its_sync(
+    local_cloud: EmulatorConfig, unique: str
+) -> None:
+    principal = Principal(tenant=f"rate-{unique}", role=Role.USER, rate_limit_per_minute=100)
+    limiter = _limiter(sync_interval_s=0)
+    keys = platform().keys
+    shared: list[int] = []
+
+    async def _counted() -> int:
+        # What the shared counter holds (adding nothing to it).
+        window = int(NOW.timestamp()) // 60
+        expire_at = NOW + dt.timedelta(minutes=10)
+        return await keys.add_requests(
+            tenant=principal.tenant, window=window, count=0, shards=4, expire_at=expire_at
+        )
+
+    async def _two_requests() -> None:
+        await limiter.check(principal, now=NOW)
+        shared.append(await _counted())  # the first request's sync finished before it was admitted
+        await limiter.check(principal, now=NOW)  # due a sync too, which runs beside it
+        assert limiter.syncs_running == 1
+        await limiter.settle()
+        assert limiter.syncs_running == 0
+        shared.append(await _counted())
+
+    runtime.run(_two_requests())
+    assert shared == [1, 2]
 
 
 def test_a_new_window_starts_from_zero(local_cloud: EmulatorConfig, unique: str) -> None:
