@@ -307,7 +307,8 @@ def _plausible_id(batch_id: str) -> bool:
 class ProgressCache:
     """The chunks' progress as status polls read it: on one instance, reads of a batch within `max_age_s` of
     each other share one query (a read costs about 0.5 ms of CPU per chunk, and workers publish progress only
-    once a second). Workers and the finalizer read the store directly: they need it fresh."""
+    once a second). Until a first result shows, every read queries: the first result is seen as soon as it is
+    recorded. Workers and the finalizer read the store directly: they need it fresh."""
 
     def __init__(
         self, store: BatchStore, *, max_age_s: float, timer: Callable[[], float] = time.monotonic
@@ -322,7 +323,9 @@ class ProgressCache:
             return await self._store.chunk_progress(batch_id)
         chunks = self._cache.get(batch_id)
         if chunks is None:
-            chunks = self._cache[batch_id] = await self._store.chunk_progress(batch_id)
+            chunks = await self._store.chunk_progress(batch_id)
+            if any(chunk.progress.finished for chunk in chunks):
+                self._cache[batch_id] = chunks
         return chunks
 
 

@@ -20,11 +20,11 @@ def engine(local_cloud: EmulatorConfig) -> Engine:
     return dataclasses.replace(platform().engine, queue=RecordingQueue())  # type: ignore[arg-type]
 
 
-def _claim(engine: Engine, batch_id: str) -> None:
+def _change_chunk(engine: Engine, batch_id: str, **changes: object) -> None:
     snapshot = runtime.run(engine.store.get_chunk(batch_id, 0))
     assert snapshot is not None
     changed = runtime.run(
-        engine.store.update_chunk_if_unchanged(batch_id, 0, version=snapshot.version, changes={"claims": 1})
+        engine.store.update_chunk_if_unchanged(batch_id, 0, version=snapshot.version, changes=changes)
     )
     assert changed is not None
 
@@ -32,28 +32,45 @@ def _claim(engine: Engine, batch_id: str) -> None:
 def test_reads_within_the_age_share_one_query_and_later_reads_see_changes(
     engine: Engine, unique: str
 ) -> None:
-    batch_id = submit(engine, f"progress-{unique}", [{"prompt": "p"}])
+    batch_id = submit(engine, f"progress-{unique}", [{"prompt": "p"}, {"prompt": "q"}])
+    _change_chunk(engine, batch_id, claims=1, progress={"finished": 1})
     now = [100.0]
     cache = batches.ProgressCache(engine.store, max_age_s=0.5, timer=lambda: now[0])
 
     first = runtime.run(cache.read(batch_id))
-    _claim(engine, batch_id)
+    _change_chunk(engine, batch_id, progress={"finished": 2})
     now[0] += 0.4
     shared = runtime.run(cache.read(batch_id))
     now[0] += 0.2
     fresh = runtime.run(cache.read(batch_id))
 
-    assert [c.claims for c in first] == [0]
-    assert [c.claims for c in shared] == [0]
-    assert [c.claims for c in fresh] == [1]
+    assert [c.progress.finished for c in first] == [1]
+    assert [c.progress.finished for c in shared] == [1]
+    assert [c.progress.finished for c in fresh] == [2]
+
+
+def test_until_a_first_result_shows_every_read_queries(engine: Engine, unique: str) -> None:
+    batch_id = submit(engine, f"progress-{unique}", [{"prompt": "p"}])
+    cache = batches.ProgressCache(engine.store, max_age_s=0.5, timer=lambda: 100.0)
+
+    before = runtime.run(cache.read(batch_id))
+    _change_chunk(engine, batch_id, claims=1)
+    claimed = runtime.run(cache.read(batch_id))
+    _change_chunk(engine, batch_id, progress={"finished": 1})
+    first_result = runtime.run(cache.read(batch_id))
+
+    assert [c.claims for c in before] == [0]
+    assert [c.claims for c in claimed] == [1]
+    assert [c.progress.finished for c in first_result] == [1]
 
 
 def test_an_age_of_zero_reads_every_time(engine: Engine, unique: str) -> None:
     batch_id = submit(engine, f"progress-{unique}", [{"prompt": "p"}])
+    _change_chunk(engine, batch_id, progress={"finished": 1})
     cache = batches.ProgressCache(engine.store, max_age_s=0, timer=lambda: 0.0)
 
     before = runtime.run(cache.read(batch_id))
-    _claim(engine, batch_id)
+    _change_chunk(engine, batch_id, claims=1)
     after = runtime.run(cache.read(batch_id))
 
     assert ([c.claims for c in before], [c.claims for c in after]) == ([0], [1])
