@@ -41,9 +41,8 @@ from shared.services.pricing import estimate_cost_usd
 log = logging.getLogger(__name__)
 
 # Results are recorded together with a write of the chunk document (lease and progress), and Firestore
-# sustains about one write per second per document: one commit a second, the first soon after the claim so
-# progress shows early. A full page is written at once.
-FIRST_COMMIT_S = 0.25
+# sustains about one write per second per document: one commit a second, the first as soon as the chunk's
+# first result is in, so progress shows early. A full page is written at once.
 COMMIT_INTERVAL_S = 1.0
 PAGE_MAX_RESULTS = 500
 PAGE_MAX_BYTES = 512 * 1024  # of JSON lines, so a page stays well under Firestore's 1 MiB per document
@@ -81,6 +80,7 @@ class ChunkRun:
     deadline: float  # loop time when this delivery stops starting requests (time budget)
     pending: list[Outcome] = field(default_factory=list)  # finished, not yet recorded
     pending_bytes: int = 0
+    first_result_in: bool = False
     stop_reason: str | None = None  # set when the batch was cancelled or failed fast
     lease_lost: bool = False
     out_of_time: bool = False
@@ -515,7 +515,8 @@ def _add_pending(run: ChunkRun, result: ResultDoc, events: list[UsageEvent]) -> 
     line = item_result(result).model_dump_json(by_alias=True)
     run.pending.append(Outcome(result=result, line=line, events=events))
     run.pending_bytes += len(line)
-    if len(run.pending) >= PAGE_MAX_RESULTS or run.pending_bytes >= PAGE_MAX_BYTES:
+    first, run.first_result_in = not run.first_result_in, True
+    if first or len(run.pending) >= PAGE_MAX_RESULTS or run.pending_bytes >= PAGE_MAX_BYTES:
         run.commit_wanted.set()
 
 
@@ -580,10 +581,10 @@ async def _commit(run: ChunkRun, changes: dict[str, Any] | None = None) -> bool:
 
 
 async def _committer(run: ChunkRun) -> None:
-    """While the chunk runs: commit its results once a second (or at once when a page is full), and extend
-    the lease at least as often when no result comes in. A lost lease stops the run."""
+    """While the chunk runs: commit its results once a second (at once for the first result and when a page
+    is full), and extend the lease at least as often when no result comes in. A lost lease stops the run."""
     loop = asyncio.get_running_loop()
-    wait = FIRST_COMMIT_S
+    wait = COMMIT_INTERVAL_S
     while not run.closing and not run.lease_lost:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait):
