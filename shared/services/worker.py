@@ -515,7 +515,9 @@ def _add_pending(run: ChunkRun, result: ResultDoc, events: list[UsageEvent]) -> 
     line = item_result(result).model_dump_json(by_alias=True)
     run.pending.append(Outcome(result=result, line=line, events=events))
     run.pending_bytes += len(line)
-    first, run.first_result_in = not run.first_result_in, True
+    # The first result is recorded at once, so progress shows early; not for a stopped run, whose release
+    # records what is pending as soon as its requests in flight are done.
+    first, run.first_result_in = not run.first_result_in and not run.stopping, True
     if first or len(run.pending) >= PAGE_MAX_RESULTS or run.pending_bytes >= PAGE_MAX_BYTES:
         run.commit_wanted.set()
 
