@@ -33,7 +33,7 @@ from shared.models.batch import (
     WorkMessage,
 )
 from shared.models.usage import UsageEvent, UsageRecord
-from shared.ports import BatchSnapshot, ModelCall, ModelReply, ResultPage
+from shared.ports import BatchSnapshot, BatchStop, ModelCall, ModelReply, ResultPage
 from shared.services.batches import item_result
 from shared.services.engine import Engine, enqueue_chunk, enqueue_finalize, response_object
 from shared.services.pricing import estimate_cost_usd
@@ -81,7 +81,7 @@ class ChunkRun:
     pending: list[Outcome] = field(default_factory=list)  # finished, not yet recorded
     pending_bytes: int = 0
     first_result_in: bool = False
-    stop_reason: str | None = None  # set when the batch was cancelled or failed fast
+    stopped: BatchStop | None = None  # set when the batch was cancelled or failed fast (its final status)
     lease_lost: bool = False
     out_of_time: bool = False
     commit_wanted: asyncio.Event = field(default_factory=asyncio.Event)
@@ -94,7 +94,7 @@ class ChunkRun:
 
     @property
     def stopping(self) -> bool:
-        return self.stop_reason is not None or self.lease_lost
+        return self.stopped is not None or self.lease_lost
 
 
 async def process_chunk(
@@ -194,10 +194,10 @@ async def _run_chunk(run: ChunkRun, lane: asyncio.Semaphore) -> dict[str, Any]:
         run.drained.set()
         if run.lease_lost:
             return {"chunk": chunk.index, "outcome": "lease lost; another worker owns the chunk"}
-        if run.out_of_time and run.stop_reason is None:
+        if run.out_of_time and run.stopped is None:
             await _continue_later(engine=engine, run=run)
             return {"chunk": chunk.index, "outcome": "continued in a new segment", "recorded": run.recorded}
-        final_state = ChunkState.CANCELLED if run.stop_reason else ChunkState.DONE
+        final_state = ChunkState.CANCELLED if run.stopped else ChunkState.DONE
         released = await _release(run=run, changes={"state": final_state.value})
     except BaseException:
         # Hand the chunk back at once (what was not recorded runs again), so the retry of this delivery need
@@ -206,7 +206,11 @@ async def _run_chunk(run: ChunkRun, lane: asyncio.Semaphore) -> dict[str, Any]:
             await _hand_back(run)
         raise
     if released:
-        latest = await engine.store.get_batch(batch.batch_id) or batch
+        # A stopped run knows its batch's final status; otherwise the batch may have stopped meanwhile.
+        if run.stopped is not None:
+            latest = batch.model_copy(update={"status": run.stopped.status})
+        else:
+            latest = await engine.store.get_batch(batch.batch_id) or batch
         await run.carry_on_decided.wait()  # chain on to the next chunk only if this delivery does not run it
         await _after_chunk(engine=engine, batch=latest, chunk=chunk, carried_on=run.carried_on)
     return {"chunk": chunk.index, "outcome": final_state.value, "recorded": run.recorded}
@@ -390,7 +394,7 @@ async def _run_one(run: ChunkRun, index: int) -> None:
             break
     result = await _result_doc(run, index, stored, reply, error, attempts=attempt, started=started)
     _add_pending(run, result, events)
-    if error is not None and options.fail_fast and run.stop_reason is None:
+    if error is not None and options.fail_fast and run.stopped is None:
         await _fail_fast(run, index, error)
 
 
@@ -500,7 +504,7 @@ async def _result_doc(
 
 async def _fail_fast(run: ChunkRun, index: int, error: ModelError) -> None:
     reason = f"failFast: request {index} failed: {error.message[:200]}"
-    run.stop_reason = reason
+    run.stopped = BatchStop(status=BatchStatus.FAILED, stop_reason=reason)
     now = run.engine.clock()
 
     def _fail(batch: BatchDoc) -> dict[str, Any] | None:
@@ -607,8 +611,8 @@ async def _watch_stop(run: ChunkRun) -> None:
         await asyncio.sleep(interval)
         interval = min(interval * 2, STOP_POLL_INTERVAL_S)
         stop = await run.engine.store.get_stop(run.batch.batch_id)
-        if stop is not None and stop.status.is_final and run.stop_reason is None:
-            run.stop_reason = stop.stop_reason or stop.status.value
+        if stop is not None and stop.status.is_final and run.stopped is None:
+            run.stopped = stop
 
 
 async def _release(*, run: ChunkRun, changes: dict[str, Any]) -> bool:
