@@ -128,6 +128,7 @@ class RateLimiter:
             if state.synced_at is None:
                 await self._sync(principal.tenant, state, expire_at=expire_at)
             elif time.monotonic() - state.synced_at >= self._sync_interval_s:
+                state.syncing = True  # from now, so that no request starts a second sync before this one runs
                 task = asyncio.create_task(self._sync(principal.tenant, state, expire_at=expire_at))
                 self._syncing.add(task)
                 task.add_done_callback(self._synced)

@@ -76,17 +76,18 @@ def test_only_the_first_request_of_a_window_waits_for_its_sync(
             tenant=principal.tenant, window=window, count=0, shards=4, expire_at=expire_at
         )
 
-    async def _two_requests() -> None:
+    async def _requests() -> None:
         await limiter.check(principal, now=NOW)
         shared.append(await _counted())  # the first request's sync finished before it was admitted
         await limiter.check(principal, now=NOW)  # due a sync too, which runs beside it
+        await limiter.check(principal, now=NOW)  # due one as well, but one is on its way
         assert limiter.syncs_running == 1
         await limiter.settle()
         assert limiter.syncs_running == 0
         shared.append(await _counted())
 
-    runtime.run(_two_requests())
-    assert shared == [1, 2]
+    runtime.run(_requests())
+    assert shared == [1, 3]
 
 
 def test_a_new_window_starts_from_zero(local_cloud: EmulatorConfig, unique: str) -> None:
