@@ -54,6 +54,17 @@ class CallerInfo:
     remote_addr: str
     user_agent: str
 
+    def audit(self, action: str, *, tenant: str, target: str, at: dt.datetime) -> AuditRecord:
+        """The audit record of this caller's `action` on `target`."""
+        return AuditRecord(
+            tenant=tenant,
+            action=action,
+            target=target,
+            at=at,
+            remote_addr=self.remote_addr,
+            user_agent=self.user_agent,
+        )
+
 
 def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
     """pydantic errors as `{"field": "requests.0.prompt", "problem": "..."}`."""
@@ -230,14 +241,7 @@ async def submit(
         body_hash=body_hash,
         idempotency_key=idempotency_key,
     )
-    audit = AuditRecord(
-        tenant=principal.tenant,
-        action="batch.submit",
-        target=batch_id,
-        at=now,
-        remote_addr=caller.remote_addr,
-        user_agent=caller.user_agent,
-    )
+    audit = caller.audit("batch.submit", tenant=principal.tenant, target=batch_id, at=now)
     created = await engine.store.create_batch(batch=batch, chunks=chunks, audit=audit)
     if not created:
         existing = await engine.store.get_batch(batch_id)
@@ -513,14 +517,7 @@ async def cancel(*, engine: Engine, principal: Principal, batch_id: str, caller:
             "finished_at": now,
         }
 
-    audit = AuditRecord(
-        tenant=principal.tenant,
-        action="batch.cancel",
-        target=batch_id,
-        at=now,
-        remote_addr=caller.remote_addr,
-        user_agent=caller.user_agent,
-    )
+    audit = caller.audit("batch.cancel", tenant=principal.tenant, target=batch_id, at=now)
     # One commit for the change and its audit record, decided on the batch as just read.
     batch = await engine.store.update_batch(batch_id, _cancel, read=read, audit=audit)
     if batch is None:

@@ -16,6 +16,8 @@ from shared.app import platform
 from shared.emulator_config import EmulatorConfig
 from shared.models.auth import AuditRecord
 from shared.models.batch import BatchDoc, BatchStatus
+from shared.ports import BatchSnapshot
+from shared.services.batches import CallerInfo
 from shared.services.engine import Engine
 from tests.integration.engine_harness import RecordingQueue, submit
 
@@ -26,15 +28,17 @@ def engine(local_cloud: EmulatorConfig) -> Engine:
 
 
 def _audit(batch_id: str) -> AuditRecord:
-    at = dt.datetime.now(dt.UTC)
-    return AuditRecord(
-        tenant="store-test",
-        action="batch.test",
-        target=batch_id,
-        at=at,
-        remote_addr="127.0.0.1",
-        user_agent="t",
-    )
+    caller = CallerInfo(remote_addr="127.0.0.1", user_agent="test")
+    return caller.audit("batch.test", tenant="store-test", target=batch_id, at=dt.datetime.now(dt.UTC))
+
+
+def _read_then_overtaken(engine: Engine, tenant: str, changes: dict[str, Any]) -> tuple[str, BatchSnapshot]:
+    """A new batch, as read before another writer made `changes` to it."""
+    batch_id = submit(engine, tenant, [{"prompt": "p"}])
+    stale = runtime.run(engine.store.read_batch(batch_id))
+    assert stale is not None
+    runtime.run(engine.store.update_batch(batch_id, lambda _: changes))
+    return batch_id, stale
 
 
 def _audit_actions(firestore_db: Any, batch_id: str) -> list[str]:
@@ -50,11 +54,8 @@ def test_a_change_decided_on_a_stale_read_is_decided_again(
     engine: Engine, firestore_db: Any, unique: str
 ) -> None:
     store = engine.store
-    batch_id = submit(engine, f"store-{unique}", [{"prompt": "p"}])
-    stale = runtime.run(store.read_batch(batch_id))
-    assert stale is not None
     # Another writer finishes the batch after our read.
-    runtime.run(store.update_batch(batch_id, lambda _: {"status": BatchStatus.FAILED.value}))
+    batch_id, stale = _read_then_overtaken(engine, f"store-{unique}", {"status": BatchStatus.FAILED.value})
 
     seen: list[BatchStatus] = []
 
@@ -75,10 +76,8 @@ def test_a_change_and_its_audit_record_are_written_once(
     engine: Engine, firestore_db: Any, unique: str
 ) -> None:
     store = engine.store
-    batch_id = submit(engine, f"store-{unique}", [{"prompt": "p"}])
-    stale = runtime.run(store.read_batch(batch_id))
     # A concurrent write that leaves the decision standing (but moves the version on).
-    runtime.run(store.update_batch(batch_id, lambda _: {"lanes": 1}))
+    batch_id, stale = _read_then_overtaken(engine, f"store-{unique}", {"lanes": 1})
 
     after = runtime.run(store.update_batch(batch_id, _stop_unless_final, read=stale, audit=_audit(batch_id)))
 
