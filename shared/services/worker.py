@@ -80,7 +80,7 @@ class ChunkRun:
     deadline: float  # loop time when this delivery stops starting requests (time budget)
     pending: list[Outcome] = field(default_factory=list)  # finished, not yet recorded
     pending_bytes: int = 0
-    first_result_in: bool = False
+    first_result_in: bool = False  # the run has had a result (the first is recorded at once)
     stopped: BatchStop | None = None  # set when the batch was cancelled or failed fast (its final status)
     lease_lost: bool = False
     out_of_time: bool = False
