@@ -19,6 +19,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -86,18 +87,19 @@ def certificates(key_dir: Path = DEFAULT_KEY_DIR) -> dict[str, str]:
 class TokenMinter:
     """Signs Google-shaped ID tokens for a service account with the local key.
 
-    A token is reused for the same account and audience for `reuse_s` seconds, as a token source reuses one
+    A token is reused for the same account and audience for TOKEN_REUSE_S, as a token source reuses one
     until shortly before it expires: it stays valid for an hour, and an RSA signature costs about 1 ms of CPU
     per delivery otherwise.
     """
 
-    def __init__(self, key_dir: Path = DEFAULT_KEY_DIR, *, reuse_s: float = TOKEN_REUSE_S) -> None:
+    def __init__(self, key_dir: Path = DEFAULT_KEY_DIR, *, clock: Callable[[], float] = time.time) -> None:
         ensure_signing_key(key_dir)
         cert_pem = (key_dir / "signing-cert.pem").read_bytes()
         self._signer = crypt.RSASigner.from_string(
             (key_dir / "signing-key.pem").read_bytes(), key_id=_key_id(cert_pem)
         )
-        self._recent: TTLCache[tuple[str, str], str] = TTLCache(maxsize=1024, ttl=reuse_s)
+        self._recent: TTLCache[tuple[str, str], str] = TTLCache(maxsize=1024, ttl=TOKEN_REUSE_S, timer=clock)
+        self._clock = clock
         self._lock = threading.Lock()
 
     def mint(self, *, service_account_email: str, audience: str) -> str:
@@ -109,7 +111,7 @@ class TokenMinter:
             return token
 
     def _sign(self, service_account_email: str, audience: str) -> str:
-        now = int(time.time())
+        now = int(self._clock())
         subject = str(int(hashlib.sha256(service_account_email.encode()).hexdigest()[:20], 16))
         claims = {
             "iss": ISSUER,
