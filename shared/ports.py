@@ -136,6 +136,8 @@ class ModelCall:
     temperature: float | None
     max_tokens: int | None
     timeout_s: float
+    # A JSON Schema the reply must follow: the model is asked for JSON (`application/json`) shaped by it.
+    response_schema: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -150,4 +152,74 @@ class ModelReply:
 class TextModel(Protocol):
     async def generate(self, call: ModelCall) -> ModelReply:
         """Raises errors.ModelError (with `is_transient` and the server's retry delay)."""
+        ...
+
+
+@dataclass(frozen=True)
+class EmbedCall:
+    """Up to 100 texts embedded in one call (Gemini's batchEmbedContents)."""
+
+    model: str
+    texts: list[str]
+    dimension: int | None  # outputDimensionality; None: the model's default
+    task_type: str | None  # RETRIEVAL_DOCUMENT, RETRIEVAL_QUERY, ...
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class EmbedReply:
+    vectors: list[list[float]]  # one per text, in order
+    input_tokens: int  # the API reports none for embeddings: estimated, about four characters a token
+
+
+class EmbeddingModel(Protocol):
+    async def embed(self, call: EmbedCall) -> EmbedReply:
+        """Raises errors.ModelError (with `is_transient` and the server's retry delay)."""
+        ...
+
+
+@dataclass(frozen=True)
+class VectorDocument:
+    doc_id: str
+    text: str
+    metadata: dict[str, Any]
+    embedding: list[float]
+
+
+@dataclass(frozen=True)
+class VectorMatch:
+    doc_id: str
+    text: str
+    metadata: dict[str, Any]
+    score: float  # cosine similarity: 1 is the same direction
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    name: str
+    model: str
+    dimension: int
+    created_at: dt.datetime
+    document_count: int | None = None  # filled by list_collections
+
+
+class VectorStore(Protocol):
+    """A tenant's named collections of embedded documents (Firestore documents with a Vector field)."""
+
+    async def get_collection(self, *, tenant: str, name: str) -> CollectionInfo | None: ...
+    async def ensure_collection(self, *, tenant: str, info: CollectionInfo) -> CollectionInfo:
+        """Create the collection if absent; returns the collection as stored (compare model and dimension)."""
+        ...
+    async def upsert(self, *, tenant: str, name: str, documents: list[VectorDocument]) -> None:
+        """Write the documents under their ids (replacing any), in one commit: safe to repeat."""
+        ...
+    async def find_nearest(
+        self, *, tenant: str, name: str, vector: list[float], top_k: int, where: dict[str, Any]
+    ) -> list[VectorMatch]:
+        """The `top_k` documents nearest to `vector` by cosine distance, best first, among those whose
+        metadata equals `where` on every key (a pre-filter of Firestore's vector search)."""
+        ...
+    async def list_collections(self, *, tenant: str) -> list[CollectionInfo]: ...
+    async def delete_collection(self, *, tenant: str, name: str) -> bool:
+        """Delete the collection and its documents; False when it did not exist."""
         ...
