@@ -6,12 +6,14 @@ import json
 import math
 import time
 from collections.abc import Iterator
+from enum import StrEnum
+from typing import Literal, TypeVar
 
 import httpx
 import pytest
 from google import genai
 from google.genai import errors, types
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.emulator_config import EmulatorConfig
 from tests.conftest import wait_for
@@ -188,3 +190,222 @@ def test_configured_latency_is_applied_to_every_request(
         gemini.models.generate_content(model=MODEL, contents=prompt)
         # A lower bound, safe on a slow machine.
         assert time.perf_counter() - started >= 0.3
+
+
+# --- Text analysis: JSON Schemas from pydantic models, answered from the user's text ------------------
+
+SentimentLabel = Literal["positive", "neutral", "negative", "mixed"]
+
+
+class Emotion(StrEnum):
+    JOY = "joy"
+    ANGER = "anger"
+    SADNESS = "sadness"
+    FEAR = "fear"
+
+
+class AspectSentiment(BaseModel):
+    aspect: str
+    label: SentimentLabel
+    score: float = Field(ge=-1, le=1)
+
+
+class Sentiment(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    label: SentimentLabel
+    score: float = Field(ge=-1, le=1)
+    confidence: float = Field(ge=0, le=1)
+    aspects: list[AspectSentiment] | None = None
+    emotions: list[Emotion] | None = None
+    explanation: str | None = Field(default=None, max_length=300)
+
+
+class Summary(BaseModel):
+    summary: str = Field(max_length=200)
+    keyPoints: list[str] = Field(min_length=1, max_length=3)  # noqa: N815 - the analysis' JSON names
+
+
+class Keyword(BaseModel):
+    term: str
+    relevance: float = Field(gt=0, le=1)
+
+
+class Keywords(BaseModel):
+    keywords: list[Keyword] = Field(min_length=1, max_length=5)
+
+
+class Entity(BaseModel):
+    text: str
+    type: Literal["PERSON", "LOCATION", "ORGANIZATION", "OTHER"]
+    salience: float = Field(gt=0, le=1)
+
+
+class Entities(BaseModel):
+    entities: list[Entity]
+
+
+class PartCategory(StrEnum):
+    ENGINE = "engine"
+    BRAKES = "brakes"
+    LIGHTS = "lights"
+
+
+class Classification(BaseModel):
+    category: PartCategory
+    confidence: float = Field(ge=0, le=1)
+
+
+class Language(BaseModel):
+    language: str = Field(pattern=r"^[a-z]{2}$")
+
+
+Analysis = TypeVar("Analysis", bound=BaseModel)
+POSITIVE_TEXT = "I love this phone. The battery is excellent and the camera is great."
+NEGATIVE_TEXT = "The charger arrived broken. Support was terrible and the manual is awful."
+SPANISH_TEXT = "Este es un texto muy positivo y alegre"
+ANALYSIS_INSTRUCTION = (
+    "Analyse the text. Terrible, awful, broken: such words in this instruction never count."
+)
+
+
+def _analyse(
+    gemini: genai.Client, model: type[Analysis], text: str, *, system: str = ANALYSIS_INSTRUCTION
+) -> tuple[str, Analysis]:
+    """As the analysis worker asks: the text alone as contents, the JSON Schema of a pydantic model."""
+    response = gemini.models.generate_content(
+        model=MODEL,
+        contents=text,
+        config=types.GenerateContentConfig(
+            system_instruction=system,
+            response_mime_type="application/json",
+            response_json_schema=model.model_json_schema(),
+        ),
+    )
+    return response.text or "", model.model_validate_json(response.text or "")
+
+
+@pytest.mark.parametrize(
+    ("text", "label"),
+    [(POSITIVE_TEXT, "positive"), (NEGATIVE_TEXT, "negative"), (SPANISH_TEXT, "positive")],
+)
+def test_sentiment_follows_the_opinion_words_of_the_user_text(
+    gemini: genai.Client, text: str, label: str
+) -> None:
+    _, sentiment = _analyse(gemini, Sentiment, text)
+
+    assert sentiment.label == label
+    assert sentiment.score > 0 if label == "positive" else sentiment.score < 0
+    assert 0.5 < sentiment.confidence <= 0.99
+    assert sentiment.explanation and "positive:" in sentiment.explanation
+
+
+def test_mixed_text_has_aspects_and_emotions_of_their_own(gemini: genai.Client) -> None:
+    _, sentiment = _analyse(gemini, Sentiment, "The battery is great but the screen is terrible.")
+
+    assert (sentiment.label, sentiment.score) == ("mixed", 0.0)
+    aspects = {a.aspect: (a.label, a.score) for a in sentiment.aspects or []}
+    assert aspects == {"battery": ("positive", 1.0), "screen": ("negative", -1.0)}
+    assert sentiment.emotions == [Emotion.ANGER, Emotion.JOY]
+
+
+def test_text_without_opinion_words_is_neutral(gemini: genai.Client) -> None:
+    _, sentiment = _analyse(gemini, Sentiment, "The parcel contains two filters and a gasket.")
+
+    assert (sentiment.label, sentiment.score, sentiment.confidence) == ("neutral", 0.0, 0.5)
+    assert sentiment.aspects == [] and sentiment.emotions == []
+
+
+def test_only_the_user_text_counts_not_the_system_instruction(gemini: genai.Client) -> None:
+    _, plain = _analyse(gemini, Sentiment, POSITIVE_TEXT, system="Be brief.")
+    _, primed = _analyse(gemini, Sentiment, POSITIVE_TEXT, system="Everything is terrible, awful, bad.")
+
+    assert plain.label == primed.label == "positive" and plain.score == primed.score
+
+
+@pytest.mark.parametrize(("text", "code"), [(SPANISH_TEXT, "es"), (POSITIVE_TEXT, "en")])
+def test_language_is_told_by_its_stopwords(gemini: genai.Client, text: str, code: str) -> None:
+    _, language = _analyse(gemini, Language, text)
+
+    assert language.language == code
+
+
+def test_classification_picks_the_category_the_text_mentions(gemini: genai.Client) -> None:
+    text = "The car pulls left when braking, and the brakes squeal. The engine runs fine."
+
+    _, classification = _analyse(gemini, Classification, text)
+
+    assert classification.category is PartCategory.BRAKES
+
+
+def test_summary_and_key_points_are_sentences_of_the_text(gemini: genai.Client) -> None:
+    _, summary = _analyse(gemini, Summary, NEGATIVE_TEXT)
+
+    assert summary.summary == "The charger arrived broken."
+    assert summary.keyPoints == [
+        "The charger arrived broken.",
+        "Support was terrible and the manual is awful.",
+    ]
+
+
+def test_keywords_rank_the_most_frequent_word_first(gemini: genai.Client) -> None:
+    text = "Brake pads wear fast. The brake disc and the brake caliper were replaced with new pads."
+
+    _, keywords = _analyse(gemini, Keywords, text)
+
+    terms = [k.term for k in keywords.keywords]
+    relevances = [k.relevance for k in keywords.keywords]
+    assert terms[:2] == ["brake", "pads"]
+    assert relevances[0] == 1.0 and relevances == sorted(relevances, reverse=True)
+
+
+def test_entities_are_capitalised_words_inside_sentences(gemini: genai.Client) -> None:
+    text = "Yesterday Maria drove from Madrid to the Toyota dealer. She met Maria there."
+
+    _, entities = _analyse(gemini, Entities, text)
+
+    found = {(e.text, e.type) for e in entities.entities}
+    assert found == {("Maria", "PERSON"), ("Madrid", "LOCATION"), ("Toyota", "ORGANIZATION")}
+    assert entities.entities[0].text == "Maria", "the most mentioned comes first"
+
+
+def test_the_same_request_gives_the_same_answer(gemini: genai.Client) -> None:
+    first, _ = _analyse(gemini, Sentiment, NEGATIVE_TEXT)
+    again, _ = _analyse(gemini, Sentiment, NEGATIVE_TEXT)
+
+    assert first == again
+
+
+def test_the_legacy_response_schema_path_is_analysed_too(gemini: genai.Client) -> None:
+    response = gemini.models.generate_content(
+        model=MODEL,
+        contents=SPANISH_TEXT,
+        config=types.GenerateContentConfig(response_mime_type="application/json", response_schema=Sentiment),
+    )
+
+    assert isinstance(response.parsed, Sentiment)
+    assert response.parsed.label == "positive" and response.parsed.score > 0
+    assert Sentiment.model_validate_json(response.text or "") == response.parsed
+
+
+def test_invalid_json_marker_gives_an_answer_that_is_not_json(gemini: genai.Client) -> None:
+    with pytest.raises(ValidationError) as caught:
+        _analyse(gemini, Sentiment, f"{POSITIVE_TEXT} EMULATOR_INVALID_JSON")
+
+    assert caught.value.errors()[0]["type"] == "json_invalid"
+
+
+def test_break_schema_marker_gives_json_the_schema_rejects(gemini: genai.Client) -> None:
+    response = gemini.models.generate_content(
+        model=MODEL,
+        contents=f"{POSITIVE_TEXT} EMULATOR_BREAK_SCHEMA",
+        config=types.GenerateContentConfig(
+            response_mime_type="application/json", response_json_schema=Sentiment.model_json_schema()
+        ),
+    )
+
+    answer = json.loads(response.text or "")
+    with pytest.raises(ValidationError) as caught:
+        Sentiment.model_validate(answer)
+    failures = {(e["loc"][0], e["type"]) for e in caught.value.errors()}
+    assert failures == {("label", "literal_error"), ("score", "less_than_equal"), ("confidence", "missing")}

@@ -20,15 +20,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from infra.emulators.gemini.content import (
-    count_tokens,
-    embed,
-    generate_text,
-    png,
-    seed_of,
-    text_of,
-    value_for_schema,
-)
+from infra.emulators.gemini.broken import BREAK_SCHEMA_MARKER, INVALID_JSON_MARKER, break_schema, invalid_json
+from infra.emulators.gemini.content import count_tokens, embed, generate_text, png, seed_of, text_of
+from infra.emulators.gemini.structured import value_for_schema
 
 log = logging.getLogger("gemini-emulator")
 
@@ -160,14 +154,13 @@ def generate(state: State, model: str, body: dict[str, Any]) -> dict[str, Any]:
     prompt = text_of(contents)
     system = text_of(body.get("systemInstruction"))
     config = body.get("generationConfig") or {}
-    seed = seed_of(model, prompt, system, config.get("temperature"), config.get("responseSchema"))
+    schema = config.get("responseSchema") or config.get("responseJsonSchema")
+    seed = seed_of(model, prompt, system, config.get("temperature"), schema)
     parts: list[dict[str, Any]]
     finish = "STOP"
-    schema = config.get("responseSchema") or config.get("responseJsonSchema")
     if config.get("responseMimeType") == "application/json":
-        value = value_for_schema(schema, random.Random(seed)) if schema else {"answer": generate_text(
-            seed=seed, prompt=prompt, max_tokens=None)[0]}  # fmt: skip
-        parts = [{"text": json.dumps(value)}]
+        user_text = text_of(contents, user_only=True)
+        parts = [{"text": _json_answer(schema, seed=seed, prompt=prompt, user_text=user_text)}]
     else:
         text, truncated = generate_text(seed=seed, prompt=prompt, max_tokens=config.get("maxOutputTokens"))
         finish = "MAX_TOKENS" if truncated else "STOP"
@@ -195,6 +188,18 @@ def generate(state: State, model: str, body: dict[str, Any]) -> dict[str, Any]:
         "modelVersion": model,
         "responseId": uuid.UUID(int=seed_of("response", seed, time.time_ns()) % 2**128).hex[:22],
     }
+
+
+def _json_answer(schema: Any, *, seed: int, prompt: str, user_text: str) -> str:
+    """The JSON text of a JSON-mode answer; its meaning is read from the user's text only."""
+    if isinstance(schema, dict) and schema:
+        value = value_for_schema(schema, random.Random(seed), text=user_text)
+        if BREAK_SCHEMA_MARKER in user_text:
+            value = break_schema(value, schema)
+    else:
+        value = {"answer": generate_text(seed=seed, prompt=prompt, max_tokens=None)[0]}
+    text = json.dumps(value, ensure_ascii=False)
+    return invalid_json(text) if INVALID_JSON_MARKER in user_text else text
 
 
 def build_app(state: State | None = None) -> Starlette:

@@ -1,4 +1,4 @@
-"""Deterministic model outputs: text, JSON that fits a schema, PNG images, embeddings, token counts."""
+"""Deterministic model outputs: text, PNG images, embeddings, token counts (JSON answers: structured.py)."""
 
 from __future__ import annotations
 
@@ -29,14 +29,17 @@ def count_tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / 4)) if text else 0
 
 
-def text_of(contents: Any) -> str:
-    """All text parts of a `contents` list (or a single content), joined."""
+def text_of(contents: Any, *, user_only: bool = False) -> str:
+    """All text parts of a `contents` list (or a single content), joined; with `user_only`, not the
+    model's own turns."""
     if contents is None:
         return ""
     if isinstance(contents, dict):
         contents = [contents]
     texts: list[str] = []
     for content in contents:
+        if user_only and isinstance(content, dict) and content.get("role") == "model":
+            continue
         for part in (content or {}).get("parts", []) if isinstance(content, dict) else []:
             if isinstance(part, dict) and isinstance(part.get("text"), str):
                 texts.append(part["text"])
@@ -52,35 +55,6 @@ def generate_text(*, seed: int, prompt: str, max_tokens: int | None) -> tuple[st
     if max_tokens is not None and count_tokens(text) > max_tokens:
         return text[: max_tokens * 4], True
     return text, False
-
-
-def value_for_schema(schema: dict[str, Any], rng: random.Random, depth: int = 0) -> Any:
-    """A value that validates against a Gemini `Schema` (OpenAPI subset) or a JSON Schema."""
-    kind = str(schema.get("type", "object" if "properties" in schema else "string")).lower()
-    if isinstance(schema.get("type"), list):
-        kind = str(next((t for t in schema["type"] if t != "null"), "string")).lower()
-    if "enum" in schema and schema["enum"]:
-        return rng.choice(list(schema["enum"]))
-    if "anyOf" in schema and schema["anyOf"]:
-        return value_for_schema(schema["anyOf"][0], rng, depth + 1)
-    if kind == "object":
-        properties = schema.get("properties") or {}
-        return {name: value_for_schema(sub, rng, depth + 1) for name, sub in properties.items()}
-    if kind == "array":
-        low = int(schema.get("minItems", 1))
-        high = max(low, min(int(schema.get("maxItems", 3)), 3))
-        return [
-            value_for_schema(schema.get("items") or {}, rng, depth + 1) for _ in range(rng.randint(low, high))
-        ]
-    if kind == "integer":
-        low, high = int(schema.get("minimum", 0)), int(schema.get("maximum", 100))
-        return rng.randint(low, max(low, high))
-    if kind == "number":
-        low_f, high_f = float(schema.get("minimum", 0)), float(schema.get("maximum", 1))
-        return round(rng.uniform(low_f, max(low_f, high_f)), 4)
-    if kind == "boolean":
-        return rng.random() < 0.5
-    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 4)))
 
 
 def png(*, seed: int, size: int = 16) -> bytes:
