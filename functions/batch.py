@@ -1,4 +1,6 @@
-"""Public API of batch generation: POST /generate, GET /status/{id}, GET /active, GET /stats, DELETE /{id}."""
+"""Public API of the batch engine: POST /{kind} (generate, embeddings, analyze), GET /status/{id},
+GET /active, GET /stats, DELETE /{id}; the embeddings' collections: GET /collections,
+DELETE /collections/{name}."""
 
 from __future__ import annotations
 
@@ -11,13 +13,15 @@ from shared import runtime
 from shared.app import platform
 from shared.errors import InvalidRequest, PayloadTooLarge
 from shared.http import authenticate, caller_info, json_response, register_error_handlers
-from shared.services import batches
+from shared.services import batches, collections
 
 register_error_handlers(functions_framework.errorhandler)
 
 ROUTES = Map(
     [
-        Rule("/generate", methods=["POST"], endpoint="generate"),
+        Rule("/collections", methods=["GET"], endpoint="collections"),
+        Rule("/collections/<name>", methods=["DELETE"], endpoint="delete_collection"),
+        Rule("/<kind>", methods=["POST"], endpoint="submit"),
         Rule("/status/<batch_id>", methods=["GET"], endpoint="status"),
         Rule("/active", methods=["GET"], endpoint="active"),
         Rule("/stats", methods=["GET"], endpoint="stats"),
@@ -34,7 +38,7 @@ def batch(request: flask.Request) -> flask.Response:
     principal = authenticate(request)
     wired = platform()
     engine = wired.engine
-    if endpoint == "generate":
+    if endpoint == "submit":
         if (
             request.content_length is not None
             and request.content_length > engine.settings.batch_max_body_bytes
@@ -44,6 +48,7 @@ def batch(request: flask.Request) -> flask.Response:
             batches.submit(
                 engine=engine,
                 principal=principal,
+                kind_name=args["kind"],
                 body=request.get_data(cache=False),
                 idempotency_key=request.headers.get("Idempotency-Key"),
                 caller=caller_info(request),
@@ -78,6 +83,16 @@ def batch(request: flask.Request) -> flask.Response:
         return json_response(
             {"message": "batch cancelled", "batchId": cancelled.batch_id, "status": cancelled.status.value}
         )
+    if endpoint == "collections":
+        listed = runtime.run(collections.list_collections(engine=engine, principal=principal))
+        return json_response({"collections": [c.model_dump(mode="json", by_alias=True) for c in listed]})
+    if endpoint == "delete_collection":
+        runtime.run(
+            collections.delete_collection(
+                engine=engine, principal=principal, name=args["name"], caller=caller_info(request)
+            )
+        )
+        return json_response({"message": "collection deleted", "name": args["name"]})
     raise NotFound()
 
 

@@ -70,8 +70,10 @@ async def _build(settings: Settings) -> Platform:
 
     from shared.adapters.blob_store import GcsBlobStore
     from shared.adapters.firestore_store import FirestoreStore
-    from shared.adapters.gemini import GeminiTextModel
+    from shared.adapters.gemini import GeminiEmbeddingModel, GeminiTextModel
     from shared.adapters.tasks_queue import CloudTasksQueue
+    from shared.adapters.vector_store import FirestoreVectorStore
+    from shared.kinds.registry import KINDS
 
     if settings.is_local:
         # The Firestore client finds its emulator only through this variable.
@@ -119,7 +121,10 @@ async def _build(settings: Settings) -> Platform:
             api_access_endpoint=access_endpoint,
         ),
         model=GeminiTextModel(genai_client),
+        embedder=GeminiEmbeddingModel(genai_client),
+        vectors=FirestoreVectorStore(db),
         settings=settings,
+        kinds=KINDS,
     )
     authenticator = Authenticator(keys=store, cache_seconds=settings.api_key_cache_seconds)
     rate_limiter = RateLimiter(

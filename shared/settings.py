@@ -70,6 +70,13 @@ class Settings(BaseSettings):
     batch_task_max_attempts: int = Field(default=10, ge=1)
     results_url_ttl_seconds: int = Field(default=900, ge=60, le=7 * 24 * 3600)
 
+    # Batch embeddings and analysis.
+    embeddings_default_model: str = "gemini-embedding-001"
+    # Firestore's vector fields hold at most 2,048 dimensions; the declared vector index is for 768.
+    embeddings_default_dimension: int = Field(default=768, ge=1, le=2048)
+    embeddings_max_documents: int = Field(default=100_000, ge=1)  # documents per batch, over all operations
+    analyze_default_model: str = "gemini-2.5-flash"
+
     analytics_retention_days: int = Field(default=30, ge=1)
     rate_limit_per_minute: int = Field(default=600, ge=1)
     # How often an instance adds its counted requests to the shared per-tenant counter in Firestore.

@@ -31,7 +31,6 @@ from shared.models.batch import (
     ChunkProgress,
     ChunkState,
     ResultTotals,
-    StoredRequest,
 )
 from shared.models.usage import UsageEvent, UsageRecord
 from shared.ports import BatchSnapshot, BatchStop, ChunkSnapshot, ExpiredLease, LeaseView, ResultPage
@@ -51,26 +50,23 @@ def chunk_id(index: int) -> str:
     return f"{index:06d}"
 
 
-_REQUESTS = TypeAdapter(list[StoredRequest])
 _CUSTOM_IDS = TypeAdapter(list[str | None])
 _EVENTS = TypeAdapter(list[UsageEvent])
 _INDICES = TypeAdapter(list[int])
 
 
 def _dump_chunk(chunk: ChunkDoc) -> dict[str, Any]:
-    # The requests are one JSON blob: an array of maps would be indexed field by field, which makes the
-    # write of a large chunk many times slower (and in production they are exempt from indexing too).
-    data = chunk.model_dump(mode="python", exclude={"requests", "custom_ids"})
-    data["requests"] = _REQUESTS.dump_json(chunk.requests, exclude_none=True)
+    # The items are one JSON blob, as the kind wrote them: an array of maps would be indexed field by field,
+    # which makes the write of a large chunk many times slower (in production they are exempt from indexing).
+    data = chunk.model_dump(mode="python", exclude={"custom_ids"})
     data["custom_ids"] = _CUSTOM_IDS.dump_json(chunk.custom_ids)
     return data
 
 
 def _load_chunk(data: dict[str, Any] | None) -> ChunkDoc:
     data = dict(data or {})
-    requests = _REQUESTS.validate_json(data.pop("requests"))
     custom_ids = _CUSTOM_IDS.validate_json(data.pop("custom_ids"))
-    return ChunkDoc.model_validate(data | {"requests": requests, "custom_ids": custom_ids})
+    return ChunkDoc.model_validate(data | {"items": bytes(data.pop("items")), "custom_ids": custom_ids})
 
 
 def _dump_page(page: ResultPage) -> dict[str, Any]:
@@ -215,15 +211,23 @@ class FirestoreStore:
         docs = [BatchDoc.model_validate(s.to_dict()) async for s in query.limit(limit).stream()]
         return sorted(docs, key=lambda b: b.created_at, reverse=True)
 
-    async def count_batches(self, owner: str | None, status: str) -> int:
-        query: Any = self._db.collection(BATCHES).where(filter=FieldFilter("status", "==", status))
+    async def count_batches(self, owner: str | None, kind: str, status: str) -> int:
+        query: Any = (
+            self._db.collection(BATCHES)
+            .where(filter=FieldFilter("kind", "==", kind))
+            .where(filter=FieldFilter("status", "==", status))
+        )
         if owner is not None:
             query = query.where(filter=FieldFilter("owner", "==", owner))
         result = await query.count(alias="n").get()
         return int(result[0][0].value)
 
-    async def finished_batch_sums(self, owner: str | None) -> dict[str, float]:
-        query: Any = self._db.collection(BATCHES).where(filter=FieldFilter("finalized", "==", True))
+    async def finished_batch_sums(self, owner: str | None, kind: str) -> dict[str, float]:
+        query: Any = (
+            self._db.collection(BATCHES)
+            .where(filter=FieldFilter("kind", "==", kind))
+            .where(filter=FieldFilter("finalized", "==", True))
+        )
         if owner is not None:
             query = query.where(filter=FieldFilter("owner", "==", owner))
         aggregation = (
@@ -381,6 +385,12 @@ class FirestoreStore:
         """Every page of the batch, in chunk order."""
         async for snapshot in self._pages(batch_id).order_by("chunk").stream():
             yield _load_page(snapshot.to_dict())
+
+    async def write_audit(self, record: AuditRecord) -> None:
+        try:
+            await self._db.collection(AUDIT_LOG).document().create(_dump(record))
+        except TRANSIENT as exc:
+            raise StoreUnavailable(f"cannot write the audit record: {exc.message}") from exc
 
     # --- keys and rate limits ---------------------------------------------------------------------
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx2
@@ -12,7 +14,7 @@ from google.genai import errors as genai_errors
 from google.genai import types
 
 from shared.errors import ModelError
-from shared.ports import ModelCall, ModelReply
+from shared.ports import EmbedCall, EmbedReply, ModelCall, ModelReply
 
 # As python-genai's own retry list: request timeout, rate limit and server-side failures.
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -41,28 +43,18 @@ class GeminiTextModel:
     async def generate(self, call: ModelCall) -> ModelReply:
         config = None
         # Only build a config when something is set: google-genai spends about 1 ms of CPU per call on one.
-        if (call.system_instruction, call.temperature, call.max_tokens) != (None, None, None):
+        if (call.system_instruction, call.temperature, call.max_tokens, call.response_schema) != (None,) * 4:
             config = types.GenerateContentConfig(
                 system_instruction=call.system_instruction,
                 temperature=call.temperature,
                 max_output_tokens=call.max_tokens,
+                response_mime_type="application/json" if call.response_schema is not None else None,
+                response_json_schema=call.response_schema,
             )
-        try:
-            async with asyncio.timeout(call.timeout_s):
-                response = await self._models.generate_content(
-                    model=call.model, contents=call.prompt, config=config
-                )
-        except TimeoutError as exc:
-            raise ModelError(f"no answer within {call.timeout_s:g} s", status=408, transient=True) from exc
-        except genai_errors.APIError as exc:
-            raise ModelError(
-                exc.message or str(exc),
-                status=exc.code,
-                transient=exc.code in TRANSIENT_STATUSES,
-                retry_after_s=retry_delay_seconds(exc.details),
-            ) from exc
-        except httpx2.TransportError as exc:  # google-genai's HTTP transport
-            raise ModelError(f"cannot reach the model: {exc}", status=503, transient=True) from exc
+        async with _model_errors(call.timeout_s):
+            response = await self._models.generate_content(
+                model=call.model, contents=call.prompt, config=config
+            )
         usage = response.usage_metadata
         input_tokens = (usage.prompt_token_count or 0) if usage else 0
         output_tokens = (usage.candidates_token_count or 0) if usage else 0
@@ -73,3 +65,45 @@ class GeminiTextModel:
             cached_tokens=(usage.cached_content_token_count or 0) if usage else 0,
             total_tokens=(usage.total_token_count or input_tokens + output_tokens) if usage else 0,
         )
+
+
+class GeminiEmbeddingModel:
+    """Implements EmbeddingModel: one batchEmbedContents call for up to 100 texts."""
+
+    def __init__(self, client: genai.Client) -> None:
+        self._models = client.aio.models
+
+    async def embed(self, call: EmbedCall) -> EmbedReply:
+        config = types.EmbedContentConfig(output_dimensionality=call.dimension, task_type=call.task_type)
+        async with _model_errors(call.timeout_s):
+            response = await self._models.embed_content(
+                model=call.model, contents=list(call.texts), config=config
+            )
+        vectors = [list(embedding.values or []) for embedding in response.embeddings or []]
+        if len(vectors) != len(call.texts):
+            raise ModelError(
+                f"the model returned {len(vectors)} embeddings for {len(call.texts)} texts",
+                status=502,
+                transient=False,
+            )
+        # The Gemini API reports no token counts for embeddings: about four characters a token.
+        return EmbedReply(vectors=vectors, input_tokens=sum(-(-len(text) // 4) for text in call.texts))
+
+
+@contextlib.asynccontextmanager
+async def _model_errors(timeout_s: float) -> AsyncIterator[None]:
+    """The call's time limit, and google-genai's errors as ModelError (transient or not, with RetryInfo)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            yield
+    except TimeoutError as exc:
+        raise ModelError(f"no answer within {timeout_s:g} s", status=408, transient=True) from exc
+    except genai_errors.APIError as exc:
+        raise ModelError(
+            exc.message or str(exc),
+            status=exc.code,
+            transient=exc.code in TRANSIENT_STATUSES,
+            retry_after_s=retry_delay_seconds(exc.details),
+        ) from exc
+    except httpx2.TransportError as exc:  # google-genai's HTTP transport
+        raise ModelError(f"cannot reach the model: {exc}", status=503, transient=True) from exc

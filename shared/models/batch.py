@@ -42,15 +42,6 @@ class ChunkState(StrEnum):
 # --- what clients send -------------------------------------------------------------------------------
 
 
-class GenerateItem(ClientModel):
-    prompt: str = Field(min_length=1)
-    model: str | None = Field(default=None, max_length=100, pattern=r"^(models/)?[A-Za-z0-9][A-Za-z0-9._-]*$")
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    max_tokens: int | None = Field(default=None, ge=1, le=65_536)
-    custom_id: str | None = Field(default=None, max_length=256)
-    system_instruction: str | None = None
-
-
 class RetryPolicy(ClientModel):
     max_retries: int = Field(ge=0, le=10)
     base_delay: int = Field(default=1000, ge=0, le=60_000)  # ms
@@ -64,11 +55,6 @@ class BatchOptions(ClientModel):
     timeout: int | None = Field(default=None, ge=100)  # ms per request
     wait: bool | None = None
     retry_policy: RetryPolicy | None = None
-
-
-class GenerateBatchRequest(ClientModel):
-    requests: list[GenerateItem] = Field(min_length=1)
-    options: BatchOptions = BatchOptions()
 
 
 # --- what is stored ----------------------------------------------------------------------------------
@@ -86,31 +72,34 @@ class ResolvedOptions(BaseModel):
     backoff_multiplier: float
 
 
-class StoredRequest(BaseModel):
-    """One request inside a chunk document; `ref` names a Cloud Storage object when it was too large."""
+class Stage(BaseModel):
+    """Chunks `first` .. `first + count - 1`, run in `lanes` chains: chunks n, n + lanes, n + 2 x lanes...
+    one after another in lane n. A stage starts when every chunk of the one before it is finished."""
 
-    prompt: str | None = None
-    ref: str | None = None
-    model: str
-    temperature: float | None = None
-    max_tokens: int | None = None
-    custom_id: str | None = None
-    system_instruction: str | None = None
+    first: int
+    count: int
+    lanes: int
+
+    @property
+    def end(self) -> int:
+        return self.first + self.count
 
 
 class BatchDoc(BaseModel):
     batch_id: str
     owner: str
-    kind: str = "generate"
+    kind: str
     status: BatchStatus
     created_at: dt.datetime
     deadline_at: dt.datetime
     finished_at: dt.datetime | None = None
-    total: int
+    total: int  # items
     chunk_count: int
     chunk_size: int
-    lanes: int = 1  # chunks n, n + lanes, n + 2 x lanes... run one after another in lane n
+    stages: list[Stage]
     options: ResolvedOptions
+    params: dict[str, Any] = {}  # the kind's batch-wide settings (Plan.params)
+    entry_starts: list[int] | None = None  # the first item of each result entry, when not one per item
     body_hash: str
     idempotency_key: str | None = None
     stop_reason: str | None = None
@@ -118,6 +107,20 @@ class BatchDoc(BaseModel):
     results_object: str | None = None
     summary: dict[str, Any] | None = None
     totals: ResultTotals | None = None  # exact, written at fan-in
+
+    @property
+    def entries(self) -> int:
+        """How many results the caller sees: one per item, or one per entry of `entry_starts`."""
+        return self.total if self.entry_starts is None else len(self.entry_starts)
+
+    def stage_of(self, chunk: int) -> Stage:
+        return next(stage for stage in self.stages if stage.first <= chunk < stage.end)
+
+    def following_in_lane(self, chunk: int) -> int | None:
+        """The chunk that runs after `chunk` in its lane, None at the end of the lane."""
+        stage = self.stage_of(chunk)
+        following = chunk + stage.lanes
+        return following if following < stage.end else None
 
 
 class ResultTotals(BaseModel):
@@ -148,17 +151,6 @@ class ResultTotals(BaseModel):
             cost_usd=self.cost_usd + other.cost_usd,
         )
 
-    @classmethod
-    def of(cls, results: list[ResultDoc]) -> ResultTotals:
-        return cls(
-            finished=len(results),
-            failed=sum(not r.success for r in results),
-            input_tokens=sum(r.input_tokens for r in results),
-            output_tokens=sum(r.output_tokens for r in results),
-            cached_tokens=sum(r.cached_tokens for r in results),
-            cost_usd=sum(r.cost_usd for r in results),
-        )
-
 
 class ChunkProgress(BaseModel):
     """What the status endpoint reads of a chunk (a projection: not its requests)."""
@@ -176,8 +168,8 @@ class ChunkDoc(BaseModel):
     index: int
     start: int
     end: int  # exclusive
-    requests: list[StoredRequest]
-    custom_ids: list[str | None]  # the requests' customIds again, so pages can read them by projection
+    items: bytes  # the kind's items, one JSON array (read back with the kind's item_adapter)
+    custom_ids: list[str | None]  # the items' customIds, so pages can read them by projection
     concurrency: int = 0  # this chunk's share of the batch's concurrency (0: all of it)
     state: ChunkState = ChunkState.PENDING
     segment: int = 0
@@ -203,40 +195,20 @@ class TokenUsage(ApiModel):
     total: int = 0
 
 
-class ResultDoc(BaseModel):
-    """The outcome of one request, written once (create) by whichever worker finished it first."""
-
-    batch_id: str
-    index: int
-    chunk: int
-    custom_id: str | None = None
-    success: bool
-    response: str | None = None
-    response_ref: str | None = None
-    error: ErrorInfo | None = None
-    model: str
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cached_tokens: int = 0
-    total_tokens: int = 0
-    cost_usd: float = 0.0
-    processing_ms: int
-    attempts: int
-    finished_at: dt.datetime
-
-
 # --- what is returned --------------------------------------------------------------------------------
 
 
 class ItemResult(ApiModel):
+    """The engine's fields of a result line; the kind's own fields (a response, matches, a label...) sit
+    between `success` and `error`."""
+
     index: int
     custom_id: str | None
     status: str  # succeeded | failed | pending | cancelled
     success: bool
-    response: str | None = None
-    response_ref: str | None = None  # Cloud Storage object holding a response too large to inline
     error: ErrorInfo | None = None
-    tokens_used: TokenUsage | None = None
+    tokens_used: int | None = None  # the seed's integer: input + output tokens
+    tokens: TokenUsage | None = None
     processing_time: int | None = None  # ms
     attempts: int | None = None
 
@@ -252,12 +224,13 @@ class Summary(ApiModel):
     cost_usd: float
 
 
-class GenerateResponse(ApiModel):
+class SubmitResponse(ApiModel):
     message: str
     batch_id: str
+    kind: str
     status: BatchStatus
-    results: list[ItemResult] | None = None
-    summary: Summary | None = None
+    results: list[dict[str, Any]] | None = None
+    summary: dict[str, Any] | None = None
     status_url: str
 
 
@@ -270,6 +243,7 @@ class Pagination(ApiModel):
 
 class BatchStatusResponse(ApiModel):
     batch_id: str
+    kind: str
     status: BatchStatus
     created_at: dt.datetime
     finished_at: dt.datetime | None
@@ -280,7 +254,8 @@ class BatchStatusResponse(ApiModel):
     tokens: TokenUsage
     cost_usd: float
     options: dict[str, Any]
-    results: list[ItemResult]
+    summary: dict[str, Any] | None = None  # once finished
+    results: list[dict[str, Any]]
     pagination: Pagination
     results_url: str | None = None
     results_url_expires_at: dt.datetime | None = None
@@ -288,6 +263,7 @@ class BatchStatusResponse(ApiModel):
 
 class ActiveBatch(ApiModel):
     batch_id: str
+    kind: str
     status: BatchStatus
     owner: str
     created_at: dt.datetime

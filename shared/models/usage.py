@@ -13,8 +13,9 @@ class UsageEvent(BaseModel):
     event_id: str  # {job}-{item}-{attempt}
     tenant: str
     model: str
-    endpoint: str  # generateContent, embedContent, ...
-    source: str  # which job kind made the call, e.g. batch:generate
+    endpoint: str  # the platform's endpoint (job kind) that made the call: generate, embeddings, analyze
+    method: str = "generateContent"  # the Gemini API method: generateContent, batchEmbedContents
+    source: str  # where the call ran, e.g. batch:generate
     job_id: str
     latency_ms: int
     input_tokens: int

@@ -1,11 +1,10 @@
-"""Batch generation, the public side: submit, status, active, cancel, stats."""
+"""The engine's public side, for every kind: submit, status, active, cancel, stats."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import hashlib
-import json
 import math
 import time
 import uuid
@@ -18,6 +17,7 @@ from pydantic import ValidationError
 from pydantic.alias_generators import to_camel
 
 from shared.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
+from shared.kinds.base import Kind, KindRequest, Plan
 from shared.models.auth import AuditRecord, Principal
 from shared.models.batch import (
     ActiveBatch,
@@ -26,20 +26,17 @@ from shared.models.batch import (
     BatchStatusResponse,
     ChunkDoc,
     ChunkProgress,
-    ErrorInfo,
-    GenerateBatchRequest,
-    GenerateResponse,
-    ItemResult,
     Pagination,
     ResolvedOptions,
-    ResultDoc,
     ResultTotals,
-    StoredRequest,
+    Stage,
+    SubmitResponse,
     Summary,
     TokenUsage,
 )
 from shared.ports import BatchSnapshot, BatchStore
-from shared.services.engine import Engine, enqueue_chunk, request_object
+from shared.services.engine import Engine, enqueue_chunk
+from shared.services.results import entries, entry_items, missing_result, parse
 from shared.settings import Settings
 
 # A chunk document stays well below Firestore's 1 MiB limit.
@@ -74,18 +71,23 @@ def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
     ]
 
 
-def parse_request(body: bytes, *, settings: Settings) -> GenerateBatchRequest:
+def kind_of(engine: Engine, name: str) -> Kind[Any, Any]:
+    kind = engine.kinds.get(name)
+    if kind is None:
+        raise NotFound(f"no kind of batch {name!r}")
+    return kind
+
+
+def parse_request(body: bytes, *, kind: Kind[Any, Any], settings: Settings) -> KindRequest:
     if len(body) > settings.batch_max_body_bytes:
         raise PayloadTooLarge(
             f"request body is {len(body)} bytes; the limit is {settings.batch_max_body_bytes}"
         )
     try:
-        request = GenerateBatchRequest.model_validate_json(body)
+        request = kind.request_model.model_validate_json(body)
     except ValidationError as exc:
         raise InvalidRequest("the request body is not valid", details=validation_details(exc)) from exc
-    problems: list[dict[str, Any]] = []
-    if len(request.requests) > settings.batch_max_requests:
-        problems.append({"field": "requests", "problem": f"at most {settings.batch_max_requests} requests"})
+    problems = kind.limits(request, settings=settings)
     options = request.options
     if options.concurrency is not None and options.concurrency > settings.batch_concurrency_limit:
         problems.append(
@@ -98,7 +100,7 @@ def parse_request(body: bytes, *, settings: Settings) -> GenerateBatchRequest:
     return request
 
 
-def resolve_options(request: GenerateBatchRequest, *, settings: Settings) -> ResolvedOptions:
+def resolve_options(request: KindRequest, *, settings: Settings) -> ResolvedOptions:
     options = request.options
     policy = options.retry_policy
     return ResolvedOptions(
@@ -134,62 +136,52 @@ def lane_concurrency(*, chunk: int, lanes: int, concurrency: int) -> int:
     return concurrency // lanes + (1 if lane < concurrency % lanes else 0)
 
 
-async def _build_chunks(
-    *,
-    engine: Engine,
-    batch_id: str,
-    owner: str,
-    request: GenerateBatchRequest,
-    chunk_size: int,
-) -> list[ChunkDoc]:
-    """Split the requests into chunks by count and bytes; oversized prompts go to Cloud Storage."""
-    settings = engine.settings
+def _build_chunks(
+    *, batch_id: str, owner: str, plan: Plan[Any], concurrency: int, settings: Settings
+) -> tuple[list[ChunkDoc], list[Stage], int]:
+    """Split each stage's items into chunks by count and bytes (a chunk never spans two stages), and plan
+    each stage's lanes. Returns the chunks, the stages and the largest chunk size."""
     chunks: list[ChunkDoc] = []
-    current: list[StoredRequest] = []
-    current_bytes = 0
-    start = 0
-    uploads = []
-    for index, item in enumerate(request.requests):
-        stored = StoredRequest(
-            prompt=item.prompt,
-            model=item.model or settings.batch_default_model,
-            temperature=item.temperature,
-            max_tokens=item.max_tokens,
-            custom_id=item.custom_id,
-            system_instruction=item.system_instruction,
+    stages: list[Stage] = []
+    largest = 1
+    bounds = [*plan.stage_starts, len(plan.items)]
+    for stage_start, stage_end in zip(bounds, bounds[1:], strict=False):
+        lanes, chunk_size = plan_lanes(
+            total=stage_end - stage_start, concurrency=concurrency, settings=settings
         )
-        size = len(item.prompt.encode()) + len((item.system_instruction or "").encode()) + 200
-        if size > settings.batch_inline_limit_bytes:
-            object_name = request_object(batch_id, index)
-            payload = json.dumps({"prompt": item.prompt, "systemInstruction": item.system_instruction})
-            uploads.append(
-                engine.blobs.put(
-                    object_name=object_name, data=payload.encode(), content_type="application/json"
-                )
+        largest = max(largest, chunk_size)
+        first = len(chunks)
+        current: list[bytes] = []
+        current_bytes = 0
+        start = stage_start
+        for index in range(stage_start, stage_end):
+            encoded = plan.items[index].model_dump_json(exclude_none=True).encode()
+            if current and (len(current) >= chunk_size or current_bytes + len(encoded) > CHUNK_BYTE_BUDGET):
+                chunks.append(_chunk(batch_id, owner, len(chunks), start, current, plan.custom_ids))
+                start, current, current_bytes = index, [], 0
+            current.append(encoded)
+            current_bytes += len(encoded)
+        chunks.append(_chunk(batch_id, owner, len(chunks), start, current, plan.custom_ids))
+        lanes = min(lanes, len(chunks) - first)
+        stages.append(Stage(first=first, count=len(chunks) - first, lanes=lanes))
+        for chunk in chunks[first:]:
+            chunk.concurrency = lane_concurrency(
+                chunk=chunk.index - first, lanes=lanes, concurrency=concurrency
             )
-            stored = stored.model_copy(
-                update={"prompt": None, "system_instruction": None, "ref": object_name}
-            )
-            size = 300
-        if current and (len(current) >= chunk_size or current_bytes + size > CHUNK_BYTE_BUDGET):
-            chunks.append(_chunk(batch_id, owner, len(chunks), start, current))
-            start, current, current_bytes = index, [], 0
-        current.append(stored)
-        current_bytes += size
-    chunks.append(_chunk(batch_id, owner, len(chunks), start, current))
-    await asyncio.gather(*uploads)
-    return chunks
+    return chunks, stages, largest
 
 
-def _chunk(batch_id: str, owner: str, index: int, start: int, requests: list[StoredRequest]) -> ChunkDoc:
+def _chunk(
+    batch_id: str, owner: str, index: int, start: int, items: list[bytes], custom_ids: list[str | None]
+) -> ChunkDoc:
     return ChunkDoc(
         batch_id=batch_id,
         owner=owner,
         index=index,
         start=start,
-        end=start + len(requests),
-        requests=requests,
-        custom_ids=[request.custom_id for request in requests],
+        end=start + len(items),
+        items=b"[" + b",".join(items) + b"]",
+        custom_ids=custom_ids[start : start + len(items)],
     )
 
 
@@ -204,40 +196,46 @@ async def submit(
     *,
     engine: Engine,
     principal: Principal,
+    kind_name: str,
     body: bytes,
     idempotency_key: str | None,
     caller: CallerInfo,
-) -> tuple[GenerateResponse, int]:
-    """Validate, store the batch and its chunks, enqueue the first chunk; wait for it when asked."""
+) -> tuple[SubmitResponse, int]:
+    """Validate, store the batch and its chunks, enqueue the first chunks; wait for the batch when asked."""
+    kind = kind_of(engine, kind_name)
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
         raise InvalidRequest(
             "invalid Idempotency-Key",
             details=[{"field": "Idempotency-Key", "problem": "1 to 200 characters"}],
         )
-    request = parse_request(body, settings=engine.settings)
-    options = resolve_options(request, settings=engine.settings)
+    settings = engine.settings
+    request = parse_request(body, kind=kind, settings=settings)
+    options = resolve_options(request, settings=settings)
     now = engine.clock()
     batch_id = _batch_id(principal, idempotency_key)
-    body_hash = hashlib.sha256(request.model_dump_json().encode()).hexdigest()
-    lanes, chunk_size = plan_lanes(
-        total=len(request.requests), concurrency=options.concurrency, settings=engine.settings
+    body_hash = hashlib.sha256(f"{kind.name}\x00{request.model_dump_json()}".encode()).hexdigest()
+    plan = await kind.plan(request, tenant=principal.tenant, batch_id=batch_id, ports=engine.ports)
+    chunks, stages, chunk_size = _build_chunks(
+        batch_id=batch_id,
+        owner=principal.tenant,
+        plan=plan,
+        concurrency=options.concurrency,
+        settings=settings,
     )
-    chunks = await _build_chunks(
-        engine=engine, batch_id=batch_id, owner=principal.tenant, request=request, chunk_size=chunk_size
-    )
-    for chunk in chunks:
-        chunk.concurrency = lane_concurrency(chunk=chunk.index, lanes=lanes, concurrency=options.concurrency)
     batch = BatchDoc(
         batch_id=batch_id,
         owner=principal.tenant,
+        kind=kind.name,
         status=BatchStatus.QUEUED,
         created_at=now,
-        deadline_at=_deadline(now, len(request.requests), options),
-        total=len(request.requests),
+        deadline_at=_deadline(now, len(plan.items), options),
+        total=len(plan.items),
         chunk_count=len(chunks),
         chunk_size=chunk_size,
-        lanes=lanes,
+        stages=stages,
         options=options,
+        params=plan.params,
+        entry_starts=plan.entry_starts,
         body_hash=body_hash,
         idempotency_key=idempotency_key,
     )
@@ -250,32 +248,38 @@ async def submit(
         batch = existing
     # Enqueue even when the batch existed: a submit that crashed before this line is repaired by its retry,
     # and the task name makes a second enqueue a no-op.
-    for first in range(min(batch.lanes, batch.chunk_count)):
-        await enqueue_chunk(engine=engine, batch_id=batch_id, chunk=first, segment=0)
+    await enqueue_stage(engine=engine, batch=batch, stage=batch.stages[0])
     wait = request.options.wait
     if wait is None:
-        wait = batch.total <= engine.settings.batch_wait_threshold
-    status_url = f"{engine.settings.function_url('batch')}/status/{batch_id}"
+        wait = batch.entries <= settings.batch_wait_threshold
+    status_url = f"{settings.function_url('batch')}/status/{batch_id}"
     if not wait:
         message = "batch accepted" if created else "batch already submitted with this Idempotency-Key"
-        return GenerateResponse(
-            message=message, batch_id=batch_id, status=batch.status, status_url=status_url
+        return SubmitResponse(
+            message=message, batch_id=batch_id, kind=kind.name, status=batch.status, status_url=status_url
         ), 202
     finished = await _wait_until_final(engine=engine, batch=batch)
     results = await _page(engine=engine, batch=finished, offset=0, limit=MAX_PAGE)
     totals, started = await current_totals(engine=engine, batch=finished)
     done = finished.finalized
     return (
-        GenerateResponse(
+        SubmitResponse(
             message="batch finished" if done else "batch still running; poll the status URL",
             batch_id=batch_id,
+            kind=kind.name,
             status=_display_status(finished, totals, started=started),
             results=results,
-            summary=summarize(finished, totals),
+            summary=finished.summary if done and finished.summary else summarize(finished, totals),
             status_url=status_url,
         ),
         200 if done else 202,
     )
+
+
+async def enqueue_stage(*, engine: Engine, batch: BatchDoc, stage: Stage) -> None:
+    """Start a stage: the first chunk of each of its lanes (named tasks: enqueuing twice is harmless)."""
+    for first in range(stage.first, stage.first + stage.lanes):
+        await enqueue_chunk(engine=engine, batch_id=batch.batch_id, chunk=first, segment=0)
 
 
 async def _wait_until_final(*, engine: Engine, batch: BatchDoc) -> BatchDoc:
@@ -358,71 +362,49 @@ def _display_status(batch: BatchDoc, totals: ResultTotals, *, started: bool) -> 
     return batch.status
 
 
-def summarize(batch: BatchDoc, totals: ResultTotals) -> Summary:
-    pending = batch.total - totals.finished
+def summarize(
+    batch: BatchDoc, totals: ResultTotals, *, results: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The engine's summary. Counts are of items from the totals, or of the caller's results when given
+    (the fan-in of a kind whose results are not one per item)."""
     stopped = batch.status in (BatchStatus.CANCELLED, BatchStatus.FAILED) and batch.finalized
+    if results is None:
+        total, successful, failed = batch.total, totals.successful, totals.failed
+    else:
+        total = len(results)
+        successful = sum(1 for result in results if result.get("success"))
+        failed = sum(1 for result in results if result.get("status") == "failed")
+    pending = total - successful - failed
     end = batch.finished_at or None
     return Summary(
-        total=batch.total,
-        successful=totals.successful,
-        failed=totals.failed,
+        total=total,
+        successful=successful,
+        failed=failed,
         cancelled=pending if stopped else 0,
         pending=0 if stopped else pending,
         total_time=int(((end or dt.datetime.now(dt.UTC)) - batch.created_at).total_seconds() * 1000),
         total_tokens=totals.total_tokens,
         cost_usd=round(totals.cost_usd, 8),
-    )
+    ).model_dump(by_alias=True)
 
 
-def item_result(result: ResultDoc) -> ItemResult:
-    return ItemResult(
-        index=result.index,
-        custom_id=result.custom_id,
-        status="succeeded" if result.success else "failed",
-        success=result.success,
-        response=result.response,
-        response_ref=result.response_ref,
-        error=result.error,
-        tokens_used=TokenUsage(
-            input=result.input_tokens,
-            output=result.output_tokens,
-            cached=result.cached_tokens,
-            total=result.total_tokens,
-        ),
-        processing_time=result.processing_ms,
-        attempts=result.attempts,
-    )
-
-
-def missing_result(index: int, custom_id: str | None, *, stopped: bool) -> ItemResult:
-    if stopped:
-        return ItemResult(
-            index=index,
-            custom_id=custom_id,
-            status="cancelled",
-            success=False,
-            error=ErrorInfo(code="cancelled", message="the batch stopped before this request ran"),
-        )
-    return ItemResult(index=index, custom_id=custom_id, status="pending", success=False)
-
-
-async def _page(*, engine: Engine, batch: BatchDoc, offset: int, limit: int) -> list[ItemResult]:
-    end = min(offset + limit, batch.total)
+async def _page(*, engine: Engine, batch: BatchDoc, offset: int, limit: int) -> list[dict[str, Any]]:
+    """The caller's results [offset, offset + limit), in order, joined to their customIds."""
+    end = min(offset + limit, batch.entries)
     if offset >= end:
         return []
-    lines = await engine.store.result_lines(batch.batch_id, offset, end)
-    missing = len(lines) < end - offset
-    custom_ids = await engine.store.custom_ids(batch.batch_id, offset, end) if missing else {}
+    first, last = entry_items(batch, offset, end)
+    lines = await engine.store.result_lines(batch.batch_id, first, last)
+    missing = len(lines) < last - first
+    custom_ids = await engine.store.custom_ids(batch.batch_id, first, last) if missing else {}
     stopped = batch.status in (BatchStatus.CANCELLED, BatchStatus.FAILED) and batch.finalized
-    page: list[ItemResult] = []
-    for index in range(offset, end):
-        line = lines.get(index)
-        page.append(
-            ItemResult.model_validate_json(line)
-            if line is not None
-            else missing_result(index, custom_ids.get(index), stopped=stopped)
-        )
-    return page
+    items = {
+        index: parse(lines[index])
+        if index in lines
+        else missing_result(index, custom_ids.get(index), stopped=stopped)
+        for index in range(first, last)
+    }
+    return entries(kind=kind_of(engine, batch.kind), batch=batch, start=offset, end=end, items=items)
 
 
 async def status(
@@ -450,9 +432,10 @@ async def status(
         ttl = dt.timedelta(seconds=engine.settings.results_url_ttl_seconds)
         results_url = await engine.blobs.signed_url(object_name=batch.results_object, ttl=ttl)
         expires_at = engine.clock() + ttl
-    end = min(offset + limit, batch.total)
+    end = min(offset + limit, batch.entries)
     return BatchStatusResponse(
         batch_id=batch_id,
+        kind=batch.kind,
         status=_display_status(batch, totals, started=started),
         created_at=batch.created_at,
         finished_at=batch.finished_at,
@@ -463,13 +446,13 @@ async def status(
             "finished": totals.finished,
             "successful": totals.successful,
             "failed": totals.failed,
-            "pending": summary.pending,
-            "cancelled": summary.cancelled,
+            "pending": summary["pending"],
+            "cancelled": summary["cancelled"],
             "percent": round(100.0 * totals.finished / batch.total, 2),
         },
         timings={
-            "elapsedMs": summary.total_time,
-            "totalTimeMs": summary.total_time if batch.finalized else None,
+            "elapsedMs": summary["totalTime"],
+            "totalTimeMs": summary["totalTime"] if batch.finalized else None,
         },
         tokens=TokenUsage(
             input=totals.input_tokens,
@@ -479,9 +462,10 @@ async def status(
         ),
         cost_usd=round(totals.cost_usd, 8),
         options={to_camel(name): value for name, value in batch.options.model_dump().items()},
+        summary=batch.summary if batch.finalized else None,
         results=page,
         pagination=Pagination(
-            offset=offset, limit=limit, total=batch.total, next_offset=end if end < batch.total else None
+            offset=offset, limit=limit, total=batch.entries, next_offset=end if end < batch.entries else None
         ),
         results_url=results_url,
         results_url_expires_at=expires_at,
@@ -493,7 +477,12 @@ async def active(*, engine: Engine, principal: Principal) -> list[ActiveBatch]:
     batches = await engine.store.active_batches(owner, limit=200)
     return [
         ActiveBatch(
-            batch_id=b.batch_id, status=b.status, owner=b.owner, created_at=b.created_at, total=b.total
+            batch_id=b.batch_id,
+            kind=b.kind,
+            status=b.status,
+            owner=b.owner,
+            created_at=b.created_at,
+            total=b.entries,
         )
         for b in batches
     ]
@@ -528,17 +517,32 @@ async def cancel(*, engine: Engine, principal: Principal, batch_id: str, caller:
 
 
 async def stats(*, engine: Engine, principal: Principal) -> dict[str, Any]:
+    """Batches by status, items, failures, tokens and throughput: in all and by kind."""
     owner = None if principal.is_admin else principal.tenant
-    counts = await asyncio.gather(*(engine.store.count_batches(owner, s.value) for s in BatchStatus))
-    sums = await engine.store.finished_batch_sums(owner)
-    items, time_ms = sums.get("items", 0.0), sums.get("time_ms", 0.0)
+    names = list(engine.kinds)
+    sums = await asyncio.gather(*(_kind_sums(engine=engine, owner=owner, kind=name) for name in names))
+    by_kind = {name: _stats_view(kind_sums) for name, kind_sums in zip(names, sums, strict=True)}
+    everything: dict[str, Any] = {}
+    for kind_sums in sums:
+        for key, value in kind_sums.items():
+            everything[key] = everything.get(key, 0) + value
+    return {"scope": "all tenants" if owner is None else owner, **_stats_view(everything), "byKind": by_kind}
+
+
+async def _kind_sums(*, engine: Engine, owner: str | None, kind: str) -> dict[str, float]:
+    counts = await asyncio.gather(*(engine.store.count_batches(owner, kind, s.value) for s in BatchStatus))
+    sums = await engine.store.finished_batch_sums(owner, kind)
+    return {f"status:{s.value}": float(n) for s, n in zip(BatchStatus, counts, strict=True)} | sums
+
+
+def _stats_view(sums: dict[str, float]) -> dict[str, Any]:
+    items, failed, time_ms = sums.get("items", 0.0), sums.get("failed", 0.0), sums.get("time_ms", 0.0)
     return {
-        "scope": "all tenants" if owner is None else owner,
-        "batches": {s.value: n for s, n in zip(BatchStatus, counts, strict=True)},
+        "batches": {s.value: int(sums.get(f"status:{s.value}", 0)) for s in BatchStatus},
         "finishedBatches": int(sums.get("batches", 0)),
         "items": int(items),
-        "failedItems": int(sums.get("failed", 0)),
-        "failureRate": round(sums.get("failed", 0.0) / items, 4) if items else 0.0,
+        "failedItems": int(failed),
+        "failureRate": round(failed / items, 4) if items else 0.0,
         "totalTokens": int(sums.get("tokens", 0)),
         "throughputItemsPerSecond": round(items / (time_ms / 1000), 2) if time_ms else 0.0,
     }

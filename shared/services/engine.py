@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
 
+from shared.kinds.base import Kind, Ports
 from shared.models.batch import FinalizeMessage, WorkMessage
 from shared.models.common import utcnow
-from shared.ports import BatchStore, BlobStore, TaskQueue, TextModel
+from shared.ports import BatchStore, BlobStore, EmbeddingModel, TaskQueue, TextModel, VectorStore
 from shared.settings import Settings
 
 WORKER_FUNCTION = "batch_worker"
@@ -18,12 +21,29 @@ SWEEPER_FUNCTION = "batch_sweeper"
 
 @dataclass(frozen=True)
 class Engine:
+    """The engine's own store and queue, the ports its kinds use, and the table of kinds it runs."""
+
     store: BatchStore
     queue: TaskQueue
     blobs: BlobStore
     model: TextModel
+    embedder: EmbeddingModel
+    vectors: VectorStore
     settings: Settings
+    kinds: Mapping[str, Kind[Any, Any]]
     clock: Callable[[], dt.datetime] = field(default=utcnow)
+
+    @cached_property
+    def ports(self) -> Ports:
+        """What a kind may use: the ports, never the engine's store or queue."""
+        return Ports(
+            model=self.model,
+            embedder=self.embedder,
+            vectors=self.vectors,
+            blobs=self.blobs,
+            settings=self.settings,
+            clock=self.clock,
+        )
 
 
 def chunk_task_id(batch_id: str, chunk: int, segment: int, suffix: str = "") -> str:
@@ -37,14 +57,6 @@ def finalize_task_id(batch_id: str, suffix: str = "") -> str:
 
 def results_object(batch_id: str) -> str:
     return f"batches/{batch_id}/results.jsonl"
-
-
-def request_object(batch_id: str, index: int) -> str:
-    return f"batches/{batch_id}/requests/{index:08d}.json"
-
-
-def response_object(batch_id: str, index: int) -> str:
-    return f"batches/{batch_id}/responses/{index:08d}.txt"
 
 
 async def enqueue_chunk(*, engine: Engine, batch_id: str, chunk: int, segment: int, suffix: str = "") -> bool:

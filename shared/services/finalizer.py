@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic_core import to_json
+
 from shared.errors import PlatformError
 from shared.models.batch import BatchDoc, BatchStatus, ChunkState, ResultTotals
-from shared.services.batches import missing_result, summarize
+from shared.services.batches import kind_of, summarize
 from shared.services.engine import Engine, results_object
+from shared.services.results import entries, missing_result, parse
 
 
 class NotReady(PlatformError):
@@ -42,7 +45,16 @@ async def finalize(*, engine: Engine, batch_id: str) -> dict[str, Any]:
     if busy and batch.deadline_at > now:
         raise NotReady(f"{len(busy)} chunk(s) of {batch_id} still running")
     object_name = results_object(batch_id)
-    jsonl, totals = await _results_jsonl(engine=engine, batch=batch)
+    lines, totals = await _result_lines(engine=engine, batch=batch)
+    kind = kind_of(engine, batch.kind)
+    results: list[dict[str, Any]] | None = None
+    if batch.entry_starts is not None or kind.summarizes:
+        # The caller's results are folded from the items' lines, or the kind sums them up: parse them.
+        items = dict(enumerate(parse(line) for line in lines))
+        results = entries(kind=kind, batch=batch, start=0, end=batch.entries, items=items)
+        if batch.entry_starts is not None:
+            lines = [to_json(result).decode() for result in results]
+    jsonl = ("\n".join(lines) + "\n").encode() if lines else b""
     await engine.blobs.put(object_name=object_name, data=jsonl, content_type="application/x-ndjson")
 
     def _finalize(current: BatchDoc) -> dict[str, Any] | None:
@@ -64,15 +76,16 @@ async def finalize(*, engine: Engine, batch_id: str) -> dict[str, Any]:
         finished_at = current.finished_at or now
         changes["finished_at"] = finished_at
         final = current.model_copy(update={"status": status, "finished_at": finished_at, "finalized": True})
-        changes["summary"] = summarize(final, totals).model_dump(by_alias=True)
+        summary = summarize(final, totals, results=results if batch.entry_starts is not None else None)
+        changes["summary"] = summary | (kind.summarize(results) if results is not None else {})
         return changes
 
     final = await store.update_batch(batch_id, _finalize, read=read)
     return {"outcome": final.status.value if final else "unknown batch"}
 
 
-async def _results_jsonl(*, engine: Engine, batch: BatchDoc) -> tuple[bytes, ResultTotals]:
-    """One JSON line per request, in request order, joined to customId; and the exact totals.
+async def _result_lines(*, engine: Engine, batch: BatchDoc) -> tuple[list[str], ResultTotals]:
+    """One JSON line per item, in item order, joined to customId; and the exact totals.
 
     Pages come in chunk order and each request's result is on exactly one page, so sorting one chunk's
     lines at a time puts the whole file in order; the lines are copied as recorded, never parsed. A request
@@ -103,8 +116,8 @@ async def _results_jsonl(*, engine: Engine, batch: BatchDoc) -> tuple[bytes, Res
         line if line is not None else _never_ran(index, custom_ids.get(index))
         for index, line in enumerate(lines)
     ]
-    return ("\n".join(text) + "\n").encode() if text else b"", totals
+    return text, totals
 
 
 def _never_ran(index: int, custom_id: str | None) -> str:
-    return missing_result(index, custom_id, stopped=True).model_dump_json(by_alias=True)
+    return to_json(missing_result(index, custom_id, stopped=True)).decode()

@@ -7,6 +7,11 @@ For each size N at model latency L and concurrency C:
   seed_s      the seed systems' design, sequential with a 2 s pause: N x (L + 2 s) (computed, not run)
 Also submit latency (p50/p99 over 50 submits of 100 requests) and the platform's resources. Rounds (3 by
 default) alternate baseline and platform at every size; each figure is the median over the rounds.
+
+Embeddings: D documents (10,000) indexed through POST /batch/embeddings until the batch is completed, against
+the same documents embedded by a bare google-genai loop (batchEmbedContents of 100 texts at concurrency C, no
+storage), alternating in the same rounds; then search latency p50/p99 over the D-document collection, through
+the API (a one-search batch, answered when finished) and of Firestore's vector search alone.
 Writes .bench/results.json; the last line printed is the ratio at 1,000 items. A benchmark, not a test.
 """
 
@@ -37,6 +42,17 @@ from shared.services.auth import create_api_key
 RESULTS_FILE = REPO_ROOT / ".bench" / "results.json"
 SEED_PAUSE_S = 2.0
 MODEL = "gemini-2.5-flash"
+EMBED_MODEL = "gemini-embedding-001"
+EMBED_BATCH = 100
+TOPICS = [
+    "gearbox oil",
+    "wiper blade",
+    "cabin filter",
+    "spark plug",
+    "fuel pump",
+    "door handle",
+    "brake disc",
+]
 
 
 def _out(line: str = "") -> None:
@@ -81,6 +97,92 @@ def _platform_run(api: httpx.Client, *, items: int, concurrency: int) -> tuple[f
     raise TimeoutError(f"batch {batch_id} did not finish")
 
 
+def _documents(count: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "text": f"catalog entry {i} {TOPICS[i % len(TOPICS)]} for model {i % 97}",
+            "metadata": {"id": f"d{i}"},
+        }
+        for i in range(count)
+    ]
+
+
+async def _embed_baseline(*, gemini_url: str, documents: list[dict[str, Any]], concurrency: int) -> float:
+    client = genai.Client(api_key="bench", http_options=types.HttpOptions(base_url=gemini_url))
+    semaphore = asyncio.Semaphore(concurrency)
+    texts = [document["text"] for document in documents]
+    config = types.EmbedContentConfig(output_dimensionality=768, task_type="RETRIEVAL_DOCUMENT")
+
+    async def one(start: int) -> None:
+        async with semaphore:
+            await client.aio.models.embed_content(
+                model=EMBED_MODEL, contents=texts[start : start + EMBED_BATCH], config=config
+            )
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(start) for start in range(0, len(texts), EMBED_BATCH)))
+    return time.perf_counter() - started
+
+
+def _embed_platform(
+    api: httpx.Client, *, name: str, documents: list[dict[str, Any]], concurrency: int
+) -> float:
+    body = {
+        "operations": [{"type": "index", "name": name, "documents": documents}],
+        "options": {"concurrency": concurrency, "wait": False},
+    }
+    payload = json.dumps(body).encode()
+    started = time.perf_counter()
+    response = api.post("/batch/embeddings", content=payload, headers={"Content-Type": "application/json"})
+    response.raise_for_status()
+    batch_id = response.json()["batchId"]
+    deadline = started + 900
+    while time.perf_counter() < deadline:
+        current = api.get(f"/batch/status/{batch_id}", params={"limit": 1}).json()
+        if current["status"] == "completed" and current["progress"]["pending"] == 0:
+            if current["results"][0]["indexed"] != len(documents):
+                raise RuntimeError(f"batch {batch_id} indexed {current['results'][0]['indexed']}")
+            return time.perf_counter() - started
+        if current["status"] in ("failed", "cancelled"):
+            raise RuntimeError(f"batch {batch_id} ended {current['status']}: {current.get('stopReason')}")
+        time.sleep(0.05)  # status polling interval
+    raise TimeoutError(f"batch {batch_id} did not finish")
+
+
+def _percentiles(timings: list[float]) -> dict[str, float]:
+    timings = sorted(timings)
+    return {
+        "p50_ms": round(statistics.median(timings), 1),
+        "p99_ms": round(timings[min(len(timings) - 1, int(len(timings) * 0.99))], 1),
+    }
+
+
+def _search_latency(api: httpx.Client, *, tenant: str, name: str, searches: int) -> dict[str, Any]:
+    """Searches of the collection through the API (each a one-search batch answered when finished), and
+    Firestore's vector search alone through the platform's adapter."""
+    through_api = []
+    for i in range(searches):
+        body = {
+            "operations": [
+                {"type": "search", "name": name, "query": f"{TOPICS[i % 7]} model {i}", "topK": 10}
+            ]
+        }
+        started = time.perf_counter()
+        response = api.post("/batch/embeddings", json=body)
+        through_api.append((time.perf_counter() - started) * 1000)
+        response.raise_for_status()
+        if len(response.json()["results"][0]["matches"]) != 10:
+            raise RuntimeError(f"search {i} found {response.json()['results'][0]}")
+    vectors = platform().engine.vectors
+    query = [1.0 / 768**0.5] * 768
+    alone = []
+    for _ in range(searches):
+        started = time.perf_counter()
+        runtime.run(vectors.find_nearest(tenant=tenant, name=name, vector=query, top_k=10, where={}))
+        alone.append((time.perf_counter() - started) * 1000)
+    return {"api": _percentiles(through_api), "find_nearest": _percentiles(alone), "searches": searches}
+
+
 def _submit_latency(api: httpx.Client, *, submits: int) -> dict[str, float]:
     body = json.dumps({"requests": [{"prompt": f"p{i}"} for i in range(100)], "options": {"wait": False}})
     timings = []
@@ -90,11 +192,7 @@ def _submit_latency(api: httpx.Client, *, submits: int) -> dict[str, float]:
         timings.append((time.perf_counter() - started) * 1000)
         response.raise_for_status()
         api.delete(f"/batch/{response.json()['batchId']}")
-    timings.sort()
-    return {
-        "p50_ms": round(statistics.median(timings), 1),
-        "p99_ms": round(timings[min(len(timings) - 1, int(len(timings) * 0.99))], 1),
-    }
+    return _percentiles(timings)
 
 
 def _group(leader: int) -> list[int]:
@@ -144,29 +242,41 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--submits", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; figures are medians")
+    parser.add_argument("--embed-documents", type=int, default=10_000, help="0 leaves embeddings out")
+    parser.add_argument("--searches", type=int, default=50)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     config = load_emulator_config()
     started_cloud = localcloud.start(config)
     try:
         return _bench(config=config, sizes=sizes, latency_ms=args.latency_ms, concurrency=args.concurrency,
-                      submits=args.submits, rounds=args.rounds)  # fmt: skip
+                      submits=args.submits, rounds=args.rounds, embed_documents=args.embed_documents,
+                      searches=args.searches)  # fmt: skip
     finally:
         if started_cloud:
             localcloud.stop()
 
 
 def _bench(
-    *, config: Any, sizes: list[int], latency_ms: int, concurrency: int, submits: int, rounds: int
+    *,
+    config: Any,
+    sizes: list[int],
+    latency_ms: int,
+    concurrency: int,
+    submits: int,
+    rounds: int,
+    embed_documents: int,
+    searches: int,
 ) -> int:
     gemini = httpx.Client(base_url=config.emulators.gemini.url, timeout=10)
     gemini.post("/emulator/reset").raise_for_status()
     gemini.post("/emulator/config", json={"latencyMs": latency_ms}).raise_for_status()
     wired = platform()
+    tenant = f"bench-{uuid.uuid4().hex[:8]}"
     key = runtime.run(
         create_api_key(
             keys=wired.keys,
-            tenant=f"bench-{uuid.uuid4().hex[:8]}",
+            tenant=tenant,
             role=Role.USER,
             now=wired.engine.clock(),
             rate_limit_per_minute=1_000_000,
@@ -186,7 +296,24 @@ def _bench(
     # each figure is the median over the rounds, each ratio the median of the rounds' own ratios.
     runs: dict[int, list[dict[str, float]]] = {items: [] for items in sizes}
     cpu_used: dict[int, dict[str, float]] = {items: {} for items in sizes}
-    for _ in range(rounds):
+    documents = _documents(embed_documents)
+    embed_runs: list[dict[str, float]] = []
+    for round_number in range(rounds):
+        if documents:
+            embed_runs.append(
+                {
+                    "baseline_s": asyncio.run(
+                        _embed_baseline(
+                            gemini_url=config.emulators.gemini.url,
+                            documents=documents,
+                            concurrency=concurrency,
+                        )
+                    ),
+                    "platform_s": _embed_platform(
+                        api, name=f"bench{round_number}", documents=documents, concurrency=concurrency
+                    ),
+                }
+            )
         for items in sizes:
             baseline_s = asyncio.run(
                 _baseline(gemini_url=config.emulators.gemini.url, items=items, concurrency=concurrency)
@@ -205,16 +332,46 @@ def _bench(
         for items in sizes
     ]
     submit = _submit_latency(api, submits=submits)
+    embeddings = (
+        {
+            "documents": embed_documents,
+            "concurrency": concurrency,
+            "ideal_s": round(-(-embed_documents // EMBED_BATCH) * latency_ms / 1000 / concurrency, 3),
+            "baseline_s": round(statistics.median(r["baseline_s"] for r in embed_runs), 3),
+            "platform_s": round(statistics.median(r["platform_s"] for r in embed_runs), 3),
+            "ratio_vs_baseline": round(
+                statistics.median(r["platform_s"] / r["baseline_s"] for r in embed_runs), 2
+            ),
+            "rounds": [{k: round(v, 3) for k, v in r.items()} for r in embed_runs],
+            "search": _search_latency(api, tenant=tenant, name="bench0", searches=searches),
+        }
+        if documents
+        else None
+    )
     resources = {
         "gateway_peak_rss_mb": round(_peak_rss_mb(pids["functions"]), 1),
         "cpu_s_per_1000_items": cpu_per_thousand[-1] if cpu_per_thousand else {},
         "cpu_s_per_1000_items_by_size": dict(zip([str(s) for s in sizes], cpu_per_thousand, strict=True)),
     }
     gemini.post("/emulator/reset").raise_for_status()
-    report = {"sizes": rows, "submit": submit, "resources": resources, "machine": _machine()}
+    report = {
+        "sizes": rows,
+        "submit": submit,
+        "embeddings": embeddings,
+        "resources": resources,
+        "machine": _machine(),
+    }
     RESULTS_FILE.parent.mkdir(exist_ok=True)
     RESULTS_FILE.write_text(json.dumps(report, indent=2) + "\n")
     _print_table(rows, submit, resources)
+    if embeddings:
+        search = embeddings["search"]
+        _out(f"embeddings: {embed_documents} documents indexed in {embeddings['platform_s']} s "
+             f"(bare google-genai loop {embeddings['baseline_s']} s, "
+             f"ratio {embeddings['ratio_vs_baseline']}, "
+             f"ideal {embeddings['ideal_s']} s); search over them p50 {search['api']['p50_ms']} ms, "
+             f"p99 {search['api']['p99_ms']} ms through the API, p50 {search['find_nearest']['p50_ms']} ms, "
+             f"p99 {search['find_nearest']['p99_ms']} ms for Firestore's vector search alone")  # fmt: skip
     at_thousand = next((r for r in rows if r["items"] == 1000), rows[-1])
     _out(f"fanout ratio_vs_baseline at 1000 items: {at_thousand['ratio_vs_baseline']:.2f}")
     return 0

@@ -5,14 +5,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import grpc
 import httpx
 import pytest
+from google.cloud import tasks_v2
+from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
+from google.protobuf import duration_pb2
 
 from shared import runtime
 from shared.app import platform
 from shared.emulator_config import EmulatorConfig
 from shared.models.auth import Role
 from shared.services.auth import create_api_key
+from shared.settings import get_settings
 
 
 @pytest.fixture(scope="session")
@@ -55,3 +60,26 @@ def other_api(gateway_url: str, unique: str) -> Iterator[httpx.Client]:
 
 def configure_gemini(gemini: httpx.Client, **config: Any) -> None:
     gemini.post("/emulator/config", json=config).raise_for_status()
+
+
+@pytest.fixture
+def own_queue(local_cloud: EmulatorConfig, unique: str) -> Iterator[str]:
+    settings = get_settings()
+    client = tasks_v2.CloudTasksClient(
+        transport=CloudTasksGrpcTransport(channel=grpc.insecure_channel(local_cloud.emulators.tasks.address))
+    )
+    parent = f"projects/{settings.project_id}/locations/{settings.region}"
+    name = f"kill-test-{unique}"
+    client.create_queue(
+        parent=parent,
+        queue=tasks_v2.Queue(
+            name=f"{parent}/queues/{name}",
+            retry_config=tasks_v2.RetryConfig(
+                max_attempts=100,
+                min_backoff=duration_pb2.Duration(nanos=200_000_000),
+                max_backoff=duration_pb2.Duration(seconds=1),
+            ),
+        ),
+    )
+    yield name
+    client.delete_queue(name=f"{parent}/queues/{name}")

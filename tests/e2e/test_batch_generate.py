@@ -31,7 +31,7 @@ def test_small_batch_waits_and_returns_results_in_request_order(api: httpx.Clien
         0,
         0,
     )
-    assert summary["totalTokens"] == sum(r["tokensUsed"]["total"] for r in body["results"]) > 0
+    assert summary["totalTokens"] == sum(r["tokensUsed"] for r in body["results"]) > 0
 
 
 def test_500_requests_complete_with_every_result_in_order(api: httpx.Client) -> None:
@@ -47,7 +47,7 @@ def test_500_requests_complete_with_every_result_in_order(api: httpx.Client) -> 
     assert [r["index"] for r in results] == list(range(500))
     assert [r["customId"] for r in results] == [f"item-{i}" for i in range(500)]
     assert all(r["status"] == "succeeded" for r in results)
-    assert final["tokens"]["total"] == sum(r["tokensUsed"]["total"] for r in results)
+    assert final["tokens"]["total"] == sum(r["tokensUsed"] for r in results)
     assert final["costUsd"] > 0
 
     download = httpx.get(final["resultsUrl"], timeout=30)

@@ -32,6 +32,7 @@ def submit(engine: Engine, tenant: str, requests: list[dict[str, Any]], **option
         batches.submit(
             engine=engine,
             principal=Principal(tenant=tenant, role=Role.USER),
+            kind_name="generate",
             body=body,
             idempotency_key=None,
             caller=batches.CallerInfo(remote_addr="127.0.0.1", user_agent="test"),

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
 from shared.errors import InvalidRequest, PayloadTooLarge
-from shared.services.batches import lane_concurrency, parse_request, plan_lanes, resolve_options
+from shared.kinds.generate import Generate
+from shared.services import batches
+from shared.services.batches import lane_concurrency, plan_lanes, resolve_options
 from shared.settings import Settings
 
 
@@ -18,6 +21,10 @@ def settings() -> Settings:
 
 def body(**payload: object) -> bytes:
     return json.dumps(payload).encode()
+
+
+def parse_request(raw: bytes, *, settings: Settings) -> Any:
+    return batches.parse_request(raw, kind=Generate(), settings=settings)
 
 
 def test_defaults_come_from_settings(settings: Settings) -> None:

@@ -1,0 +1,1 @@
+"""The kinds of work the engine runs: one module each, registered in `shared.kinds.registry`."""

@@ -1,0 +1,218 @@
+"""What a kind of work declares, and what the engine hands it.
+
+A kind says what its request looks like, how a request becomes items, how one item runs (through the ports in
+`ItemContext`, never a Google client) and what its result line is. Everything else (chunks, leases, results
+pages, retries with backoff, failFast, timeouts, cancel, deadlines, the sweeper, fan-in, usage records, rate
+limits, audit) belongs to the engine and is the same for every kind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel, TypeAdapter
+
+from shared.errors import ModelError, PlatformError
+from shared.models.batch import BatchOptions
+from shared.models.common import ClientModel
+from shared.models.usage import UsageEvent
+from shared.ports import (
+    BlobStore,
+    EmbedCall,
+    EmbeddingModel,
+    EmbedReply,
+    ModelCall,
+    ModelReply,
+    TextModel,
+    VectorStore,
+)
+from shared.services.pricing import estimate_cost_usd
+from shared.settings import Settings
+
+RequestT = TypeVar("RequestT", bound=ClientModel)
+ItemT = TypeVar("ItemT", bound=BaseModel)
+
+
+class KindRequest(ClientModel):
+    """The part of every kind's request the engine reads: its options (concurrency, failFast, timeout,
+    retryPolicy, wait). A kind's request model subclasses this, with an options model that subclasses
+    `BatchOptions`."""
+
+    options: BatchOptions = BatchOptions()
+
+
+class ItemFailed(PlatformError):
+    """One item failed for good (not retried); `code` names why in its result's error."""
+
+    http_status = 422
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.item_code = code
+
+
+@dataclass(frozen=True)
+class Ports:
+    """What a kind may use: the platform's ports and settings, never the engine's own store or queue."""
+
+    model: TextModel
+    embedder: EmbeddingModel
+    vectors: VectorStore
+    blobs: BlobStore
+    settings: Settings
+    clock: Callable[[], dt.datetime]
+
+
+@dataclass(frozen=True)
+class Plan(Generic[ItemT]):
+    """A request as the engine runs it.
+
+    `items` are the units of work (each runs, retries and records on its own); `custom_ids` are the callers'
+    ids of the items. A kind whose result entries are not one per item (an index operation of 10,000
+    documents runs as 100 items and shows as one result) gives `entry_starts`: the first item of each entry,
+    ascending from 0; the engine then folds each entry's item lines with `Kind.fold`. `stage_starts` are the
+    items where a new stage begins: every item of a stage is finished before the next stage starts (a search
+    after an index into the same collection sees what it indexed). `params` are batch-wide settings of the
+    kind, stored with the batch and handed to each item.
+    """
+
+    items: list[ItemT]
+    custom_ids: list[str | None]
+    params: dict[str, Any] = field(default_factory=dict)
+    entry_starts: list[int] | None = None
+    stage_starts: list[int] = field(default_factory=lambda: [0])
+
+
+@dataclass
+class ItemContext:
+    """What one run of one item sees: who it runs for, its limits, the ports, and usage bookkeeping.
+
+    Every model call goes through `generate` or `embed`, which record its usage event (kept with the item's
+    result, in the same commit, so a call is counted exactly when its result is) and, for a call that
+    succeeded, add its tokens and cost to the item's.
+    """
+
+    kind: str
+    tenant: str
+    job_id: str
+    index: int
+    attempt: int
+    timeout_s: float
+    params: dict[str, Any]
+    ports: Ports
+    events: list[UsageEvent] = field(default_factory=list)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    cost_usd: float = 0.0
+    calls: int = 0
+
+    async def generate(self, call: ModelCall) -> ModelReply:
+        started = time.monotonic()
+        try:
+            reply = await self.ports.model.generate(call)
+        except ModelError as exc:
+            self._record(call.model, "generateContent", started, error=exc)
+            raise
+        self._record(
+            call.model,
+            "generateContent",
+            started,
+            input_tokens=reply.input_tokens,
+            output_tokens=reply.output_tokens,
+            cached_tokens=reply.cached_tokens,
+        )
+        return reply
+
+    async def embed(self, call: EmbedCall) -> EmbedReply:
+        started = time.monotonic()
+        try:
+            reply = await self.ports.embedder.embed(call)
+        except ModelError as exc:
+            self._record(call.model, "batchEmbedContents", started, error=exc)
+            raise
+        self._record(call.model, "batchEmbedContents", started, input_tokens=reply.input_tokens)
+        return reply
+
+    def _record(
+        self,
+        model: str,
+        method: str,
+        started: float,
+        *,
+        error: ModelError | None = None,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        cached_tokens: int = 0,
+    ) -> None:
+        self.calls += 1
+        cost = estimate_cost_usd(
+            model=model, input_tokens=input_tokens, output_tokens=output_tokens, cached_tokens=cached_tokens
+        )
+        if error is None:
+            self.input_tokens += input_tokens
+            self.output_tokens += output_tokens
+            self.cached_tokens += cached_tokens
+            self.cost_usd += cost
+        # Built from trusted values on the hot path: constructed without validating again.
+        self.events.append(
+            UsageEvent.model_construct(
+                event_id=f"{self.job_id}-{self.index}-{self.attempt}-{self.calls}",
+                tenant=self.tenant,
+                model=model,
+                endpoint=self.kind,
+                method=method,
+                source=f"batch:{self.kind}",
+                job_id=self.job_id,
+                latency_ms=int((time.monotonic() - started) * 1000),
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cached_tokens=cached_tokens,
+                total_tokens=input_tokens + output_tokens,
+                cost_usd=cost,
+                cache_hit=cached_tokens > 0,
+                outcome="ok" if error is None else f"error:{error.status or 'unknown'}",
+                at=self.ports.clock(),
+            )
+        )
+
+
+class Kind(ABC, Generic[RequestT, ItemT]):
+    """One kind of work. Register an instance in `shared.kinds.registry.KINDS`; `POST /batch/{name}` then
+    takes its requests and the engine runs them."""
+
+    name: ClassVar[str]
+    request_model: ClassVar[type[KindRequest]]
+    item_adapter: ClassVar[TypeAdapter[Any]]  # reads a chunk's items back (one JSON array per chunk)
+
+    def limits(self, request: RequestT, *, settings: Settings) -> list[dict[str, Any]]:
+        """The request's problems with the platform's size limits, as `{"field", "problem"}` (none: [])."""
+        return []
+
+    @abstractmethod
+    async def plan(self, request: RequestT, *, tenant: str, batch_id: str, ports: Ports) -> Plan[ItemT]:
+        """Check what only the kind knows (raise InvalidRequest naming the field) and split into items.
+        Runs before anything of the batch is written."""
+
+    @abstractmethod
+    async def run(self, item: ItemT, ctx: ItemContext) -> dict[str, Any]:
+        """Run one item; its result fields (merged into the engine's result line). Raise ModelError (retried
+        with backoff when transient), a transient PlatformError (retried the same way) or ItemFailed."""
+
+    def fold(self, entry: int, lines: Sequence[dict[str, Any]], params: dict[str, Any]) -> dict[str, Any]:
+        """One result entry from its items' result lines (only for plans with `entry_starts`); `params` are
+        the batch's (Plan.params)."""
+        return dict(lines[0])
+
+    def summarize(self, entries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """What the kind adds to the engine's summary of a finished batch (nothing by default)."""
+        return {}
+
+    #: Whether `summarize` needs the entries: the fan-in then reads every result line (otherwise it copies
+    #: them without parsing).
+    summarizes: ClassVar[bool] = False
