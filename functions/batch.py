@@ -14,6 +14,7 @@ from shared.app import platform
 from shared.errors import InvalidRequest, PayloadTooLarge
 from shared.http import authenticate, caller_info, json_response, register_error_handlers
 from shared.services import batches, collections
+from shared.services import status as reads
 
 register_error_handlers(functions_framework.errorhandler)
 
@@ -59,7 +60,7 @@ def batch(request: flask.Request) -> flask.Response:
         offset, limit = _int_arg(request, "offset", 0), _int_arg(request, "limit", 100)
         return json_response(
             runtime.run(
-                batches.status(
+                reads.status(
                     engine=engine,
                     principal=principal,
                     batch_id=args["batch_id"],
@@ -70,10 +71,10 @@ def batch(request: flask.Request) -> flask.Response:
             )
         )
     if endpoint == "active":
-        active = runtime.run(batches.active(engine=engine, principal=principal))
+        active = runtime.run(reads.active(engine=engine, principal=principal))
         return json_response({"batches": [b.model_dump(mode="json", by_alias=True) for b in active]})
     if endpoint == "stats":
-        return json_response(runtime.run(batches.stats(engine=engine, principal=principal)))
+        return json_response(runtime.run(reads.stats(engine=engine, principal=principal)))
     if endpoint == "cancel":
         cancelled = runtime.run(
             batches.cancel(

@@ -14,8 +14,8 @@ from shared import runtime
 from shared.adapters.oidc_verifier import OidcVerifier
 from shared.ports import KeyStore
 from shared.services.auth import Authenticator, RateLimiter
-from shared.services.batches import ProgressCache
 from shared.services.engine import Engine
+from shared.services.status import ProgressCache
 from shared.settings import Settings, get_settings
 
 

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from shared.errors import NotFound
 from shared.kinds.base import Kind, Ports
-from shared.models.batch import FinalizeMessage, WorkMessage
+from shared.models.batch import BatchDoc, FinalizeMessage, Stage, WorkMessage
 from shared.models.common import utcnow
 from shared.ports import BatchStore, BlobStore, EmbeddingModel, TaskQueue, TextModel, VectorStore
 from shared.settings import Settings
@@ -77,3 +78,16 @@ async def enqueue_finalize(*, engine: Engine, batch_id: str, suffix: str = "") -
         body=FinalizeMessage(batch_id=batch_id).model_dump_json().encode(),
         service_account=engine.settings.tasks_service_account,
     )
+
+
+def kind_of(engine: Engine, name: str) -> Kind[Any, Any]:
+    kind = engine.kinds.get(name)
+    if kind is None:
+        raise NotFound(f"no kind of batch {name!r}")
+    return kind
+
+
+async def enqueue_stage(*, engine: Engine, batch: BatchDoc, stage: Stage) -> None:
+    """Start a stage: the first chunk of each of its lanes (named tasks: enqueuing twice is harmless)."""
+    for first in range(stage.first, stage.first + stage.lanes):
+        await enqueue_chunk(engine=engine, batch_id=batch.batch_id, chunk=first, segment=0)

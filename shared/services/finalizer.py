@@ -10,9 +10,9 @@ from pydantic_core import to_json
 
 from shared.errors import PlatformError
 from shared.models.batch import BatchDoc, BatchStatus, ChunkState, ResultTotals
-from shared.services.batches import kind_of, summarize
-from shared.services.engine import Engine, results_object
+from shared.services.engine import Engine, kind_of, results_object
 from shared.services.results import entries, missing_result, parse
+from shared.services.status import summarize
 
 
 class NotReady(PlatformError):

@@ -18,8 +18,7 @@ from typing import Any
 from shared.errors import LeaseHeld, PlatformError
 from shared.models.batch import BatchDoc, BatchStatus, ChunkState, ErrorInfo, ResultTotals, WorkMessage
 from shared.ports import BatchSnapshot
-from shared.services.batches import enqueue_stage, kind_of
-from shared.services.engine import Engine, enqueue_chunk, enqueue_finalize
+from shared.services.engine import Engine, enqueue_chunk, enqueue_finalize, enqueue_stage, kind_of
 from shared.services.items import run_items
 from shared.services.leases import ChunkRun, Outcome, claim, hand_back, release, result_page, set_chunk_state
 from shared.services.results import result_line

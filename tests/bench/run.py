@@ -73,28 +73,37 @@ async def _baseline(*, gemini_url: str, items: int, concurrency: int) -> float:
     return time.perf_counter() - started
 
 
+def _run_batch(api: httpx.Client, *, kind: str, body: dict[str, Any]) -> tuple[float, float, dict[str, Any]]:
+    """Submit a batch (no wait) and poll its status every 50 ms until it is completed with nothing pending:
+    the wall time, the time to its first result, and its final status (the first result only)."""
+    payload = json.dumps(body).encode()
+    started = time.perf_counter()
+    response = api.post(f"/batch/{kind}", content=payload, headers={"Content-Type": "application/json"})
+    response.raise_for_status()
+    batch_id = response.json()["batchId"]
+    first_result_s = 0.0
+    deadline = started + 900
+    while time.perf_counter() < deadline:
+        current = api.get(f"/batch/status/{batch_id}", params={"limit": 1}).json()
+        if not first_result_s and current["progress"]["finished"] > 0:
+            first_result_s = time.perf_counter() - started
+        if current["status"] == "completed" and current["progress"]["pending"] == 0:
+            return time.perf_counter() - started, first_result_s, current
+        if current["status"] in ("failed", "cancelled"):
+            raise RuntimeError(f"batch {batch_id} ended {current['status']}: {current.get('stopReason')}")
+        time.sleep(0.05)  # status polling interval
+    raise TimeoutError(f"batch {batch_id} did not finish")
+
+
 def _platform_run(api: httpx.Client, *, items: int, concurrency: int) -> tuple[float, float]:
     body = {
         "requests": [{"prompt": f"Describe item number {i}", "customId": str(i)} for i in range(items)],
         "options": {"concurrency": concurrency, "wait": False},
     }
-    payload = json.dumps(body).encode()
-    started = time.perf_counter()
-    response = api.post("/batch/generate", content=payload, headers={"Content-Type": "application/json"})
-    response.raise_for_status()
-    batch_id = response.json()["batchId"]
-    first_result_s = 0.0
-    deadline = started + 600
-    while time.perf_counter() < deadline:
-        current = api.get(f"/batch/status/{batch_id}", params={"limit": 1}).json()
-        if not first_result_s and current["progress"]["finished"] > 0:
-            first_result_s = time.perf_counter() - started
-        if current["status"] == "completed" and current["progress"]["successful"] == items:
-            return time.perf_counter() - started, first_result_s
-        if current["status"] in ("failed", "cancelled"):
-            raise RuntimeError(f"batch {batch_id} ended {current['status']}: {current.get('stopReason')}")
-        time.sleep(0.05)  # status polling interval
-    raise TimeoutError(f"batch {batch_id} did not finish")
+    elapsed, first_result_s, final = _run_batch(api, kind="generate", body=body)
+    if final["progress"]["successful"] != items:
+        raise RuntimeError(f"{final['progress']['failed']} of {items} requests failed")
+    return elapsed, first_result_s
 
 
 def _documents(count: int) -> list[dict[str, Any]]:
@@ -131,22 +140,10 @@ def _embed_platform(
         "operations": [{"type": "index", "name": name, "documents": documents}],
         "options": {"concurrency": concurrency, "wait": False},
     }
-    payload = json.dumps(body).encode()
-    started = time.perf_counter()
-    response = api.post("/batch/embeddings", content=payload, headers={"Content-Type": "application/json"})
-    response.raise_for_status()
-    batch_id = response.json()["batchId"]
-    deadline = started + 900
-    while time.perf_counter() < deadline:
-        current = api.get(f"/batch/status/{batch_id}", params={"limit": 1}).json()
-        if current["status"] == "completed" and current["progress"]["pending"] == 0:
-            if current["results"][0]["indexed"] != len(documents):
-                raise RuntimeError(f"batch {batch_id} indexed {current['results'][0]['indexed']}")
-            return time.perf_counter() - started
-        if current["status"] in ("failed", "cancelled"):
-            raise RuntimeError(f"batch {batch_id} ended {current['status']}: {current.get('stopReason')}")
-        time.sleep(0.05)  # status polling interval
-    raise TimeoutError(f"batch {batch_id} did not finish")
+    elapsed, _, final = _run_batch(api, kind="embeddings", body=body)
+    if final["results"][0]["indexed"] != len(documents):
+        raise RuntimeError(f"indexed {final['results'][0]['indexed']} of {len(documents)} documents")
+    return elapsed
 
 
 def _percentiles(timings: list[float]) -> dict[str, float]:

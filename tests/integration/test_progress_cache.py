@@ -9,7 +9,7 @@ import pytest
 from shared import runtime
 from shared.app import platform
 from shared.emulator_config import EmulatorConfig
-from shared.services import batches
+from shared.services import status
 from shared.services.engine import Engine
 from tests.integration.engine_harness import RecordingQueue, submit
 
@@ -35,7 +35,7 @@ def test_reads_within_the_age_share_one_query_and_later_reads_see_changes(
     batch_id = submit(engine, f"progress-{unique}", [{"prompt": "p"}, {"prompt": "q"}])
     _change_chunk(engine, batch_id, claims=1, progress={"finished": 1})
     now = [100.0]
-    cache = batches.ProgressCache(engine.store, max_age_s=0.5, timer=lambda: now[0])
+    cache = status.ProgressCache(engine.store, max_age_s=0.5, timer=lambda: now[0])
 
     first = runtime.run(cache.read(batch_id))
     _change_chunk(engine, batch_id, progress={"finished": 2})
@@ -51,7 +51,7 @@ def test_reads_within_the_age_share_one_query_and_later_reads_see_changes(
 
 def test_until_a_first_result_shows_every_read_queries(engine: Engine, unique: str) -> None:
     batch_id = submit(engine, f"progress-{unique}", [{"prompt": "p"}])
-    cache = batches.ProgressCache(engine.store, max_age_s=0.5, timer=lambda: 100.0)
+    cache = status.ProgressCache(engine.store, max_age_s=0.5, timer=lambda: 100.0)
 
     before = runtime.run(cache.read(batch_id))
     _change_chunk(engine, batch_id, claims=1)
@@ -67,7 +67,7 @@ def test_until_a_first_result_shows_every_read_queries(engine: Engine, unique: s
 def test_an_age_of_zero_reads_every_time(engine: Engine, unique: str) -> None:
     batch_id = submit(engine, f"progress-{unique}", [{"prompt": "p"}])
     _change_chunk(engine, batch_id, progress={"finished": 1})
-    cache = batches.ProgressCache(engine.store, max_age_s=0, timer=lambda: 0.0)
+    cache = status.ProgressCache(engine.store, max_age_s=0, timer=lambda: 0.0)
 
     before = runtime.run(cache.read(batch_id))
     _change_chunk(engine, batch_id, claims=1)
