@@ -35,10 +35,15 @@ class CloudTasksQueue:
         body: bytes,
         service_account: str,
         schedule_time: dt.datetime | None = None,
+        queue_name: str | None = None,
     ) -> bool:
+        # Another queue of the same project and region (a kind's own): the last segment of the path differs.
+        queue_path = (
+            self._queue_path if queue_name is None else f"{self._queue_path.rsplit('/', 1)[0]}/{queue_name}"
+        )
         url = f"{self._functions_base_url}/{function_name}"
         task = tasks_v2.Task(
-            name=f"{self._queue_path}/tasks/{task_id}",
+            name=f"{queue_path}/tasks/{task_id}",
             http_request=tasks_v2.HttpRequest(
                 url=url,
                 http_method=tasks_v2.HttpMethod.POST,
@@ -53,7 +58,7 @@ class CloudTasksQueue:
             stamp.FromDatetime(schedule_time)
             task.schedule_time = stamp
         try:
-            await self._client.create_task(parent=self._queue_path, task=task)
+            await self._client.create_task(parent=queue_path, task=task)
         except gexc.AlreadyExists:
             return False
         except (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.InternalServerError) as exc:

@@ -26,8 +26,10 @@ from shared.ports import (
     EmbedCall,
     EmbeddingModel,
     EmbedReply,
+    KindRecords,
     ModelCall,
     ModelReply,
+    StreamingBlobs,
     TextModel,
     VectorStore,
 )
@@ -66,6 +68,10 @@ class Ports:
     blobs: BlobStore
     settings: Settings
     clock: Callable[[], dt.datetime]
+    # For kinds whose one item is a long job over a large file: its own small documents (progress, a cache)
+    # and streamed Cloud Storage objects. None where the composition root wires none.
+    records: KindRecords | None = None
+    files: StreamingBlobs | None = None
 
 
 @dataclass(frozen=True)
@@ -189,6 +195,13 @@ class Kind(ABC, Generic[RequestT, ItemT]):
     name: ClassVar[str]
     request_model: ClassVar[type[KindRequest]]
     item_adapter: ClassVar[TypeAdapter[Any]]  # reads a chunk's items back (one JSON array per chunk)
+    #: False: `POST /batch/{name}` does not take it; only a service of the platform submits it.
+    public: ClassVar[bool] = True
+
+    def task_queue(self, settings: Settings) -> str | None:
+        """The Cloud Tasks queue of this kind's chunk tasks (None: the engine's). A queue of its own gives the
+        kind a limit of its own, such as at most N chunks running at once (`max_concurrent_dispatches`)."""
+        return None
 
     def limits(self, request: RequestT, *, settings: Settings) -> list[dict[str, Any]]:
         """The request's problems with the platform's size limits, as `{"field", "problem"}` (none: [])."""

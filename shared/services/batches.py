@@ -200,9 +200,13 @@ async def submit(
     body: bytes,
     idempotency_key: str | None,
     caller: CallerInfo,
+    private: bool = False,
 ) -> tuple[SubmitResponse, int]:
-    """Validate, store the batch and its chunks, enqueue the first chunks; wait for the batch when asked."""
+    """Validate, store the batch and its chunks, enqueue the first chunks; wait for the batch when asked.
+    `private`: a service of the platform submits, so kinds that are not public are accepted too."""
     kind = kind_of(engine, kind_name)
+    if not kind.public and not private:
+        raise NotFound(f"no kind of batch {kind_name!r}")
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
         raise InvalidRequest(
             "invalid Idempotency-Key",
@@ -279,7 +283,7 @@ async def submit(
 async def enqueue_stage(*, engine: Engine, batch: BatchDoc, stage: Stage) -> None:
     """Start a stage: the first chunk of each of its lanes (named tasks: enqueuing twice is harmless)."""
     for first in range(stage.first, stage.first + stage.lanes):
-        await enqueue_chunk(engine=engine, batch_id=batch.batch_id, chunk=first, segment=0)
+        await enqueue_chunk(engine=engine, batch_id=batch.batch_id, chunk=first, segment=0, kind=batch.kind)
 
 
 async def _wait_until_final(*, engine: Engine, batch: BatchDoc) -> BatchDoc:
