@@ -20,6 +20,8 @@ from infra.report_data import invoices, write_dataset
 from shared.emulator_config import EmulatorConfig
 from shared.settings import get_settings
 from tests.conftest import wait_for
+from tests.e2e.conftest import new_api_key
+from tests.e2e.delivery import Gateway, call_internal, free_port, sweep_until
 
 FINAL = {"Completed", "Failed"}
 
@@ -46,7 +48,12 @@ def sample(count: int, *, seed: int = 1, invalid_every: int = 0) -> list[dict[st
 def queue_json(api: httpx.Client, data: str, report_type: str = "FacturacionMasiva") -> str:
     response = api.post(
         "/reports/queue-json",
-        json={"reportType": report_type, "userName": "ana@empresa.com", "jsonData": data, "isLargeDataset": False},
+        json={
+            "reportType": report_type,
+            "userName": "ana@empresa.com",
+            "jsonData": data,
+            "isLargeDataset": False,
+        },
     )
     assert response.status_code == 202, response.text
     body = response.json()
@@ -172,7 +179,8 @@ def test_an_upload_session_takes_a_100_mb_file_straight_to_storage(api: httpx.Cl
         count = write_dataset(out, size_bytes=100 * 1024 * 1024, invalid_every=1000)
     size = path.stat().st_size
     opened = api.post(
-        "/reports/uploads", json={"fileName": "facturas.json", "sizeBytes": size, "reportType": "VentasPorCiudad"}
+        "/reports/uploads",
+        json={"fileName": "facturas.json", "sizeBytes": size, "reportType": "VentasPorCiudad"},
     )
     assert opened.status_code == 201, opened.text
     session = opened.json()
@@ -182,7 +190,11 @@ def test_an_upload_session_takes_a_100_mb_file_straight_to_storage(api: httpx.Cl
     assert put.status_code in (200, 201), put.text
     queued = api.post(
         "/reports/queue",
-        json={"reportType": "VentasPorCiudad", "userName": "ana@empresa.com", "uploadId": session["uploadId"]},
+        json={
+            "reportType": "VentasPorCiudad",
+            "userName": "ana@empresa.com",
+            "uploadId": session["uploadId"],
+        },
     )
     assert queued.status_code == 202, queued.text
     final = wait_final(api, queued.json()["jobId"], timeout=300)
@@ -258,3 +270,41 @@ def test_at_most_two_jobs_process_at_once(api: httpx.Client) -> None:
     assert most == 2, seen
     assert any(s.count("Processing") == 2 and "Queued" in s for s in seen)
     assert all(state == "Completed" for state in seen[-1])
+
+
+def test_a_job_whose_worker_dies_is_taken_again_and_reported_once(
+    own_queue: str, unique: str, tmp_path: Any
+) -> None:
+    gateway = Gateway(port=free_port(), queue=own_queue, lease_seconds=2)
+    gateway.env["REPORTS_TASKS_QUEUE"] = own_queue
+    gateway.start()
+    api = httpx.Client(
+        base_url=gateway.url, headers={"Authorization": f"Bearer {new_api_key(f'kill-{unique}')}"}, timeout=60
+    )
+    try:
+        buffer = io.BytesIO()
+        count = write_dataset(buffer, size_bytes=12 * 1024 * 1024, seed=5)
+        job_id = queue_json(api, buffer.getvalue().decode())
+
+        def _reading() -> bool:
+            current = status(api, job_id)
+            return current["status"] == "Processing" and (current["progress"] or {}).get("recordsRead", 0) > 0
+
+        wait_for(_reading, timeout=60, what="the job to be reading")
+        gateway.kill()
+        gateway.start()
+        # Once the dead worker's lease has expired, the sweeper hands the job out again.
+        sweep_until(gateway.url, lambda: status(api, job_id)["status"] in FINAL)
+        final = wait_final(api, job_id, timeout=180)
+
+        assert final["status"] == "Completed", final
+        assert final["performanceMetrics"]["recordsProcessed"] == count
+        late = call_internal(gateway.url, "batch_worker", {"batch_id": job_id, "chunk": 0, "segment": 0})
+        assert late.status_code == 200 and late.json()["outcome"] in ("batch completed", "chunk already done")
+        again = status(api, job_id)
+        assert again["performanceMetrics"] == final["performanceMetrics"], "one report, recorded once"
+        archive = download(api, again["downloadUrl"])
+        assert json.loads(archive.read("resumen.json"))["registros"] == count
+    finally:
+        api.close()
+        gateway.kill()
