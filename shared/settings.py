@@ -101,6 +101,7 @@ class Settings(BaseSettings):
             self._fill_local()
         else:
             self._check_production()
+        self.reports_bucket = self.reports_bucket or f"{self.project_id}-reports"
         return self
 
     def _fill_local(self) -> None:
@@ -123,7 +124,6 @@ class Settings(BaseSettings):
         if not self.gemini_api_key.get_secret_value():
             self.gemini_api_key = SecretStr("local-emulator")
         self.results_bucket = self.results_bucket or f"{project}-batch-results"
-        self.reports_bucket = self.reports_bucket or f"{project}-reports"
         self.tasks_service_account = (
             self.tasks_service_account or f"tasks-invoker@{project}.iam.gserviceaccount.com"
         )
@@ -134,7 +134,7 @@ class Settings(BaseSettings):
     def _check_production(self) -> None:
         required = [
             "project_id", "region", "functions_base_url", "results_bucket",
-            "tasks_service_account", "scheduler_service_account", "reports_bucket",
+            "tasks_service_account", "scheduler_service_account",
         ]  # fmt: skip
         missing = [name.upper() for name in required if not getattr(self, name)]
         if not self.gemini_api_key.get_secret_value():

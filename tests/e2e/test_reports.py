@@ -308,3 +308,19 @@ def test_a_job_whose_worker_dies_is_taken_again_and_reported_once(
     finally:
         api.close()
         gateway.kill()
+
+
+def test_a_report_job_cannot_be_submitted_as_a_batch(api: httpx.Client) -> None:
+    body = {
+        "reportType": "FacturacionMasiva",
+        "userName": "x",
+        "inputObject": "inputs/someone-else/abc.json",
+        "inputGeneration": 1,
+        "inputBytes": 10,
+        "cacheKey": "k",
+    }
+
+    response = api.post("/batch/report", json=body)
+
+    assert response.status_code == 404
+    assert api.get("/reports/active-jobs").json() == {"jobs": []}
