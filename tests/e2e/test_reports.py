@@ -4,6 +4,7 @@ status, download by token, the cache, limits, and at most two jobs processing at
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import hashlib
 import io
 import json
@@ -324,3 +325,31 @@ def test_a_report_job_cannot_be_submitted_as_a_batch(api: httpx.Client) -> None:
 
     assert response.status_code == 404
     assert api.get("/reports/active-jobs").json() == {"jobs": []}
+
+
+def test_the_clean_up_deletes_old_jobs_inputs_reports_and_tokens_and_runs_twice(
+    api: httpx.Client, gateway_url: str, firestore_db: Any, reports_bucket: Any
+) -> None:
+    final = wait_final(api, queue_json(api, dataset(sample(7, seed=21))))
+    job_id = final["jobId"]
+    job = firestore_db.collection("reports").document(job_id)
+    input_object = job.get().get("input_object")
+    output_object = f"reports/{job.get().get('owner')}/{job_id}/reporte_facturacion.zip"
+    assert reports_bucket.blob(input_object).exists() and reports_bucket.blob(output_object).exists()
+    long_ago = job.get().get("created_at") - dt.timedelta(hours=get_settings().reports_retention_hours + 1)
+    job.update({"created_at": long_ago})
+    cache = firestore_db.collection("report_cache").document(job.get().get("cache_key"))
+    cache.update({"created_at": long_ago})
+    token = hashlib.sha256(final["downloadUrl"].rsplit("/", 1)[1].encode()).hexdigest()
+    firestore_db.collection("report_tokens").document(token).update({"expire_at": long_ago})
+
+    first = call_internal(gateway_url, "reports_cleanup", {})
+    second = call_internal(gateway_url, "reports_cleanup", {})
+
+    assert first.status_code == 200 and first.json()["jobs"] >= 1, first.text
+    assert second.status_code == 200 and second.json()["jobs"] == 0
+    assert not reports_bucket.blob(input_object).exists() and not reports_bucket.blob(output_object).exists()
+    assert not job.get().exists and not cache.get().exists
+    assert not firestore_db.collection("report_tokens").document(token).get().exists
+    assert not firestore_db.collection("batches").document(job_id).get().exists
+    assert api.get(f"/reports/status/{job_id}").status_code == 404
