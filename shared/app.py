@@ -124,6 +124,9 @@ async def _build(settings: Settings) -> Platform:
             queue_path=queue_path,
             functions_base_url=settings.functions_base_url,
             dispatch_deadline=dt.timedelta(seconds=settings.batch_dispatch_deadline_seconds),
+            queue_dispatch_deadlines={
+                settings.reports_tasks_queue: dt.timedelta(seconds=settings.reports_dispatch_deadline_seconds)
+            },
         ),
         blobs=GcsBlobStore(
             storage_client,

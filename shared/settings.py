@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     reports_retention_hours: float = Field(default=72.0, gt=0)
     reports_download_url_seconds: int = Field(default=300, ge=10, le=3600)
     reports_token_misses_per_minute: int = Field(default=20, ge=1)  # unknown tokens per client address
+    reports_job_deadline_hours: float = Field(default=24.0, gt=0, le=24)  # queued and running, at most
+    # Report tasks may run long (one task reads the whole input): Cloud Tasks allows up to 30 minutes.
+    reports_dispatch_deadline_seconds: int = Field(default=1800, ge=15, le=1800)
     reports_work_dir: str = ""  # where XLSX sheets spill while written; default: the system's temp dir
 
     analytics_retention_days: int = Field(default=30, ge=1)

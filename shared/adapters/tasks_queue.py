@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 
 from google.api_core import exceptions as gexc
 from google.cloud import tasks_v2
@@ -21,11 +22,14 @@ class CloudTasksQueue:
         queue_path: str,
         functions_base_url: str,
         dispatch_deadline: dt.timedelta,
+        queue_dispatch_deadlines: Mapping[str, dt.timedelta] | None = None,
     ) -> None:
         self._client = client
         self._queue_path = queue_path
         self._functions_base_url = functions_base_url.rstrip("/")
         self._dispatch_deadline = dispatch_deadline
+        # Queues whose tasks may run longer than the engine's (a report reads its whole input in one task).
+        self._queue_dispatch_deadlines = dict(queue_dispatch_deadlines or {})
 
     async def enqueue(
         self,
@@ -41,6 +45,7 @@ class CloudTasksQueue:
         queue_path = (
             self._queue_path if queue_name is None else f"{self._queue_path.rsplit('/', 1)[0]}/{queue_name}"
         )
+        deadline = self._queue_dispatch_deadlines.get(queue_name or "", self._dispatch_deadline)
         url = f"{self._functions_base_url}/{function_name}"
         task = tasks_v2.Task(
             name=f"{queue_path}/tasks/{task_id}",
@@ -51,7 +56,7 @@ class CloudTasksQueue:
                 body=body,
                 oidc_token=tasks_v2.OidcToken(service_account_email=service_account, audience=url),
             ),
-            dispatch_deadline=duration_pb2.Duration(seconds=int(self._dispatch_deadline.total_seconds())),
+            dispatch_deadline=duration_pb2.Duration(seconds=int(deadline.total_seconds())),
         )
         if schedule_time is not None:
             stamp = timestamp_pb2.Timestamp()

@@ -84,7 +84,9 @@ class Plan(Generic[ItemT]):
     ascending from 0; the engine then folds each entry's item lines with `Kind.fold`. `stage_starts` are the
     items where a new stage begins: every item of a stage is finished before the next stage starts (a search
     after an index into the same collection sees what it indexed). `params` are batch-wide settings of the
-    kind, stored with the batch and handed to each item.
+    kind, stored with the batch and handed to each item. `deadline`, when given, replaces the engine's own
+    estimate of how long the batch may take (from its options), up to 24 hours: a kind whose batches wait in
+    a queue of their own knows better.
     """
 
     items: list[ItemT]
@@ -92,6 +94,7 @@ class Plan(Generic[ItemT]):
     params: dict[str, Any] = field(default_factory=dict)
     entry_starts: list[int] | None = None
     stage_starts: list[int] = field(default_factory=lambda: [0])
+    deadline: dt.timedelta | None = None
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import time
 from typing import Any
 
@@ -90,6 +91,8 @@ class Report(Kind[ReportJob, ReportItem]):
             items=[item],
             custom_ids=[batch_id],
             params={"reportType": request.report_type, "userName": request.user_name},
+            # A job may wait behind others of the queue (two run at once) far longer than it runs.
+            deadline=dt.timedelta(hours=ports.settings.reports_job_deadline_hours),
         )
 
     async def run(self, item: ReportItem, ctx: ItemContext) -> dict[str, Any]:

@@ -232,7 +232,9 @@ async def submit(
         kind=kind.name,
         status=BatchStatus.QUEUED,
         created_at=now,
-        deadline_at=_deadline(now, len(plan.items), options),
+        deadline_at=_deadline(now, len(plan.items), options)
+        if plan.deadline is None
+        else now + min(plan.deadline, MAX_DEADLINE),
         total=len(plan.items),
         chunk_count=len(chunks),
         chunk_size=chunk_size,

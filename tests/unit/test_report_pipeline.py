@@ -3,7 +3,9 @@ input, on in-memory streams."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
+import datetime as dt
 import io
 import json
 import zipfile
@@ -12,9 +14,12 @@ from typing import Any
 import pytest
 
 from infra.report_data import invoices
+from shared.kinds.base import Ports
+from shared.kinds.report import Report, ReportJob
 from shared.reports import types
 from shared.reports.pipeline import MalformedInput, Progress, build_report
 from shared.reports.types import REPORT_TYPES, InvalidRecord, parse_invoice
+from shared.settings import Settings
 
 
 def run(data: bytes, report_type: str = "FacturacionMasiva") -> tuple[Any, zipfile.ZipFile, Progress]:
@@ -129,3 +134,29 @@ def test_long_invoice_sheets_continue_on_another_sheet(monkeypatch: pytest.Monke
     with zipfile.ZipFile(io.BytesIO(archive.read("facturas.xlsx"))) as xlsx:
         workbook = xlsx.read("xl/workbook.xml").decode()
     assert all(name in workbook for name in ('"Facturas"', '"Facturas 2"', '"Facturas 3"', '"Resumen"'))
+
+
+def test_a_report_job_is_one_item_on_its_own_queue_with_a_long_deadline() -> None:
+    settings = Settings()
+    ports = Ports(
+        model=None,  # type: ignore[arg-type]
+        embedder=None,  # type: ignore[arg-type]
+        vectors=None,  # type: ignore[arg-type]
+        blobs=None,  # type: ignore[arg-type]
+        settings=settings,
+        clock=lambda: dt.datetime.now(dt.UTC),
+    )
+    job = ReportJob(
+        report_type="FacturacionMasiva",
+        user_name="ana",
+        input_object="inputs/t/x.json",
+        input_generation=1,
+        input_bytes=10,
+        cache_key="k",
+    )
+
+    plan = asyncio.run(Report().plan(job, tenant="t", batch_id="b1", ports=ports))
+
+    assert len(plan.items) == 1 and plan.items[0].output_object == "reports/t/b1/reporte_facturacion.zip"
+    assert plan.deadline == dt.timedelta(hours=settings.reports_job_deadline_hours)
+    assert Report().task_queue(settings) == settings.reports_tasks_queue and not Report.public
