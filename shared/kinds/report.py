@@ -113,6 +113,9 @@ class Report(Kind[ReportJob, ReportItem]):
                     _build, files, item, progress, ctx.ports.settings.reports_work_dir or None
                 )
         except MalformedInput as exc:
+            # What was written of the zip is of no use: a failed job leaves no report behind.
+            with contextlib.suppress(PlatformError):
+                await files.delete(object_name=item.output_object)
             raise ItemFailed(str(exc), code="malformed_json") from exc
         except NotFound as exc:
             raise ItemFailed(f"the input is gone: {exc.message}", code="input_missing") from exc

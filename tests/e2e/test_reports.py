@@ -147,16 +147,19 @@ def test_queue_multipart_streams_the_file_and_status_is_the_tenants_own(
     assert api.get("/reports/status/not-a-job").status_code == 404
 
 
-def test_malformed_json_fails_the_job_with_its_byte_offset(api: httpx.Client) -> None:
+def test_malformed_json_fails_the_job_with_its_byte_offset(api: httpx.Client, reports_bucket: Any) -> None:
     good = dataset(sample(20))
     broken = good[:500] + "}}" + good[500:]
 
-    final = wait_final(api, queue_json(api, broken))
+    job_id = queue_json(api, broken)
+    final = wait_final(api, job_id)
 
     assert final["status"] == "Failed"
     assert "byte offset" in final["message"], final["message"]
     offset = int(final["message"].split("byte offset ")[1].split(":")[0])
     assert 490 <= offset <= 503
+    assert final["downloadUrl"] is None
+    assert not [blob.name for blob in reports_bucket.list_blobs(prefix="reports/") if job_id in blob.name]
 
 
 def test_a_body_over_the_limit_is_refused_before_anything_is_stored(
