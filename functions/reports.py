@@ -22,7 +22,9 @@ from shared import runtime
 from shared.app import platform
 from shared.errors import InvalidRequest
 from shared.http import authenticate, caller_info, json_response, register_error_handlers
+from shared.models.auth import Principal
 from shared.models.reports import QueueForm, QueueJsonRequest, QueueUploadRequest, UploadRequest
+from shared.ports import ObjectInfo
 from shared.services import reports as service
 from shared.services.batches import validation_details
 
@@ -87,14 +89,18 @@ def reports(request: flask.Request) -> flask.Response:
             report_type=form.report_type,
             file=data_file.stream,  # type: ignore[arg-type]
         )
-        return _queued(wired, principal, form, info, input_id, request)
+        return _queued(
+            wired=wired, principal=principal, form=form, info=info, input_id=input_id, request=request
+        )
     if endpoint == "queue_json":
         body = _parse(QueueJsonRequest, request.get_data(cache=False))
         data = body.json_data.encode() if isinstance(body.json_data, str) else to_json(body.json_data)
         info, input_id = service.store_input(
             reports=wired, principal=principal, report_type=body.report_type, file=io.BytesIO(data)
         )
-        return _queued(wired, principal, body, info, input_id, request)
+        return _queued(
+            wired=wired, principal=principal, form=body, info=info, input_id=input_id, request=request
+        )
     if endpoint == "uploads":
         upload = _parse(UploadRequest, request.get_data(cache=False))
         opened = runtime.run(
@@ -135,10 +141,11 @@ def reports(request: flask.Request) -> flask.Response:
 
 
 def _queued(
+    *,
     wired: service.Reports,
-    principal: Any,
+    principal: Principal,
     form: QueueForm,
-    info: Any,
+    info: ObjectInfo,
     input_id: str,
     request: flask.Request,
 ) -> flask.Response:
