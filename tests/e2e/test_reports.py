@@ -201,6 +201,15 @@ def test_an_upload_session_takes_a_100_mb_file_straight_to_storage(api: httpx.Cl
         },
     )
     assert queued.status_code == 202, queued.text
+    again = api.post(
+        "/reports/queue",
+        json={
+            "reportType": "VentasPorCiudad",
+            "userName": "ana@empresa.com",
+            "uploadId": session["uploadId"],
+        },
+    )
+    assert again.status_code == 202 and again.json()["jobId"] == queued.json()["jobId"]
     final = wait_final(api, queued.json()["jobId"], timeout=300)
 
     assert final["status"] == "Completed", final
