@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help venv check-tools run up down status test test-unit lint bench api-key clean
+.PHONY: help venv check-tools run up down status test test-unit lint bench api-key clean report-data
 
 help:
 	@echo "make run      start the local cloud and the functions gateway (foreground, Ctrl-C stops)"
@@ -56,6 +56,10 @@ bench: venv check-tools
 api-key: venv
 	@test -n "$(TENANT)" || { echo "usage: make api-key TENANT=name [ROLE=admin]" >&2; exit 2; }
 	@$(PY) -m infra.api_key --tenant "$(TENANT)" --role "$(or $(ROLE),user)" $(if $(RATE_LIMIT),--rate-limit $(RATE_LIMIT))
+
+# Synthetic invoice datasets for the reports: make report-data SIZE_MB=50 [OUT=.bench/facturas-50mb.json]
+report-data: venv
+	$(PY) -m infra.report_data --size-mb "$(or $(SIZE_MB),10)" --out "$(or $(OUT),.bench/facturas-$(or $(SIZE_MB),10)mb.json)"
 
 clean: down
 	rm -rf $(VENV) .localcloud .pytest_cache .mypy_cache .ruff_cache .bench

@@ -65,7 +65,18 @@ def queues(settings: Settings) -> list[QueueSpec]:
             min_backoff_s=0.5,
             max_backoff_s=60,
             max_doublings=5,
-        )
+        ),
+        # Report jobs: one chunk task per job, and this queue never dispatches more than
+        # REPORTS_MAX_CONCURRENT of them at once, across every instance; the rest wait in the queue.
+        QueueSpec(
+            name=settings.reports_tasks_queue,
+            max_dispatches_per_second=10,
+            max_concurrent_dispatches=settings.reports_max_concurrent,
+            max_attempts=settings.batch_task_max_attempts,
+            min_backoff_s=1,
+            max_backoff_s=60,
+            max_doublings=5,
+        ),
     ]
 
 
@@ -78,12 +89,20 @@ def schedules(settings: Settings) -> list[ScheduleSpec]:
             function_name="batch_sweeper",
             attempt_deadline_s=180,
             description="Re-enqueue stalled batch chunks; stop batches past their deadline.",
-        )
+        ),
+        ScheduleSpec(
+            name="reports-cleanup",
+            schedule="17 * * * *",
+            time_zone="Etc/UTC",
+            function_name="reports_cleanup",
+            attempt_deadline_s=300,
+            description="Delete report jobs, inputs, reports and tokens older than REPORTS_RETENTION_HOURS.",
+        ),
     ]
 
 
 def buckets(settings: Settings) -> list[str]:
-    return [settings.results_bucket]
+    return [settings.results_bucket, settings.reports_bucket]
 
 
 def _duration(seconds: float) -> duration_pb2.Duration:

@@ -15,6 +15,7 @@ from shared.adapters.oidc_verifier import OidcVerifier
 from shared.ports import KeyStore
 from shared.services.auth import Authenticator, RateLimiter
 from shared.services.engine import Engine
+from shared.services.reports import Reports
 from shared.services.status import ProgressCache
 from shared.settings import Settings, get_settings
 
@@ -27,6 +28,7 @@ class Platform:
     rate_limiter: RateLimiter
     keys: KeyStore
     progress: ProgressCache
+    reports: Reports
 
 
 def _local_signing_credentials(settings: Settings) -> object:
@@ -71,6 +73,8 @@ async def _build(settings: Settings) -> Platform:
     from shared.adapters.blob_store import GcsBlobStore
     from shared.adapters.firestore_store import FirestoreStore
     from shared.adapters.gemini import GeminiEmbeddingModel, GeminiTextModel
+    from shared.adapters.report_store import FirestoreReportStore
+    from shared.adapters.streaming_blobs import GcsStreamingBlobs
     from shared.adapters.tasks_queue import CloudTasksQueue
     from shared.adapters.vector_store import FirestoreVectorStore
     from shared.kinds.registry import KINDS
@@ -103,6 +107,13 @@ async def _build(settings: Settings) -> Platform:
         genai_client = genai.Client(api_key=settings.gemini_api_key.get_secret_value())
         access_endpoint = None
     store = FirestoreStore(db)
+    report_store = FirestoreReportStore(db)
+    report_files = GcsStreamingBlobs(
+        storage_client,
+        bucket_name=settings.reports_bucket,
+        signing_credentials=signing,  # type: ignore[arg-type]
+        api_access_endpoint=access_endpoint,
+    )
     queue_path = tasks_v2.CloudTasksAsyncClient.queue_path(
         settings.project_id, settings.region, settings.tasks_queue
     )
@@ -113,6 +124,9 @@ async def _build(settings: Settings) -> Platform:
             queue_path=queue_path,
             functions_base_url=settings.functions_base_url,
             dispatch_deadline=dt.timedelta(seconds=settings.batch_dispatch_deadline_seconds),
+            queue_dispatch_deadlines={
+                settings.reports_tasks_queue: dt.timedelta(seconds=settings.reports_dispatch_deadline_seconds)
+            },
         ),
         blobs=GcsBlobStore(
             storage_client,
@@ -125,6 +139,8 @@ async def _build(settings: Settings) -> Platform:
         vectors=FirestoreVectorStore(db),
         settings=settings,
         kinds=KINDS,
+        records=report_store,
+        files=report_files,
     )
     authenticator = Authenticator(keys=store, cache_seconds=settings.api_key_cache_seconds)
     rate_limiter = RateLimiter(
@@ -140,6 +156,7 @@ async def _build(settings: Settings) -> Platform:
         rate_limiter=rate_limiter,
         keys=store,
         progress=ProgressCache(store, max_age_s=settings.batch_progress_cache_seconds),
+        reports=Reports(engine=engine, store=report_store, files=report_files),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from shared.models.auth import ApiKeyRecord, AuditRecord
 from shared.models.batch import BatchDoc, BatchStatus, ChunkDoc, ChunkProgress, ChunkState, ResultTotals
@@ -120,8 +120,10 @@ class TaskQueue(Protocol):
         body: bytes,
         service_account: str,
         schedule_time: dt.datetime | None = None,
+        queue_name: str | None = None,
     ) -> bool:
-        """Create a named HTTP task; False when a task of that name exists or existed recently."""
+        """Create a named HTTP task (on `queue_name` of the same project and region, or the engine's queue);
+        False when a task of that name exists or existed recently."""
         ...
 
 
@@ -228,4 +230,66 @@ class VectorStore(Protocol):
     async def list_collections(self, *, tenant: str) -> list[CollectionInfo]: ...
     async def delete_collection(self, *, tenant: str, name: str) -> bool:
         """Delete the collection and its documents; False when it did not exist."""
+        ...
+
+
+class KindRecords(Protocol):
+    """A kind's own small documents (`collection/doc_id`), outside the engine's: progress of a long item,
+    a cache, counters. Every write is a merge, so writing the same fields twice is harmless."""
+
+    async def get(self, *, collection: str, doc_id: str) -> dict[str, Any] | None: ...
+    async def merge(self, *, collection: str, doc_id: str, fields: dict[str, Any]) -> None: ...
+    async def increment(self, *, collection: str, doc_id: str, counts: dict[str, int]) -> None: ...
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    name: str
+    size: int
+    generation: int
+    md5_hash: str | None
+    content_type: str | None
+    updated: dt.datetime | None
+
+
+class StreamingBlobs(Protocol):
+    """Cloud Storage objects too large to hold in memory: read and written as streams (blocking file
+    objects: use them off the event loop), and resumable upload sessions a client writes into directly."""
+
+    def open_read(self, *, object_name: str, generation: int | None = None) -> BinaryIO: ...
+    def open_write(self, *, object_name: str, content_type: str) -> BinaryIO: ...
+    def upload_file(self, *, object_name: str, file: BinaryIO, content_type: str) -> ObjectInfo:
+        """Upload a local file object (resumable, in chunks), never reading it whole into memory."""
+        ...
+
+    async def stat(self, *, object_name: str) -> ObjectInfo | None: ...
+    async def upload_session(
+        self, *, object_name: str, size: int, content_type: str, origin: str | None
+    ) -> str:
+        """A resumable upload session's URL for exactly `size` bytes (the client PUTs into it)."""
+        ...
+
+    async def delete(self, *, object_name: str) -> bool: ...
+    async def signed_url(self, *, object_name: str, ttl: dt.timedelta, file_name: str) -> str:
+        """A V4 signed GET URL that downloads the object as `file_name`."""
+        ...
+
+
+class ReportStore(KindRecords, Protocol):
+    """The reports' own documents: jobs, upload sessions, download tokens, the cache and its counters."""
+
+    async def create(self, *, collection: str, doc_id: str, fields: dict[str, Any]) -> bool:
+        """Create the document; False when it exists."""
+        ...
+
+    async def delete(self, *, collection: str, doc_id: str) -> None: ...
+    async def older_than(
+        self, *, collection: str, field: str, before: dt.datetime, limit: int
+    ) -> list[tuple[str, dict[str, Any]]]: ...
+    async def cache_sums(self, *, owner: str) -> tuple[int, int]:
+        """A tenant's cache entries and their total bytes."""
+        ...
+
+    async def delete_batch_tree(self, *, batch_id: str) -> None:
+        """Delete a finished job's batch document with its chunks and pages (the clean-up)."""
         ...

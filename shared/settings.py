@@ -77,6 +77,21 @@ class Settings(BaseSettings):
     embeddings_max_documents: int = Field(default=100_000, ge=1)  # documents per batch, over all operations
     analyze_default_model: str = "gemini-2.5-flash"
 
+    # Asynchronous reports (functions/reports.py, shared/reports).
+    reports_bucket: str = ""  # inputs and zipped reports; default `<project>-reports`
+    reports_tasks_queue: str = "reports-work"
+    reports_max_concurrent: int = Field(default=2, ge=1, le=100)  # the queue's max_concurrent_dispatches
+    reports_max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, le=32 * 1024 * 1024)
+    reports_max_upload_bytes: int = Field(default=500 * 1024 * 1024, ge=1024, le=5 * 1024**4)
+    reports_token_hours: float = Field(default=24.0, gt=0, le=7 * 24)
+    reports_retention_hours: float = Field(default=72.0, gt=0)
+    reports_download_url_seconds: int = Field(default=300, ge=10, le=3600)
+    reports_token_misses_per_minute: int = Field(default=20, ge=1)  # unknown tokens per client address
+    reports_job_deadline_hours: float = Field(default=24.0, gt=0, le=24)  # queued and running, at most
+    # Report tasks may run long (one task reads the whole input): Cloud Tasks allows up to 30 minutes.
+    reports_dispatch_deadline_seconds: int = Field(default=1800, ge=15, le=1800)
+    reports_work_dir: str = ""  # where XLSX sheets spill while written; default: the system's temp dir
+
     analytics_retention_days: int = Field(default=30, ge=1)
     rate_limit_per_minute: int = Field(default=600, ge=1)
     # How often an instance adds its counted requests to the shared per-tenant counter in Firestore.
@@ -89,6 +104,7 @@ class Settings(BaseSettings):
             self._fill_local()
         else:
             self._check_production()
+        self.reports_bucket = self.reports_bucket or f"{self.project_id}-reports"
         return self
 
     def _fill_local(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 
 from google.api_core import exceptions as gexc
 from google.cloud import tasks_v2
@@ -21,11 +22,14 @@ class CloudTasksQueue:
         queue_path: str,
         functions_base_url: str,
         dispatch_deadline: dt.timedelta,
+        queue_dispatch_deadlines: Mapping[str, dt.timedelta] | None = None,
     ) -> None:
         self._client = client
         self._queue_path = queue_path
         self._functions_base_url = functions_base_url.rstrip("/")
         self._dispatch_deadline = dispatch_deadline
+        # Queues whose tasks may run longer than the engine's (a report reads its whole input in one task).
+        self._queue_dispatch_deadlines = dict(queue_dispatch_deadlines or {})
 
     async def enqueue(
         self,
@@ -35,10 +39,16 @@ class CloudTasksQueue:
         body: bytes,
         service_account: str,
         schedule_time: dt.datetime | None = None,
+        queue_name: str | None = None,
     ) -> bool:
+        # Another queue of the same project and region (a kind's own): the last segment of the path differs.
+        queue_path = (
+            self._queue_path if queue_name is None else f"{self._queue_path.rsplit('/', 1)[0]}/{queue_name}"
+        )
+        deadline = self._queue_dispatch_deadlines.get(queue_name or "", self._dispatch_deadline)
         url = f"{self._functions_base_url}/{function_name}"
         task = tasks_v2.Task(
-            name=f"{self._queue_path}/tasks/{task_id}",
+            name=f"{queue_path}/tasks/{task_id}",
             http_request=tasks_v2.HttpRequest(
                 url=url,
                 http_method=tasks_v2.HttpMethod.POST,
@@ -46,14 +56,14 @@ class CloudTasksQueue:
                 body=body,
                 oidc_token=tasks_v2.OidcToken(service_account_email=service_account, audience=url),
             ),
-            dispatch_deadline=duration_pb2.Duration(seconds=int(self._dispatch_deadline.total_seconds())),
+            dispatch_deadline=duration_pb2.Duration(seconds=int(deadline.total_seconds())),
         )
         if schedule_time is not None:
             stamp = timestamp_pb2.Timestamp()
             stamp.FromDatetime(schedule_time)
             task.schedule_time = stamp
         try:
-            await self._client.create_task(parent=self._queue_path, task=task)
+            await self._client.create_task(parent=queue_path, task=task)
         except gexc.AlreadyExists:
             return False
         except (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.InternalServerError) as exc:

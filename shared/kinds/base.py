@@ -26,8 +26,10 @@ from shared.ports import (
     EmbedCall,
     EmbeddingModel,
     EmbedReply,
+    KindRecords,
     ModelCall,
     ModelReply,
+    StreamingBlobs,
     TextModel,
     VectorStore,
 )
@@ -66,6 +68,10 @@ class Ports:
     blobs: BlobStore
     settings: Settings
     clock: Callable[[], dt.datetime]
+    # For kinds whose one item is a long job over a large file: its own small documents (progress, a cache)
+    # and streamed Cloud Storage objects. None where the composition root wires none.
+    records: KindRecords | None = None
+    files: StreamingBlobs | None = None
 
 
 @dataclass(frozen=True)
@@ -78,7 +84,9 @@ class Plan(Generic[ItemT]):
     ascending from 0; the engine then folds each entry's item lines with `Kind.fold`. `stage_starts` are the
     items where a new stage begins: every item of a stage is finished before the next stage starts (a search
     after an index into the same collection sees what it indexed). `params` are batch-wide settings of the
-    kind, stored with the batch and handed to each item.
+    kind, stored with the batch and handed to each item. `deadline`, when given, replaces the engine's own
+    estimate of how long the batch may take (from its options), up to 24 hours: a kind whose batches wait in
+    a queue of their own knows better.
     """
 
     items: list[ItemT]
@@ -86,6 +94,7 @@ class Plan(Generic[ItemT]):
     params: dict[str, Any] = field(default_factory=dict)
     entry_starts: list[int] | None = None
     stage_starts: list[int] = field(default_factory=lambda: [0])
+    deadline: dt.timedelta | None = None
 
 
 @dataclass
@@ -189,6 +198,13 @@ class Kind(ABC, Generic[RequestT, ItemT]):
     name: ClassVar[str]
     request_model: ClassVar[type[KindRequest]]
     item_adapter: ClassVar[TypeAdapter[Any]]  # reads a chunk's items back (one JSON array per chunk)
+    #: False: `POST /batch/{name}` does not take it; only a service of the platform submits it.
+    public: ClassVar[bool] = True
+
+    def task_queue(self, settings: Settings) -> str | None:
+        """The Cloud Tasks queue of this kind's chunk tasks (None: the engine's). A queue of its own gives the
+        kind a limit of its own, such as at most N chunks running at once (`max_concurrent_dispatches`)."""
+        return None
 
     def limits(self, request: RequestT, *, settings: Settings) -> list[dict[str, Any]]:
         """The request's problems with the platform's size limits, as `{"field", "problem"}` (none: [])."""

@@ -172,7 +172,7 @@ def _chunk(
     )
 
 
-def _batch_id(principal: Principal, idempotency_key: str | None) -> str:
+def batch_id_for(principal: Principal, idempotency_key: str | None) -> str:
     if idempotency_key is None:
         return uuid.uuid4().hex
     # Same tenant + key -> same batch id, so a retried submit lands on the batch it already created.
@@ -187,9 +187,13 @@ async def submit(
     body: bytes,
     idempotency_key: str | None,
     caller: CallerInfo,
+    private: bool = False,
 ) -> tuple[SubmitResponse, int]:
-    """Validate, store the batch and its chunks, enqueue the first chunks; wait for the batch when asked."""
+    """Validate, store the batch and its chunks, enqueue the first chunks; wait for the batch when asked.
+    `private`: a service of the platform submits, so kinds that are not public are accepted too."""
     kind = kind_of(engine, kind_name)
+    if not kind.public and not private:
+        raise NotFound(f"no kind of batch {kind_name!r}")
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
         raise InvalidRequest(
             "invalid Idempotency-Key",
@@ -199,7 +203,7 @@ async def submit(
     request = parse_request(body, kind=kind, settings=settings)
     options = resolve_options(request, settings=settings)
     now = engine.clock()
-    batch_id = _batch_id(principal, idempotency_key)
+    batch_id = batch_id_for(principal, idempotency_key)
     body_hash = hashlib.sha256(f"{kind.name}\x00{request.model_dump_json()}".encode()).hexdigest()
     plan = await kind.plan(request, tenant=principal.tenant, batch_id=batch_id, ports=engine.ports)
     chunks, stages, chunk_size = _build_chunks(
@@ -215,7 +219,9 @@ async def submit(
         kind=kind.name,
         status=BatchStatus.QUEUED,
         created_at=now,
-        deadline_at=_deadline(now, len(plan.items), options),
+        deadline_at=_deadline(now, len(plan.items), options)
+        if plan.deadline is None
+        else now + min(plan.deadline, MAX_DEADLINE),
         total=len(plan.items),
         chunk_count=len(chunks),
         chunk_size=chunk_size,

@@ -12,7 +12,16 @@ from shared.errors import NotFound
 from shared.kinds.base import Kind, Ports
 from shared.models.batch import BatchDoc, FinalizeMessage, Stage, WorkMessage
 from shared.models.common import utcnow
-from shared.ports import BatchStore, BlobStore, EmbeddingModel, TaskQueue, TextModel, VectorStore
+from shared.ports import (
+    BatchStore,
+    BlobStore,
+    EmbeddingModel,
+    KindRecords,
+    StreamingBlobs,
+    TaskQueue,
+    TextModel,
+    VectorStore,
+)
 from shared.settings import Settings
 
 WORKER_FUNCTION = "batch_worker"
@@ -33,6 +42,8 @@ class Engine:
     settings: Settings
     kinds: Mapping[str, Kind[Any, Any]]
     clock: Callable[[], dt.datetime] = field(default=utcnow)
+    records: KindRecords | None = None
+    files: StreamingBlobs | None = None
 
     @cached_property
     def ports(self) -> Ports:
@@ -44,7 +55,14 @@ class Engine:
             blobs=self.blobs,
             settings=self.settings,
             clock=self.clock,
+            records=self.records,
+            files=self.files,
         )
+
+    def chunk_queue(self, kind_name: str) -> str | None:
+        """The queue of a kind's chunk tasks (None: the engine's own)."""
+        kind = self.kinds.get(kind_name)
+        return kind.task_queue(self.settings) if kind is not None else None
 
 
 def chunk_task_id(batch_id: str, chunk: int, segment: int, suffix: str = "") -> str:
@@ -60,13 +78,17 @@ def results_object(batch_id: str) -> str:
     return f"batches/{batch_id}/results.jsonl"
 
 
-async def enqueue_chunk(*, engine: Engine, batch_id: str, chunk: int, segment: int, suffix: str = "") -> bool:
-    """Enqueue a chunk's work under its deterministic task name; False when that name is taken."""
+async def enqueue_chunk(
+    *, engine: Engine, batch_id: str, chunk: int, segment: int, suffix: str = "", kind: str | None = None
+) -> bool:
+    """Enqueue a chunk's work under its deterministic task name, on its kind's queue; False when that name is
+    taken."""
     return await engine.queue.enqueue(
         task_id=chunk_task_id(batch_id, chunk, segment, suffix),
         function_name=WORKER_FUNCTION,
         body=WorkMessage(batch_id=batch_id, chunk=chunk, segment=segment).model_dump_json().encode(),
         service_account=engine.settings.tasks_service_account,
+        queue_name=engine.chunk_queue(kind) if kind is not None else None,
     )
 
 
@@ -90,4 +112,4 @@ def kind_of(engine: Engine, name: str) -> Kind[Any, Any]:
 async def enqueue_stage(*, engine: Engine, batch: BatchDoc, stage: Stage) -> None:
     """Start a stage: the first chunk of each of its lanes (named tasks: enqueuing twice is harmless)."""
     for first in range(stage.first, stage.first + stage.lanes):
-        await enqueue_chunk(engine=engine, batch_id=batch.batch_id, chunk=first, segment=0)
+        await enqueue_chunk(engine=engine, batch_id=batch.batch_id, chunk=first, segment=0, kind=batch.kind)

@@ -16,7 +16,11 @@ SWEEP_LIMIT = 200
 async def sweep(*, engine: Engine) -> dict[str, Any]:
     now = engine.clock()
     requeued = 0
+    kinds: dict[str, str | None] = {}  # batch -> kind, read once per batch with an expired lease
     for lease in await engine.store.expired_leases(now, SWEEP_LIMIT):
+        if lease.batch_id not in kinds:
+            stalled = await engine.store.get_batch(lease.batch_id)
+            kinds[lease.batch_id] = stalled.kind if stalled else None
         # One re-enqueue per claim: a second sweep of the same stall finds the name taken.
         requeued += await enqueue_chunk(
             engine=engine,
@@ -24,6 +28,7 @@ async def sweep(*, engine: Engine) -> dict[str, Any]:
             chunk=lease.chunk,
             segment=lease.segment,
             suffix=f"-r{lease.claims}",
+            kind=kinds[lease.batch_id],
         )
     expired = 0
     for batch in await engine.store.overdue_batches(now, SWEEP_LIMIT):

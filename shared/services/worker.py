@@ -217,7 +217,11 @@ async def _continue_later(*, engine: Engine, run: ChunkRun) -> None:
     segment = run.chunk.segment + 1
     if await release(run=run, changes={"state": ChunkState.PENDING.value, "segment": segment}):
         await enqueue_chunk(
-            engine=engine, batch_id=run.batch.batch_id, chunk=run.chunk.index, segment=segment
+            engine=engine,
+            batch_id=run.batch.batch_id,
+            chunk=run.chunk.index,
+            segment=segment,
+            kind=run.batch.kind,
         )
 
 
@@ -237,7 +241,9 @@ async def _after_chunk(
     following = batch.following_in_lane(chunk_index)
     if following is not None:
         if not carried_on:
-            await enqueue_chunk(engine=engine, batch_id=batch.batch_id, chunk=following, segment=0)
+            await enqueue_chunk(
+                engine=engine, batch_id=batch.batch_id, chunk=following, segment=0, kind=batch.kind
+            )
         return
     stage = batch.stage_of(chunk_index)
     chunks = await engine.store.chunk_progress(batch.batch_id)

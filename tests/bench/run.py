@@ -241,14 +241,34 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; figures are medians")
     parser.add_argument("--embed-documents", type=int, default=10_000, help="0 leaves embeddings out")
     parser.add_argument("--searches", type=int, default=50)
+    parser.add_argument("--only", choices=["engine", "reports"], help="run one section only")
+    parser.add_argument("--report-sizes-mb", default="50,500", help="the reports section's input sizes")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     config = load_emulator_config()
     started_cloud = localcloud.start(config)
     try:
-        return _bench(config=config, sizes=sizes, latency_ms=args.latency_ms, concurrency=args.concurrency,
-                      submits=args.submits, rounds=args.rounds, embed_documents=args.embed_documents,
-                      searches=args.searches)  # fmt: skip
+        code = 0
+        if args.only != "reports":
+            code = _bench(
+                config=config,
+                sizes=sizes,
+                latency_ms=args.latency_ms,
+                concurrency=args.concurrency,
+                submits=args.submits,
+                rounds=args.rounds,
+                embed_documents=args.embed_documents,
+                searches=args.searches,
+            )
+        if args.only != "engine":
+            from tests.bench import reports
+
+            code = code or reports.run(
+                functions_url=config.emulators.functions.url,
+                sizes_mb=[float(size) for size in args.report_sizes_mb.split(",")],
+                results_file=RESULTS_FILE,
+            )
+        return code
     finally:
         if started_cloud:
             localcloud.stop()

@@ -1,0 +1,349 @@
+"""Report types: plugins of one registry (`REPORT_TYPES`). A type says which array of the input holds its
+records, checks and adds one record at a time, and writes its files into the report's zip; the pipeline
+does the reading, the errors file and the summary file.
+
+A new type is a `ReportType` subclass and one line in `REPORT_TYPES`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime as dt
+import io
+import os
+import tempfile
+import zipfile
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import xlsxwriter
+
+# Excel's limit is 1,048,576 rows a sheet (one is the header): longer sheets continue on "Facturas 2", ...
+XLSX_MAX_DATA_ROWS = 1_048_575
+
+
+class InvalidRecord(Exception):
+    """One input record is not valid: it goes to errores.csv with `reason`; the report goes on."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ReportWriter(ABC):
+    @abstractmethod
+    def add(self, position: int, record: Any) -> None:
+        """Add one record (raise InvalidRecord to have it reported in errores.csv instead)."""
+
+    @abstractmethod
+    def finish(self, *, records: int, invalid: int) -> dict[str, Any]:
+        """Write the type's files into the zip; the summary (resumen.json)."""
+
+    @abstractmethod
+    def abort(self) -> None:
+        """The report failed: close what is open and remove temporary files."""
+
+
+class ReportType(ABC):
+    name: ClassVar[str]
+    file_name: ClassVar[str]  # the zip's name, as downloaded
+    object_key: ClassVar[str]  # an input that is an object holds its records in this array
+
+    @abstractmethod
+    def writer(self, *, archive: zipfile.ZipFile, work_dir: str | None) -> ReportWriter: ...
+
+
+# --- invoices -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Invoice:
+    numero: str
+    fecha: str  # ISO date
+    nit: str
+    nombre: str
+    ciudad: str
+    items: int
+    unidades: float
+    subtotal: float
+    iva: float
+
+    @property
+    def total(self) -> float:
+        return self.subtotal + self.iva
+
+
+def _text(record: Mapping[str, Any], key: str, where: str = "") -> str:
+    value = record.get(key)
+    if isinstance(value, bool) or not isinstance(value, str | int) or str(value).strip() == "":
+        raise InvalidRecord(f"{where}{key}: falta o no es texto")
+    return str(value).strip()
+
+
+def _number(record: Mapping[str, Any], key: str, where: str) -> float:
+    value = record.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidRecord(f"{where}{key}: falta o no es un número")
+    return float(value)
+
+
+def parse_invoice(record: Any) -> Invoice:
+    """An invoice record, checked, with its subtotal and IVA computed (IVA as a rate, 0.19, or a percent,
+    19)."""
+    if not isinstance(record, dict):
+        raise InvalidRecord("el registro no es un objeto")
+    numero = _text(record, "numero")
+    fecha_text = _text(record, "fecha")
+    try:
+        fecha = dt.date.fromisoformat(fecha_text[:10])
+    except ValueError:
+        raise InvalidRecord(f"fecha: {fecha_text[:40]!r} no es una fecha AAAA-MM-DD") from None
+    cliente = record.get("cliente")
+    if not isinstance(cliente, dict):
+        raise InvalidRecord("cliente: falta o no es un objeto")
+    nit = _text(cliente, "nit", "cliente.")
+    nombre = _text(cliente, "nombre", "cliente.")
+    ciudad = _text(cliente, "ciudad", "cliente.")
+    items = record.get("items")
+    if not isinstance(items, list) or not items:
+        raise InvalidRecord("items: falta o está vacío")
+    subtotal = iva = unidades = 0.0
+    for number, item in enumerate(items):
+        where = f"items[{number}]."
+        if not isinstance(item, dict):
+            raise InvalidRecord(f"items[{number}]: no es un objeto")
+        _text(item, "sku", where)
+        cantidad = _number(item, "cantidad", where)
+        precio = _number(item, "precio_unitario", where)
+        rate = _number(item, "iva", where)
+        if cantidad <= 0:
+            raise InvalidRecord(f"{where}cantidad: debe ser mayor que 0")
+        if precio < 0:
+            raise InvalidRecord(f"{where}precio_unitario: no puede ser negativo")
+        if rate < 0 or rate > 100:
+            raise InvalidRecord(f"{where}iva: debe estar entre 0 y 100 (o 0 y 1)")
+        base = cantidad * precio
+        subtotal += base
+        iva += base * (rate / 100 if rate > 1 else rate)
+        unidades += cantidad
+    return Invoice(
+        numero=numero,
+        fecha=fecha.isoformat(),
+        nit=nit,
+        nombre=nombre,
+        ciudad=ciudad,
+        items=len(items),
+        unidades=unidades,
+        subtotal=round(subtotal, 2),
+        iva=round(iva, 2),
+    )
+
+
+class _Totals:
+    __slots__ = ("count", "subtotal", "iva", "units")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.subtotal = 0.0
+        self.iva = 0.0
+        self.units = 0.0
+
+    def add(self, invoice: Invoice) -> None:
+        self.count += 1
+        self.subtotal += invoice.subtotal
+        self.iva += invoice.iva
+        self.units += invoice.unidades
+
+
+def _money(value: float) -> float:
+    return round(value, 2)
+
+
+def _invoice_summary(
+    totals: _Totals, first: str | None, last: str | None, records: int, invalid: int
+) -> dict[str, Any]:
+    return {
+        "registros": records,
+        "facturasValidas": records - invalid,
+        "facturasInvalidas": invalid,
+        "totales": {
+            "subtotal": _money(totals.subtotal),
+            "iva": _money(totals.iva),
+            "total": _money(totals.subtotal + totals.iva),
+        },
+        "rangoFechas": {"desde": first, "hasta": last},
+    }
+
+
+INVOICE_COLUMNS = ["numero", "fecha", "nit", "cliente", "ciudad", "items", "subtotal", "iva", "total"]
+SUMMARY_COLUMNS = ["nit", "cliente", "ciudad", "mes", "facturas", "subtotal", "iva", "total"]
+
+
+class _FacturacionWriter(ReportWriter):
+    """facturas.csv straight into the zip while the records come in; facturas.xlsx in constant-memory mode
+    (each row goes to a temporary file as written) and copied into the zip at the end."""
+
+    def __init__(self, *, archive: zipfile.ZipFile, work_dir: str | None) -> None:
+        self._archive = archive
+        self._csv_entry = archive.open("facturas.csv", "w", force_zip64=True)
+        self._csv_text = io.TextIOWrapper(self._csv_entry, encoding="utf-8", newline="")
+        self._csv = csv.writer(self._csv_text)
+        self._csv.writerow(INVOICE_COLUMNS)
+        handle, self._xlsx_path = tempfile.mkstemp(suffix=".xlsx", dir=work_dir)
+        os.close(handle)
+        self._book = xlsxwriter.Workbook(
+            self._xlsx_path, {"constant_memory": True, "tmpdir": work_dir, "use_zip64": True}
+        )
+        self._money = self._book.add_format({"num_format": "#,##0.00"})
+        self._sheets = 0
+        self._sheet = self._new_sheet()
+        self._row = 1
+        self._by_client: dict[tuple[str, str, str, str], _Totals] = {}
+        self._totals = _Totals()
+        self._first: str | None = None
+        self._last: str | None = None
+
+    def _new_sheet(self) -> Any:
+        self._sheets += 1
+        sheet = self._book.add_worksheet("Facturas" if self._sheets == 1 else f"Facturas {self._sheets}")
+        sheet.write_row(0, 0, INVOICE_COLUMNS)
+        return sheet
+
+    def add(self, position: int, record: Any) -> None:
+        invoice = parse_invoice(record)
+        row = [
+            invoice.numero,
+            invoice.fecha,
+            invoice.nit,
+            invoice.nombre,
+            invoice.ciudad,
+            invoice.items,
+            invoice.subtotal,
+            invoice.iva,
+            _money(invoice.total),
+        ]
+        self._csv.writerow(row)
+        if self._row > XLSX_MAX_DATA_ROWS:
+            self._sheet = self._new_sheet()
+            self._row = 1
+        self._sheet.write_row(self._row, 0, row)
+        self._row += 1
+        key = (invoice.nit, invoice.nombre, invoice.ciudad, invoice.fecha[:7])
+        group = self._by_client.get(key)
+        if group is None:
+            group = self._by_client[key] = _Totals()
+        group.add(invoice)
+        self._totals.add(invoice)
+        if self._first is None or invoice.fecha < self._first:
+            self._first = invoice.fecha
+        if self._last is None or invoice.fecha > self._last:
+            self._last = invoice.fecha
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self._csv_text.detach()
+        with contextlib.suppress(Exception):
+            self._csv_entry.close()
+        with contextlib.suppress(Exception):
+            self._book.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self._xlsx_path)
+
+    def finish(self, *, records: int, invalid: int) -> dict[str, Any]:
+        self._csv_text.flush()
+        self._csv_text.detach()
+        self._csv_entry.close()
+        summary_sheet = self._book.add_worksheet("Resumen")
+        summary_sheet.write_row(0, 0, SUMMARY_COLUMNS)
+        for row, (key, group) in enumerate(sorted(self._by_client.items()), start=1):
+            total = _money(group.subtotal + group.iva)
+            summary_sheet.write_row(
+                row, 0, [*key, group.count, _money(group.subtotal), _money(group.iva), total]
+            )
+        self._book.close()
+        try:
+            # The xlsx is a zip already: stored, not compressed again.
+            with (
+                open(self._xlsx_path, "rb") as xlsx,
+                self._archive.open(
+                    zipfile.ZipInfo("facturas.xlsx", date_time=dt.datetime.now(dt.UTC).timetuple()[:6]),
+                    "w",
+                    force_zip64=True,
+                ) as entry,
+            ):
+                while block := xlsx.read(1024 * 1024):
+                    entry.write(block)
+        finally:
+            os.unlink(self._xlsx_path)
+        summary = _invoice_summary(self._totals, self._first, self._last, records, invalid)
+        summary["clientes"] = len({key[0] for key in self._by_client})
+        summary["ciudades"] = len({key[2] for key in self._by_client})
+        return summary
+
+
+class FacturacionMasiva(ReportType):
+    """Mass invoicing: every invoice with its subtotal, IVA and total (xlsx and csv), a summary by client,
+    city and month, totals and date range."""
+
+    name = "FacturacionMasiva"
+    file_name = "reporte_facturacion.zip"
+    object_key = "facturas"
+
+    def writer(self, *, archive: zipfile.ZipFile, work_dir: str | None) -> ReportWriter:
+        return _FacturacionWriter(archive=archive, work_dir=work_dir)
+
+
+class _VentasWriter(ReportWriter):
+    def __init__(self, *, archive: zipfile.ZipFile) -> None:
+        self._archive = archive
+        self._by_city: dict[str, _Totals] = {}
+        self._totals = _Totals()
+        self._first: str | None = None
+        self._last: str | None = None
+
+    def add(self, position: int, record: Any) -> None:
+        invoice = parse_invoice(record)
+        group = self._by_city.get(invoice.ciudad)
+        if group is None:
+            group = self._by_city[invoice.ciudad] = _Totals()
+        group.add(invoice)
+        self._totals.add(invoice)
+        if self._first is None or invoice.fecha < self._first:
+            self._first = invoice.fecha
+        if self._last is None or invoice.fecha > self._last:
+            self._last = invoice.fecha
+
+    def abort(self) -> None:
+        return None  # nothing open: everything is written at the end
+
+    def finish(self, *, records: int, invalid: int) -> dict[str, Any]:
+        text = io.StringIO()
+        rows = csv.writer(text)
+        rows.writerow(["ciudad", "facturas", "unidades", "subtotal", "iva", "total"])
+        ranked = sorted(self._by_city.items(), key=lambda pair: -(pair[1].subtotal + pair[1].iva))
+        for city, group in ranked:
+            total = _money(group.subtotal + group.iva)
+            rows.writerow([city, group.count, group.units, _money(group.subtotal), _money(group.iva), total])
+        self._archive.writestr("ventas_por_ciudad.csv", text.getvalue())
+        summary = _invoice_summary(self._totals, self._first, self._last, records, invalid)
+        summary["ciudades"] = len(self._by_city)
+        return summary
+
+
+class VentasPorCiudad(ReportType):
+    """Sales by city over the same invoices: invoices, units and totals per city, largest first."""
+
+    name = "VentasPorCiudad"
+    file_name = "ventas_por_ciudad.zip"
+    object_key = "facturas"
+
+    def writer(self, *, archive: zipfile.ZipFile, work_dir: str | None) -> ReportWriter:
+        return _VentasWriter(archive=archive)
+
+
+REPORT_TYPES: Mapping[str, ReportType] = {
+    kind.name: kind for kind in (FacturacionMasiva(), VentasPorCiudad())
+}

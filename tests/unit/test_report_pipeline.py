@@ -1,0 +1,162 @@
+"""The report pipeline alone (no emulator): records streamed in, the zip out, invalid records and malformed
+input, on in-memory streams."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import datetime as dt
+import io
+import json
+import zipfile
+from typing import Any
+
+import pytest
+
+from infra.report_data import invoices
+from shared.kinds.base import Ports
+from shared.kinds.report import Report, ReportJob
+from shared.reports import types
+from shared.reports.pipeline import MalformedInput, Progress, build_report
+from shared.reports.types import REPORT_TYPES, InvalidRecord, parse_invoice
+from shared.settings import Settings
+
+
+def run(data: bytes, report_type: str = "FacturacionMasiva") -> tuple[Any, zipfile.ZipFile, Progress]:
+    sink = io.BytesIO()
+    progress = Progress()
+    output = build_report(
+        source=io.BytesIO(data),
+        sink=sink,
+        report_type=REPORT_TYPES[report_type],
+        work_dir=None,
+        progress=progress,
+    )
+    return output, zipfile.ZipFile(io.BytesIO(sink.getvalue())), progress
+
+
+def sample(count: int) -> list[dict[str, Any]]:
+    stream = invoices(seed=2)
+    return [next(stream) for _ in range(count)]
+
+
+def test_an_invoice_gets_its_subtotal_iva_and_total() -> None:
+    invoice = parse_invoice(
+        {
+            "numero": 7,
+            "fecha": "2024-03-09T10:00:00",
+            "cliente": {"nit": "900", "nombre": "Acme", "ciudad": "Cali"},
+            "items": [
+                {"sku": "A", "descripcion": "", "cantidad": 2, "precio_unitario": 100, "iva": 0.19},
+                {"sku": "B", "cantidad": 1, "precio_unitario": 50, "iva": 5},
+            ],
+        }
+    )
+
+    assert (invoice.numero, invoice.fecha, invoice.subtotal, invoice.iva) == ("7", "2024-03-09", 250, 40.5)
+    assert invoice.total == 290.5
+
+
+@pytest.mark.parametrize(
+    ("record", "reason"),
+    [
+        ([], "no es un objeto"),
+        ({"numero": "1"}, "fecha"),
+        (
+            {"numero": "1", "fecha": "2024-01-01", "cliente": {"nit": "1", "nombre": "x"}, "items": [{}]},
+            "ciudad",
+        ),
+        (
+            {
+                "numero": "1",
+                "fecha": "2024-01-01",
+                "cliente": {"nit": "1", "nombre": "x", "ciudad": "y"},
+                "items": [{"sku": "a", "cantidad": 0, "precio_unitario": 1, "iva": 0}],
+            },
+            "cantidad",
+        ),
+    ],
+)
+def test_an_invalid_invoice_says_why(record: Any, reason: str) -> None:
+    with pytest.raises(InvalidRecord, match=reason):
+        parse_invoice(record)
+
+
+def test_invalid_records_go_to_errores_csv_and_the_rest_is_reported() -> None:
+    records: list[Any] = sample(30)
+    records[3] = "not an invoice"
+    records[17]["items"] = []
+
+    output, archive, progress = run(json.dumps(records).encode())
+
+    assert (output.records, output.invalid, progress.records) == (30, 2, 30)
+    errors = list(csv.reader(io.TextIOWrapper(archive.open("errores.csv"), encoding="utf-8")))
+    assert [row[0] for row in errors[1:]] == ["3", "17"]
+    summary = json.loads(archive.read("resumen.json"))
+    assert summary["facturasValidas"] == 28 and summary["registros"] == 30
+    assert progress.bytes_read == len(json.dumps(records).encode())
+
+
+def test_an_object_with_facturas_and_a_bom_are_read() -> None:
+    data = b"\xef\xbb\xbf  " + json.dumps({"meta": {"x": [1]}, "facturas": sample(5)}).encode()
+
+    output, archive, _ = run(data, "VentasPorCiudad")
+
+    assert output.records == 5 and output.invalid == 0
+    assert "ventas_por_ciudad.csv" in archive.namelist()
+
+
+def test_malformed_json_names_its_byte_offset() -> None:
+    good = json.dumps(sample(3000)).encode()
+    position = 300_000  # past the first read buffer
+    broken = good[:position] + b"@" + good[position:]
+
+    with pytest.raises(MalformedInput) as raised:
+        run(broken)
+
+    offset = int(str(raised.value).split("byte offset ")[1].split(":")[0])
+    assert position <= offset <= position + 1  # yajl stops on, or just past, the character it rejects
+
+
+def test_a_truncated_input_and_a_scalar_are_malformed() -> None:
+    good = json.dumps(sample(10)).encode()
+    with pytest.raises(MalformedInput, match=f"byte offset {len(good) - 5}"):
+        run(good[:-5])
+    with pytest.raises(MalformedInput, match="byte offset 0"):
+        run(b'"hello"')
+
+
+def test_long_invoice_sheets_continue_on_another_sheet(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(types, "XLSX_MAX_DATA_ROWS", 4)
+
+    _, archive, _ = run(json.dumps(sample(10)).encode())
+
+    with zipfile.ZipFile(io.BytesIO(archive.read("facturas.xlsx"))) as xlsx:
+        workbook = xlsx.read("xl/workbook.xml").decode()
+    assert all(name in workbook for name in ('"Facturas"', '"Facturas 2"', '"Facturas 3"', '"Resumen"'))
+
+
+def test_a_report_job_is_one_item_on_its_own_queue_with_a_long_deadline() -> None:
+    settings = Settings()
+    ports = Ports(
+        model=None,  # type: ignore[arg-type]
+        embedder=None,  # type: ignore[arg-type]
+        vectors=None,  # type: ignore[arg-type]
+        blobs=None,  # type: ignore[arg-type]
+        settings=settings,
+        clock=lambda: dt.datetime.now(dt.UTC),
+    )
+    job = ReportJob(
+        report_type="FacturacionMasiva",
+        user_name="ana",
+        input_object="inputs/t/x.json",
+        input_generation=1,
+        input_bytes=10,
+        cache_key="k",
+    )
+
+    plan = asyncio.run(Report().plan(job, tenant="t", batch_id="b1", ports=ports))
+
+    assert len(plan.items) == 1 and plan.items[0].output_object == "reports/t/b1/reporte_facturacion.zip"
+    assert plan.deadline == dt.timedelta(hours=settings.reports_job_deadline_hours)
+    assert Report().task_queue(settings) == settings.reports_tasks_queue and not Report.public
