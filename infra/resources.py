@@ -78,7 +78,15 @@ def schedules(settings: Settings) -> list[ScheduleSpec]:
             function_name="batch_sweeper",
             attempt_deadline_s=180,
             description="Re-enqueue stalled batch chunks; stop batches past their deadline.",
-        )
+        ),
+        ScheduleSpec(
+            name="articulos-dispatch",
+            schedule="* * * * *",
+            time_zone="Etc/UTC",
+            function_name="articulos_dispatch",
+            attempt_deadline_s=180,
+            description="Repair the image queue after a crash and fill its free slots.",
+        ),
     ]
 
 

@@ -16,6 +16,7 @@ from shared.ports import KeyStore
 from shared.services.auth import Authenticator, RateLimiter
 from shared.services.batches import ProgressCache
 from shared.services.engine import Engine
+from shared.services.image_queue import ImageQueue
 from shared.settings import Settings, get_settings
 
 
@@ -27,6 +28,7 @@ class Platform:
     rate_limiter: RateLimiter
     keys: KeyStore
     progress: ProgressCache
+    image_queue: ImageQueue
 
 
 def _local_signing_credentials(settings: Settings) -> object:
@@ -69,8 +71,11 @@ async def _build(settings: Settings) -> Platform:
     from google.genai import types
 
     from shared.adapters.blob_store import GcsBlobStore
+    from shared.adapters.catalog_store import FirestoreCatalogStore
     from shared.adapters.firestore_store import FirestoreStore
     from shared.adapters.gemini import GeminiEmbeddingModel, GeminiTextModel
+    from shared.adapters.gemini_images import GeminiImageModel
+    from shared.adapters.image_objects import GcsImageObjects
     from shared.adapters.tasks_queue import CloudTasksQueue
     from shared.adapters.vector_store import FirestoreVectorStore
     from shared.kinds.registry import KINDS
@@ -103,6 +108,16 @@ async def _build(settings: Settings) -> Platform:
         genai_client = genai.Client(api_key=settings.gemini_api_key.get_secret_value())
         access_endpoint = None
     store = FirestoreStore(db)
+    image_queue = ImageQueue(
+        store=FirestoreCatalogStore(db),
+        objects=GcsImageObjects(
+            storage_client,
+            bucket_name=settings.results_bucket,
+            signing_credentials=signing,  # type: ignore[arg-type]
+            api_access_endpoint=access_endpoint,
+        ),
+        settings=settings,
+    )
     queue_path = tasks_v2.CloudTasksAsyncClient.queue_path(
         settings.project_id, settings.region, settings.tasks_queue
     )
@@ -125,7 +140,10 @@ async def _build(settings: Settings) -> Platform:
         vectors=FirestoreVectorStore(db),
         settings=settings,
         kinds=KINDS,
+        images=GeminiImageModel(genai_client),
+        extras={"image_queue": image_queue},
     )
+    image_queue.attach(engine)
     authenticator = Authenticator(keys=store, cache_seconds=settings.api_key_cache_seconds)
     rate_limiter = RateLimiter(
         keys=store,
@@ -140,6 +158,7 @@ async def _build(settings: Settings) -> Platform:
         rate_limiter=rate_limiter,
         keys=store,
         progress=ProgressCache(store, max_age_s=settings.batch_progress_cache_seconds),
+        image_queue=image_queue,
     )
 
 

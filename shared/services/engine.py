@@ -11,7 +11,7 @@ from typing import Any
 from shared.kinds.base import Kind, Ports
 from shared.models.batch import FinalizeMessage, WorkMessage
 from shared.models.common import utcnow
-from shared.ports import BatchStore, BlobStore, EmbeddingModel, TaskQueue, TextModel, VectorStore
+from shared.ports import BatchStore, BlobStore, EmbeddingModel, ImageModel, TaskQueue, TextModel, VectorStore
 from shared.settings import Settings
 
 WORKER_FUNCTION = "batch_worker"
@@ -32,6 +32,9 @@ class Engine:
     settings: Settings
     kinds: Mapping[str, Kind[Any, Any]]
     clock: Callable[[], dt.datetime] = field(default=utcnow)
+    images: ImageModel | None = None
+    # Ports of particular kinds, by name: handed to the kinds as `Ports.extras`.
+    extras: Mapping[str, Any] = field(default_factory=dict)
 
     @cached_property
     def ports(self) -> Ports:
@@ -43,6 +46,8 @@ class Engine:
             blobs=self.blobs,
             settings=self.settings,
             clock=self.clock,
+            images=self.images,
+            extras=self.extras,
         )
 
 
