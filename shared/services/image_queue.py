@@ -105,7 +105,7 @@ async def add_batch(*, queue: ImageQueue, principal: Principal, body: bytes) -> 
     omitidos: list[dict[str, Any]] = []
     seen: set[int] = set()
     to_add: list[QueueItem] = []
-    for articulo_id in request.articuloIds:
+    for position, articulo_id in enumerate(request.articuloIds):
         article = articles.get(articulo_id)
         if articulo_id in seen:
             omitidos.append({"articuloId": articulo_id, "motivo": "repetido en la solicitud"})
@@ -126,7 +126,8 @@ async def add_batch(*, queue: ImageQueue, principal: Principal, body: bytes) -> 
                     prioridad=request.prioridad,
                     max_intentos=queue.settings.image_max_attempts,
                     imagen_url_original=article.imagen_object,
-                    created_at=now,
+                    # The request's order breaks ties of one add: oldest first means first listed first.
+                    created_at=now + dt.timedelta(microseconds=position),
                     updated_at=now,
                 )
             )
@@ -238,11 +239,22 @@ async def _owned_item(*, queue: ImageQueue, principal: Principal, queue_id: str)
 
 async def retry(*, queue: ImageQueue, principal: Principal, queue_id: str) -> dict[str, Any]:
     """A failed item back to `pending` with fresh attempts (409 for any other state)."""
-    await _owned_item(queue=queue, principal=principal, queue_id=queue_id)
+    owned = await _owned_item(queue=queue, principal=principal, queue_id=queue_id)
+    article = await queue.store.get_article(owned.tenant, owned.articulo_id)
     now = queue.now()
 
     def _fresh(item: QueueItem) -> dict[str, Any]:
-        return {
+        # The new run works on the article as it is now (its name may have been corrected).
+        described = (
+            {
+                "articulo_nombre": article.nombre,
+                "articulo_descripcion": article.descripcion,
+                "articulo_unidad": article.unidad,
+            }
+            if article is not None
+            else {}
+        )
+        return described | {
             "estado": QueueState.PENDING.value,
             "intentos": 0,
             "error_message": None,
