@@ -7,11 +7,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
 from infra.emulators.gemini.content import png
 from shared.images import check_decodes
+from shared.models.auth import Role
 from shared.settings import get_settings
+from tests.conftest import wait_for
 from tests.e2e.articulos_client import (
     add,
     catalog,
@@ -22,7 +25,8 @@ from tests.e2e.articulos_client import (
     status,
     wait_items_final,
 )
-from tests.e2e.delivery import usage_events
+from tests.e2e.conftest import new_api_key
+from tests.e2e.delivery import Gateway, free_port, sweep_until, usage_events
 
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00\xff\xd9"
 WEBP = b"RIFF\x1a\x00\x00\x00WEBPVP8L\x0d\x00\x00\x00\x2f\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
@@ -32,7 +36,7 @@ def _bucket() -> Any:
     settings = get_settings()
     client = storage.Client(
         project=settings.project_id,
-        credentials=__import__("google.auth.credentials", fromlist=["x"]).AnonymousCredentials(),
+        credentials=AnonymousCredentials(),
         client_options={"api_endpoint": settings.storage_emulator_host},
     )
     return client.bucket(settings.results_bucket)
@@ -196,15 +200,24 @@ def test_a_new_high_priority_item_starts_before_older_low_priority_ones(api: htt
     low = list(range(100, 108))
     catalog(api, busy, prefix="EMULATOR_SLEEP_1500 ocupado")
     catalog(api, [*low, 200])
-    busy_ids = queue_ids(add(api, busy))
+    assert len(queue_ids(add(api, busy))) == slots
     # Every slot is busy for 1.5 s: the low-priority items wait, then a high-priority one arrives.
     low_ids = queue_ids(add(api, low, prioridad=0))
     high_id = queue_ids(add(api, [200], prioridad=10))[200]
 
-    rows = wait_items_final(api, [*busy_ids.values(), *low_ids.values(), high_id], timeout=120)
+    running: list[int] = []
+
+    def _all_final() -> bool:
+        current = status(api)
+        running.append(len(current["articulosActuales"]))
+        return current["stats"]["pendientes"] + current["stats"]["procesando"] == 0
+
+    wait_for(_all_final, timeout=120, interval=0.1, what="the queue to drain")
+    rows = items_by_id(api)
 
     started = {queue_id: rows[queue_id]["started_at"] for queue_id in [*low_ids.values(), high_id]}
     assert all(started[high_id] < started[q] for q in low_ids.values())
+    assert max(running) == slots  # every slot in use, never more (IMAGE_QUEUE_CONCURRENCY)
     # Among equals, oldest first: the first `slots` low items all start before the last ones.
     order = [low_ids[i] for i in low]
     assert max(started[q] for q in order[:2]) < min(started[q] for q in order[-2:])
@@ -263,9 +276,6 @@ def test_clean_deletes_only_finished_items_older_than_dias(api: httpx.Client, fi
 def test_tenants_see_and_touch_only_their_own(
     api: httpx.Client, other_api: httpx.Client, gateway_url: str, unique: str
 ) -> None:
-    from shared.models.auth import Role
-    from tests.e2e.conftest import new_api_key
-
     catalog(api, [1])
     make_article(api, 2, "EMULATOR_FAIL_400 roto", image=png(seed=2))
     ids = queue_ids(add(api, [1, 2]))
@@ -286,3 +296,36 @@ def test_tenants_see_and_touch_only_their_own(
         assert set(ids.values()) <= seen
         tenant = f"tenant-{unique}"
         assert admin.get("/articulos/1", params={"tenant": tenant}).json()["data"]["id"] == 1
+
+
+def test_a_worker_killed_mid_item_is_recovered_as_a_counted_attempt(
+    own_queue: str, unique: str, firestore_db: Any
+) -> None:
+    gateway = Gateway(port=free_port(), queue=own_queue, lease_seconds=2)
+    gateway.start()
+    tenant = f"kill-{unique}"
+    key = new_api_key(tenant)
+    api = httpx.Client(base_url=gateway.url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+    try:
+        catalog(api, [1], prefix="EMULATOR_SLEEP_3000 matado")
+        queue_id = queue_ids(add(api, [1]))[1]
+        wait_for(
+            lambda: (status(api)["articuloActual"] or {}).get("id") == queue_id,
+            timeout=30,
+            what="the item to start",
+        )
+
+        gateway.kill()
+        gateway.start()
+        # Once the dead worker's lease has expired, the sweeper hands the item out again.
+        sweep_until(gateway.url, lambda: items_by_id(api)[queue_id]["estado"] == "completed")
+        final = wait_items_final(api, [queue_id], timeout=60)[queue_id]
+
+        assert (final["estado"], final["intentos"]) == ("completed", 2)
+        objects = [blob.name for blob in _bucket().list_blobs(prefix=f"articulos/{tenant}/1/")]
+        assert objects == [f"articulos/{tenant}/1/q-{queue_id}.png"]  # one new image, the old one deleted
+        ok = [e for e in usage_events(firestore_db, f"{queue_id}r0") if e["outcome"] == "ok"]
+        assert len(ok) == 1
+    finally:
+        api.close()
+        gateway.kill()
