@@ -208,26 +208,30 @@ class FirestoreCatalogStore:
 
     async def complete_swap(
         self,
-        queue_id: str,
+        item: QueueItem,
         *,
         expected_object: str,
         new_object: str,
+        content_type: str,
         changes: dict[str, Any],
         now: dt.datetime,
     ) -> str:
         """Point the item's article at `new_object` (only if it still shows `expected_object`) and mark the
         item completed, in one commit. Returns `completed`, `changed` (the article has another image now:
         nothing written) or the item's state when it is not processing."""
+        item_ref = self._item_ref(item.id)
+        article_ref = self._article_ref(item.tenant, item.articulo_id)
+        active_ref = self._active_ref(item.tenant, item.articulo_id)
 
         async def _attempt() -> str:
-            item_snapshot = await self._item_ref(queue_id).get()
+            # One round trip for the three documents the commit depends on.
+            found = {s.reference.path: s async for s in self._db.get_all([item_ref, article_ref, active_ref])}
+            item_snapshot, article, holder = (found[r.path] for r in (item_ref, article_ref, active_ref))
             if not item_snapshot.exists:
                 return "missing"
-            item = _item(item_snapshot)
-            if item.estado is not QueueState.PROCESSING:
-                return item.estado.value
-            article_ref = self._article_ref(item.tenant, item.articulo_id)
-            article = await article_ref.get()
+            current = _item(item_snapshot)
+            if current.estado is not QueueState.PROCESSING:
+                return current.estado.value
             if not article.exists or (article.to_dict() or {}).get("imagen_object") not in (
                 expected_object,
                 new_object,
@@ -236,11 +240,12 @@ class FirestoreCatalogStore:
             commit = self._db.batch()
             commit.update(
                 article_ref,
-                {"imagen_object": new_object, "imagen_content_type": "image/png", "updated_at": now},
+                {"imagen_object": new_object, "imagen_content_type": content_type, "updated_at": now},
                 option=self._cas_option(article),
             )
-            commit.update(self._item_ref(queue_id), changes, option=self._cas_option(item_snapshot))
-            await self._release_active(commit, item)
+            commit.update(item_ref, changes, option=self._cas_option(item_snapshot))
+            if holder.exists and holder.get("queue_id") == item.id:
+                commit.delete(active_ref, option=self._cas_option(holder))
             await commit.commit()
             return QueueState.COMPLETED.value
 
