@@ -15,7 +15,7 @@ from werkzeug.routing import Map, Rule
 from shared import runtime
 from shared.app import platform
 from shared.errors import PayloadTooLarge, PlatformError
-from shared.http import authenticate, json_response, register_error_handlers
+from shared.http import authenticate, caller_info, json_response, register_error_handlers
 from shared.services import articulos as articles
 from shared.services import image_queue
 
@@ -99,4 +99,12 @@ def articulos(request: flask.Request) -> flask.Response:
             )
     else:
         raise NotFound()
+    if request.method != "GET":
+        # Who changed what: after the change, like a collection's deletion (shared/services/collections.py).
+        target = args.get("queue_id") or args.get("articulo_id") or endpoint
+        at = platform().engine.clock()
+        record = caller_info(request).audit(
+            f"articulos.{endpoint}", tenant=principal.tenant, target=target, at=at
+        )
+        runtime.run(platform().engine.store.write_audit(record))
     return json_response(result)

@@ -42,6 +42,9 @@ KIND = "images"
 MAX_IDS = 1000
 HISTORY_MAX = 200
 ADD_CONCURRENCY = 32
+# A slot's item not started this long after its dispatch is started again (its task name makes that a no-op
+# when the first start got through): a dispatcher may have stopped between the slot's commit and the enqueue.
+RESTART_AFTER = dt.timedelta(seconds=10)
 
 
 class InvalidImage(PlatformError):
@@ -333,7 +336,7 @@ async def _dispatch_pass(queue: ImageQueue) -> tuple[int, bool]:
         holder = holders.get(slot.queue_id) if slot.queue_id else None
         if holder is None or holder.despacho is Dispatch.DONE or holder.slot != slot.index:
             free.append(slot)
-        elif holder.estado is QueueState.PENDING:
+        elif holder.estado is QueueState.PENDING and queue.now() - holder.updated_at > RESTART_AFTER:
             await _start(queue, holder)  # a dispatch that stopped before starting it; a no-op otherwise
     if not free:
         return 0, False
