@@ -92,7 +92,10 @@ def articulos(request: flask.Request) -> flask.Response:
         else:
             limit = queue.settings.image_max_bytes
             if request.content_length is not None and request.content_length > limit:
-                raise PayloadTooLarge(f"the image is larger than {limit} bytes")
+                raise PayloadTooLarge(
+                    f"the image is larger than {limit} bytes",
+                    details=[{"field": "imagen", "problem": f"at most {limit} bytes (IMAGE_MAX_BYTES)"}],
+                )
             data = request.stream.read(limit + 1)
             result = runtime.run(
                 articles.upload_image(queue=queue, principal=principal, articulo_id=articulo_id, data=data)

@@ -73,7 +73,10 @@ async def upload_image(
     deleted only once the article no longer shows it."""
     limit = queue.settings.image_max_bytes
     if len(data) > limit:
-        raise PayloadTooLarge(f"the image is {len(data)} bytes; the limit is {limit}")
+        raise PayloadTooLarge(
+            f"the image is larger than {limit} bytes",
+            details=[{"field": "imagen", "problem": f"at most {limit} bytes (IMAGE_MAX_BYTES)"}],
+        )
     mime = sniff(data)
     if mime is None:
         raise InvalidRequest(

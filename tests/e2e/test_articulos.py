@@ -65,6 +65,7 @@ def test_articles_and_uploads_are_checked_by_their_bytes(api: httpx.Client) -> N
     assert not_image.json()["error"]["details"][0]["field"] == "imagen"
     assert not_image.json()["success"] is False
     assert too_large.status_code == 413
+    assert too_large.json()["error"]["details"][0]["field"] == "imagen"
     assert unknown.status_code == 404
     assert extra_field.status_code == 400
     assert api.get("/articulos/2").status_code == 404
