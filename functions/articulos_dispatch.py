@@ -11,7 +11,7 @@ from shared import runtime
 from shared.app import platform
 from shared.http import json_response, register_error_handlers, verify_internal
 from shared.runtime import WORK_LOOP
-from shared.services.image_queue import repair
+from shared.services.image_processing import repair
 from shared.settings import get_settings
 
 register_error_handlers(functions_framework.errorhandler)

@@ -16,7 +16,7 @@ from shared.ports import KeyStore
 from shared.services.auth import Authenticator, RateLimiter
 from shared.services.batches import ProgressCache
 from shared.services.engine import Engine
-from shared.services.image_queue import ImageQueue
+from shared.services.image_dispatch import ImageQueue
 from shared.settings import Settings, get_settings
 
 

@@ -13,7 +13,7 @@ from pydantic import Field, TypeAdapter
 from shared.errors import InvalidRequest
 from shared.kinds.base import ItemContext, Kind, KindRequest, Plan, Ports
 from shared.models.articulos import ImageWork
-from shared.services import image_queue
+from shared.services import image_dispatch, image_processing
 
 
 class ImagesRequest(KindRequest):
@@ -21,7 +21,7 @@ class ImagesRequest(KindRequest):
 
 
 class Images(Kind[ImagesRequest, ImageWork]):
-    name: ClassVar[str] = image_queue.KIND
+    name: ClassVar[str] = image_dispatch.KIND
     request_model: ClassVar[type[KindRequest]] = ImagesRequest
     item_adapter: ClassVar[TypeAdapter[Any]] = TypeAdapter(list[ImageWork])
 
@@ -34,5 +34,5 @@ class Images(Kind[ImagesRequest, ImageWork]):
         )
 
     async def run(self, item: ImageWork, ctx: ItemContext) -> dict[str, Any]:
-        queue: image_queue.ImageQueue = ctx.ports.extra("image_queue")
-        return await image_queue.process(queue=queue, queue_id=item.queue_id, ctx=ctx)
+        queue: image_dispatch.ImageQueue = ctx.ports.extra("image_queue")
+        return await image_processing.process(queue=queue, queue_id=item.queue_id, ctx=ctx)

@@ -14,7 +14,7 @@ from shared.images import EXTENSIONS, sniff
 from shared.models.articulos import Articulo, ArticuloIn
 from shared.models.auth import Principal
 from shared.services.batches import validation_details
-from shared.services.image_queue import ImageQueue
+from shared.services.image_dispatch import ImageQueue
 
 LIST_MAX = 200
 MAX_ID = 2**53

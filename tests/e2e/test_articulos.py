@@ -199,10 +199,12 @@ def test_a_new_high_priority_item_starts_before_older_low_priority_ones(api: htt
     slots = get_settings().image_queue_concurrency
     busy = list(range(1, slots + 1))
     low = list(range(100, 108))
-    catalog(api, busy, prefix="EMULATOR_SLEEP_1500 ocupado")
+    # The busy items end one after another: slots free one at a time, each to the best waiting item.
+    for k in busy:
+        make_article(api, k, f"EMULATOR_SLEEP_{1000 + 700 * k} ocupado", image=png(seed=k))
     catalog(api, [*low, 200])
     assert len(queue_ids(add(api, busy))) == slots
-    # Every slot is busy for 1.5 s: the low-priority items wait, then a high-priority one arrives.
+    # Every slot is busy for over 1.5 s: the low-priority items wait, then a high-priority one arrives.
     low_ids = queue_ids(add(api, low, prioridad=0))
     high_id = queue_ids(add(api, [200], prioridad=10))[200]
 
@@ -217,7 +219,8 @@ def test_a_new_high_priority_item_starts_before_older_low_priority_ones(api: htt
     rows = items_by_id(api)
 
     started = {queue_id: rows[queue_id]["started_at"] for queue_id in [*low_ids.values(), high_id]}
-    assert all(started[high_id] < started[q] for q in low_ids.values())
+    timeline = sorted((rows[q]["started_at"], rows[q]["articulo_id"], rows[q]["intentos"]) for q in started)
+    assert all(started[high_id] < started[q] for q in low_ids.values()), timeline
     assert max(running) == slots  # every slot in use, never more (IMAGE_QUEUE_CONCURRENCY)
     # Among equals, oldest first: the first `slots` low items all start before the last ones.
     order = [low_ids[i] for i in low]

@@ -18,8 +18,8 @@ from shared.app import platform
 from shared.emulator_config import EmulatorConfig
 from shared.kinds.base import ItemContext
 from shared.models.articulos import Dispatch, QueueItem, QueueState
-from shared.services import image_queue
-from shared.services.image_queue import ImageQueue, processed_object
+from shared.services import image_processing
+from shared.services.image_dispatch import ImageQueue, processed_object
 
 
 class Crash(Exception):
@@ -98,7 +98,7 @@ def _attempt(queue: ImageQueue, item: QueueItem, attempt: int) -> dict[str, Any]
         params={},
         ports=queue.running_engine.ports,
     )
-    result: dict[str, Any] = runtime.run(image_queue.process(queue=queue, queue_id=item.id, ctx=ctx))
+    result: dict[str, Any] = runtime.run(image_processing.process(queue=queue, queue_id=item.id, ctx=ctx))
     return result
 
 
