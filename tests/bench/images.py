@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -101,7 +102,7 @@ def run(*, config: EmulatorConfig, items: int, latency_ms: int, concurrency: int
     finally:
         gemini.post("/emulator/reset").raise_for_status()
         api.close()
-        process.kill()
+        os.killpg(process.pid, signal.SIGKILL)  # the gateway and its worker processes (own session)
         process.wait(10)
     latency_s = latency_ms / 1000
     ideal_s = items * latency_s / concurrency
