@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help venv check-tools run up down status test test-unit lint bench api-key clean report-data
+.PHONY: help venv check-tools run up down status test test-unit lint bench api-key seed-data clean report-data
 
 help:
 	@echo "make run      start the local cloud and the functions gateway (foreground, Ctrl-C stops)"
@@ -14,6 +14,7 @@ help:
 	@echo "make lint     ruff and mypy (strict)"
 	@echo "make bench    benchmark the engine against the physical limit"
 	@echo "make api-key TENANT=name [ROLE=admin]   create an API key (printed on the last line)"
+	@echo "make seed-data [TENANT=catalogo] [COUNT=300]   a catalog of articles with images (key on the last line)"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11" >&2; exit 1; }
@@ -60,6 +61,9 @@ api-key: venv
 # Synthetic invoice datasets for the reports: make report-data SIZE_MB=50 [OUT=.bench/facturas-50mb.json]
 report-data: venv
 	$(PY) -m infra.report_data --size-mb "$(or $(SIZE_MB),10)" --out "$(or $(OUT),.bench/facturas-$(or $(SIZE_MB),10)mb.json)"
+
+seed-data: up
+	@$(PY) -m infra.seed_data --tenant "$(or $(TENANT),catalogo)" --count "$(or $(COUNT),300)"
 
 clean: down
 	rm -rf $(VENV) .localcloud .pytest_cache .mypy_cache .ruff_cache .bench

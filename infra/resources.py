@@ -98,6 +98,14 @@ def schedules(settings: Settings) -> list[ScheduleSpec]:
             attempt_deadline_s=300,
             description="Delete report jobs, inputs, reports and tokens older than REPORTS_RETENTION_HOURS.",
         ),
+        ScheduleSpec(
+            name="articulos-dispatch",
+            schedule="* * * * *",
+            time_zone="Etc/UTC",
+            function_name="articulos_dispatch",
+            attempt_deadline_s=180,
+            description="Repair the image queue after a crash and fill its free slots.",
+        ),
     ]
 
 

@@ -15,6 +15,7 @@ from shared.adapters.oidc_verifier import OidcVerifier
 from shared.ports import KeyStore
 from shared.services.auth import Authenticator, RateLimiter
 from shared.services.engine import Engine
+from shared.services.image_dispatch import ImageQueue
 from shared.services.reports import Reports
 from shared.services.status import ProgressCache
 from shared.settings import Settings, get_settings
@@ -29,6 +30,7 @@ class Platform:
     keys: KeyStore
     progress: ProgressCache
     reports: Reports
+    image_queue: ImageQueue
 
 
 def _local_signing_credentials(settings: Settings) -> object:
@@ -71,8 +73,11 @@ async def _build(settings: Settings) -> Platform:
     from google.genai import types
 
     from shared.adapters.blob_store import GcsBlobStore
+    from shared.adapters.catalog_store import FirestoreCatalogStore
     from shared.adapters.firestore_store import FirestoreStore
     from shared.adapters.gemini import GeminiEmbeddingModel, GeminiTextModel
+    from shared.adapters.gemini_images import GeminiImageModel
+    from shared.adapters.image_objects import GcsImageObjects
     from shared.adapters.report_store import FirestoreReportStore
     from shared.adapters.streaming_blobs import GcsStreamingBlobs
     from shared.adapters.tasks_queue import CloudTasksQueue
@@ -107,6 +112,16 @@ async def _build(settings: Settings) -> Platform:
         genai_client = genai.Client(api_key=settings.gemini_api_key.get_secret_value())
         access_endpoint = None
     store = FirestoreStore(db)
+    image_queue = ImageQueue(
+        store=FirestoreCatalogStore(db),
+        objects=GcsImageObjects(
+            storage_client,
+            bucket_name=settings.results_bucket,
+            signing_credentials=signing,  # type: ignore[arg-type]
+            api_access_endpoint=access_endpoint,
+        ),
+        settings=settings,
+    )
     report_store = FirestoreReportStore(db)
     report_files = GcsStreamingBlobs(
         storage_client,
@@ -141,7 +156,10 @@ async def _build(settings: Settings) -> Platform:
         kinds=KINDS,
         records=report_store,
         files=report_files,
+        images=GeminiImageModel(genai_client),
+        extras={"image_queue": image_queue},
     )
+    image_queue.attach(engine)
     authenticator = Authenticator(keys=store, cache_seconds=settings.api_key_cache_seconds)
     rate_limiter = RateLimiter(
         keys=store,
@@ -157,6 +175,7 @@ async def _build(settings: Settings) -> Platform:
         keys=store,
         progress=ProgressCache(store, max_age_s=settings.batch_progress_cache_seconds),
         reports=Reports(engine=engine, store=report_store, files=report_files),
+        image_queue=image_queue,
     )
 
 

@@ -293,3 +293,43 @@ class ReportStore(KindRecords, Protocol):
     async def delete_batch_tree(self, *, batch_id: str) -> None:
         """Delete a finished job's batch document with its chunks and pages (the clean-up)."""
         ...
+
+
+# --- catalog images (the image queue, `functions/articulos.py`) -------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageCall:
+    """An image model asked to remake `image` as `prompt` says (the image goes inline)."""
+
+    model: str
+    prompt: str
+    image: bytes
+    mime_type: str
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class ImageReply:
+    image: bytes | None  # the first inline image of the answer, if any
+    mime_type: str | None
+    input_tokens: int
+    output_tokens: int
+
+
+class ImageModel(Protocol):
+    async def edit(self, call: ImageCall) -> ImageReply:
+        """Raises errors.ModelError (with `is_transient` and the server's retry delay)."""
+        ...
+
+
+class ImageObjects(Protocol):
+    """The catalog's image objects in Cloud Storage."""
+
+    async def put(self, *, object_name: str, data: bytes, content_type: str) -> None: ...
+    async def get(self, *, object_name: str) -> bytes: ...
+    async def delete(self, *, object_name: str) -> None:
+        """Delete the object; a missing object is not an error (deletes are retried)."""
+        ...
+
+    async def signed_url(self, *, object_name: str, ttl: dt.timedelta) -> str: ...

@@ -92,6 +92,15 @@ class Settings(BaseSettings):
     reports_dispatch_deadline_seconds: int = Field(default=1800, ge=15, le=1800)
     reports_work_dir: str = ""  # where XLSX sheets spill while written; default: the system's temp dir
 
+    # Catalog articles and their image queue (functions/articulos.py).
+    image_model: str = "gemini-2.5-flash-image"
+    image_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=30 * 1024 * 1024)
+    image_queue_concurrency: int = Field(default=4, ge=1, le=100)  # items at once, across instances
+    image_model_rpm: int = Field(default=60, ge=1, le=100_000)  # model calls a minute, across instances
+    image_max_attempts: int = Field(default=3, ge=1, le=10)
+    image_timeout_seconds: float = Field(default=120.0, ge=1, le=600)  # one model call
+    image_retry_base_delay_ms: int = Field(default=1000, ge=10, le=60_000)  # backoff between attempts
+
     analytics_retention_days: int = Field(default=30, ge=1)
     rate_limit_per_minute: int = Field(default=600, ge=1)
     # How often an instance adds its counted requests to the shared per-tenant counter in Firestore.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -26,6 +26,9 @@ from shared.ports import (
     EmbedCall,
     EmbeddingModel,
     EmbedReply,
+    ImageCall,
+    ImageModel,
+    ImageReply,
     KindRecords,
     ModelCall,
     ModelReply,
@@ -72,6 +75,16 @@ class Ports:
     # and streamed Cloud Storage objects. None where the composition root wires none.
     records: KindRecords | None = None
     files: StreamingBlobs | None = None
+    images: ImageModel | None = None
+    # Ports only some kinds use, by name (wired by the composition root; e.g. the image queue's store).
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+    def extra(self, name: str) -> Any:
+        """A kind's own port; KeyError names it when the composition root did not wire it."""
+        try:
+            return self.extras[name]
+        except KeyError:
+            raise KeyError(f"port {name!r} is not wired in shared/app.py") from None
 
 
 @dataclass(frozen=True)
@@ -135,6 +148,25 @@ class ItemContext:
             input_tokens=reply.input_tokens,
             output_tokens=reply.output_tokens,
             cached_tokens=reply.cached_tokens,
+        )
+        return reply
+
+    async def edit_image(self, call: ImageCall) -> ImageReply:
+        """A call of the image model (its usage recorded as `generateContent`, like any other call)."""
+        if self.ports.images is None:
+            raise KeyError("no image model is wired in shared/app.py")
+        started = time.monotonic()
+        try:
+            reply = await self.ports.images.edit(call)
+        except ModelError as exc:
+            self._record(call.model, "generateContent", started, error=exc)
+            raise
+        self._record(
+            call.model,
+            "generateContent",
+            started,
+            input_tokens=reply.input_tokens,
+            output_tokens=reply.output_tokens,
         )
         return reply
 

@@ -11,8 +11,9 @@ from shared.kinds.analyze import Analyze
 from shared.kinds.base import Kind
 from shared.kinds.embeddings import Embeddings
 from shared.kinds.generate import Generate
+from shared.kinds.images import Images
 from shared.kinds.report import Report
 
 KINDS: Mapping[str, Kind[Any, Any]] = {
-    kind.name: kind for kind in (Generate(), Embeddings(), Analyze(), Report())
+    kind.name: kind for kind in (Generate(), Embeddings(), Analyze(), Images(), Report())
 }

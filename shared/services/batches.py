@@ -309,3 +309,44 @@ async def cancel(*, engine: Engine, principal: Principal, batch_id: str, caller:
     if not cancelled_now:
         raise Conflict(f"batch {batch_id} already {batch.status.value}")
     return batch
+
+
+async def start_planned(
+    *, engine: Engine, tenant: str, kind_name: str, batch_id: str, plan: Plan[Any], options: ResolvedOptions
+) -> bool:
+    """Store and start a batch a service planned itself (not a client's body): for services that run a kind
+    behind an API of their own, as the image queue does. Idempotent by `batch_id`: a second call creates
+    nothing and its enqueue is rejected by name. Returns whether this call created the batch."""
+    kind = kind_of(engine, kind_name)
+    now = engine.clock()
+    chunks, stages, chunk_size = _build_chunks(
+        batch_id=batch_id, owner=tenant, plan=plan, concurrency=options.concurrency, settings=engine.settings
+    )
+    batch = BatchDoc(
+        batch_id=batch_id,
+        owner=tenant,
+        kind=kind.name,
+        status=BatchStatus.QUEUED,
+        created_at=now,
+        deadline_at=_deadline(now, len(plan.items), options),
+        total=len(plan.items),
+        chunk_count=len(chunks),
+        chunk_size=chunk_size,
+        stages=stages,
+        options=options,
+        params=plan.params,
+        entry_starts=plan.entry_starts,
+        body_hash="",
+        idempotency_key=None,
+    )
+    audit = AuditRecord(
+        tenant=tenant,
+        action="batch.submit",
+        target=batch_id,
+        at=now,
+        remote_addr="internal",
+        user_agent=kind.name,
+    )
+    created = await engine.store.create_batch(batch=batch, chunks=chunks, audit=audit)
+    await enqueue_stage(engine=engine, batch=batch, stage=batch.stages[0])
+    return created

@@ -16,6 +16,7 @@ from shared.ports import (
     BatchStore,
     BlobStore,
     EmbeddingModel,
+    ImageModel,
     KindRecords,
     StreamingBlobs,
     TaskQueue,
@@ -44,6 +45,9 @@ class Engine:
     clock: Callable[[], dt.datetime] = field(default=utcnow)
     records: KindRecords | None = None
     files: StreamingBlobs | None = None
+    images: ImageModel | None = None
+    # Ports of particular kinds, by name: handed to the kinds as `Ports.extras`.
+    extras: Mapping[str, Any] = field(default_factory=dict)
 
     @cached_property
     def ports(self) -> Ports:
@@ -57,6 +61,8 @@ class Engine:
             clock=self.clock,
             records=self.records,
             files=self.files,
+            images=self.images,
+            extras=self.extras,
         )
 
     def chunk_queue(self, kind_name: str) -> str | None:

@@ -38,6 +38,7 @@ from shared.app import platform
 from shared.emulator_config import REPO_ROOT, STATE_DIR, load_emulator_config
 from shared.models.auth import Role
 from shared.services.auth import create_api_key
+from tests.bench import images
 
 RESULTS_FILE = REPO_ROOT / ".bench" / "results.json"
 SEED_PAUSE_S = 2.0
@@ -241,15 +242,18 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; figures are medians")
     parser.add_argument("--embed-documents", type=int, default=10_000, help="0 leaves embeddings out")
     parser.add_argument("--searches", type=int, default=50)
-    parser.add_argument("--only", choices=["engine", "reports"], help="run one section only")
+    parser.add_argument("--only", choices=["engine", "reports", "images"], help="run one section only")
     parser.add_argument("--report-sizes-mb", default="50,500", help="the reports section's input sizes")
+    parser.add_argument("--images-items", type=int, default=200)
+    parser.add_argument("--images-latency-ms", type=int, default=1000)
+    parser.add_argument("--images-concurrency", type=int, default=10)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     config = load_emulator_config()
     started_cloud = localcloud.start(config)
     try:
         code = 0
-        if args.only != "reports":
+        if args.only in (None, "engine"):
             code = _bench(
                 config=config,
                 sizes=sizes,
@@ -260,7 +264,16 @@ def main() -> int:
                 embed_documents=args.embed_documents,
                 searches=args.searches,
             )
-        if args.only != "engine":
+        if args.only in (None, "images"):
+            images.print_report(
+                images.run(
+                    config=config,
+                    items=args.images_items,
+                    latency_ms=args.images_latency_ms,
+                    concurrency=args.images_concurrency,
+                )
+            )
+        if args.only in (None, "reports"):
             from tests.bench import reports
 
             code = code or reports.run(

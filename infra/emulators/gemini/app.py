@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import hashlib
 import json
 import logging
 import random
@@ -21,7 +22,15 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from infra.emulators.gemini.broken import BREAK_SCHEMA_MARKER, INVALID_JSON_MARKER, break_schema, invalid_json
-from infra.emulators.gemini.content import count_tokens, embed, generate_text, png, seed_of, text_of
+from infra.emulators.gemini.content import (
+    count_tokens,
+    embed,
+    generate_text,
+    inline_images,
+    png,
+    seed_of,
+    text_of,
+)
 from infra.emulators.gemini.structured import value_for_schema
 
 log = logging.getLogger("gemini-emulator")
@@ -166,9 +175,15 @@ def generate(state: State, model: str, body: dict[str, Any]) -> dict[str, Any]:
         finish = "MAX_TOKENS" if truncated else "STOP"
         parts = [{"text": text}]
     if "image" in model:
-        parts.append(
-            {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(png(seed=seed)).decode()}}
-        )
+        # An image model derives its picture from the prompt and the images it was given (an edit), so the
+        # same article with another photo or another prompt gets another picture, never the one it sent.
+        try:
+            given = inline_images(contents)
+        except ValueError as exc:
+            raise ApiError(400, f"* GenerateContentRequest.contents: {exc}") from exc
+        image_seed = seed_of(seed, *(hashlib.sha256(image).hexdigest() for image in given))
+        picture = png(seed=image_seed, size=32 if given else 16)
+        parts.append({"inlineData": {"mimeType": "image/png", "data": base64.b64encode(picture).decode()}})
     prompt_tokens = count_tokens(prompt) + count_tokens(system)
     output_tokens = sum(count_tokens(p.get("text", "")) for p in parts) + (258 if "image" in model else 0)
     usage: dict[str, Any] = {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import math
 import random
@@ -44,6 +46,24 @@ def text_of(contents: Any, *, user_only: bool = False) -> str:
             if isinstance(part, dict) and isinstance(part.get("text"), str):
                 texts.append(part["text"])
     return "\n".join(texts)
+
+
+def inline_images(contents: Any) -> list[bytes]:
+    """The bytes of every inline image part of a `contents` list (an undecodable one is a 400)."""
+    if isinstance(contents, dict):
+        contents = [contents]
+    images: list[bytes] = []
+    for content in contents or []:
+        for part in (content or {}).get("parts", []) if isinstance(content, dict) else []:
+            inline = part.get("inlineData") if isinstance(part, dict) else None
+            if isinstance(inline, dict):
+                try:
+                    # google-genai sends bytes URL-safe encoded; the REST API takes either alphabet.
+                    data = str(inline.get("data", "")).replace("-", "+").replace("_", "/")
+                    images.append(base64.b64decode(data, validate=True))
+                except binascii.Error as exc:
+                    raise ValueError("inlineData.data is not valid base64") from exc
+    return images
 
 
 def generate_text(*, seed: int, prompt: str, max_tokens: int | None) -> tuple[str, bool]:

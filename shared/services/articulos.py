@@ -1,0 +1,146 @@
+"""Catalog articles of a tenant: create or update, image upload (recognised by its bytes), read, list."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+from urllib.parse import quote
+
+from pydantic import ValidationError
+
+from shared.errors import InvalidRequest, NotFound, PayloadTooLarge
+from shared.images import EXTENSIONS, sniff
+from shared.models.articulos import Articulo, ArticuloIn
+from shared.models.auth import Principal
+from shared.services.batches import validation_details
+from shared.services.image_dispatch import ImageQueue
+
+LIST_MAX = 200
+MAX_ID = 2**53
+
+
+def parse_id(raw: str) -> int:
+    """An article id of the path: a positive integer (404 otherwise, as for a missing article)."""
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_ID:
+        raise NotFound(f"no articulo {raw[:40]}")
+    return int(raw)
+
+
+def _tenant_of(principal: Principal, requested: str | None) -> str:
+    """Whose articles a read is about: the caller's own; an admin may name another tenant."""
+    if requested and principal.is_admin:
+        return requested
+    return principal.tenant
+
+
+async def public(queue: ImageQueue, article: Articulo) -> dict[str, Any]:
+    """An article as the API shows it: its image as a signed URL."""
+    url = None
+    if article.imagen_object:
+        url = await queue.objects.signed_url(
+            object_name=article.imagen_object,
+            ttl=dt.timedelta(seconds=queue.settings.results_url_ttl_seconds),
+        )
+    return {
+        "id": article.id,
+        "nombre": article.nombre,
+        "descripcion": article.descripcion,
+        "unidad": article.unidad,
+        "categoria_id": article.categoria_id,
+        "activo": article.activo,
+        "imagen_url": url,
+        "created_at": article.created_at.isoformat(),
+        "updated_at": article.updated_at.isoformat(),
+    }
+
+
+async def put_article(
+    *, queue: ImageQueue, principal: Principal, articulo_id: int, body: bytes
+) -> dict[str, Any]:
+    try:
+        request = ArticuloIn.model_validate_json(body or b"{}")
+    except ValidationError as exc:
+        raise InvalidRequest("the request body is not valid", details=validation_details(exc)) from exc
+    article = await queue.store.put_article(principal.tenant, articulo_id, request.model_dump(), queue.now())
+    return {"success": True, "message": "artículo guardado", "data": await public(queue, article)}
+
+
+async def upload_image(
+    *, queue: ImageQueue, principal: Principal, articulo_id: int, data: bytes
+) -> dict[str, Any]:
+    """Store an image (PNG, JPEG or WebP by its bytes) and point the article at it; the previous image is
+    deleted only once the article no longer shows it."""
+    limit = queue.settings.image_max_bytes
+    if len(data) > limit:
+        raise PayloadTooLarge(
+            f"the image is larger than {limit} bytes",
+            details=[{"field": "imagen", "problem": f"at most {limit} bytes (IMAGE_MAX_BYTES)"}],
+        )
+    mime = sniff(data)
+    if mime is None:
+        raise InvalidRequest(
+            "the upload is not an image",
+            details=[
+                {"field": "imagen", "problem": "must be a PNG, JPEG or WebP image (read from its bytes)"}
+            ],
+        )
+    if await queue.store.get_article(principal.tenant, articulo_id) is None:
+        raise NotFound(f"no articulo {articulo_id}")
+    object_name = (
+        f"articulos/{quote(principal.tenant, safe='')}/{articulo_id}/{uuid.uuid4().hex}.{EXTENSIONS[mime]}"
+    )
+    await queue.objects.put(object_name=object_name, data=data, content_type=mime)
+    try:
+        previous = await queue.store.set_article_image(
+            principal.tenant, articulo_id, object_name=object_name, content_type=mime, now=queue.now()
+        )
+    except NotFound:
+        await queue.objects.delete(object_name=object_name)
+        raise
+    if previous and previous != object_name:
+        await queue.objects.delete(object_name=previous)
+    article = await queue.store.get_article(principal.tenant, articulo_id)
+    if article is None:
+        raise NotFound(f"no articulo {articulo_id}")
+    return {"success": True, "message": "imagen guardada", "data": await public(queue, article)}
+
+
+async def get_article(
+    *, queue: ImageQueue, principal: Principal, articulo_id: int, tenant: str | None
+) -> dict[str, Any]:
+    article = await queue.store.get_article(_tenant_of(principal, tenant), articulo_id)
+    if article is None:
+        raise NotFound(f"no articulo {articulo_id}")
+    return {"success": True, "message": "artículo", "data": await public(queue, article)}
+
+
+async def list_articles(*, queue: ImageQueue, principal: Principal, args: dict[str, str]) -> dict[str, Any]:
+    activo_raw = args.get("activo")
+    if activo_raw not in (None, "true", "false"):
+        raise InvalidRequest(
+            "activo must be true or false", details=[{"field": "activo", "problem": "true or false"}]
+        )
+    raw_limit = args.get("limit", "100")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= LIST_MAX:
+        raise InvalidRequest(
+            f"limit must be 1 to {LIST_MAX}", details=[{"field": "limit", "problem": f"1 to {LIST_MAX}"}]
+        )
+    raw_cursor = args.get("cursor")
+    if raw_cursor is not None and not raw_cursor.isdigit():
+        raise InvalidRequest("invalid cursor", details=[{"field": "cursor", "problem": "not a cursor"}])
+    limit = int(raw_limit)
+    articles = await queue.store.list_articles(
+        _tenant_of(principal, args.get("tenant")),
+        activo=None if activo_raw is None else activo_raw == "true",
+        limit=limit,
+        after_id=int(raw_cursor) if raw_cursor is not None else None,
+    )
+    return {
+        "success": True,
+        "message": f"{len(articles)} artículo(s)",
+        "data": {
+            "articulos": [await public(queue, article) for article in articles],
+            "nextCursor": str(articles[-1].id) if len(articles) == limit else None,
+        },
+    }

@@ -1,0 +1,119 @@
+"""The image queue's dispatcher: IMAGE_QUEUE_CONCURRENCY slots (`image_slots/{k}`) given to the waiting
+items with the highest `prioridad`, then the oldest, over every tenant; each item then runs as a one-item
+batch of the engine's `images` kind (`shared/services/image_processing.py`). See the README's "How it runs".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+from shared.adapters.catalog_store import FirestoreCatalogStore, Slot
+from shared.kinds.base import Plan
+from shared.models.articulos import Dispatch, ImageWork, QueueItem, QueueState
+from shared.models.batch import ResolvedOptions
+from shared.ports import ImageObjects
+from shared.services.batches import start_planned
+from shared.services.engine import Engine
+from shared.settings import Settings
+
+KIND = "images"
+# A slot's item not started this long after its dispatch is started again (its task name makes that a no-op
+# when the first start got through): a dispatcher may have stopped between the slot's commit and the enqueue.
+RESTART_AFTER = dt.timedelta(seconds=10)
+
+
+@dataclass
+class ImageQueue:
+    """The queue's ports and settings, wired once by the composition root. The engine is attached after it is
+    built (the engine hands this object to the `images` kind, and the queue starts the engine's batches)."""
+
+    store: FirestoreCatalogStore
+    objects: ImageObjects
+    settings: Settings
+    engine: Engine | None = field(default=None)
+
+    def attach(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @property
+    def running_engine(self) -> Engine:
+        assert self.engine is not None, "ImageQueue.attach(engine) was not called"
+        return self.engine
+
+    def now(self) -> dt.datetime:
+        return self.running_engine.clock()
+
+
+def processed_object(item: QueueItem) -> str:
+    """Where an item's new image goes: one name per item, so a repeated attempt overwrites it."""
+    return f"articulos/{quote(item.tenant, safe='')}/{item.articulo_id}/q-{item.id}.png"
+
+
+async def dispatch(*, queue: ImageQueue) -> int:
+    """Fill free slots with waiting items, highest `prioridad` then oldest; start their engine batches.
+    Safe to run any number of times, at once: a slot and an item change hands only by compare-and-set."""
+    started = 0
+    for _ in range(5):
+        count, contended = await _dispatch_pass(queue)
+        started += count
+        if not contended:
+            break
+    return started
+
+
+async def _dispatch_pass(queue: ImageQueue) -> tuple[int, bool]:
+    store = queue.store
+    concurrency = queue.settings.image_queue_concurrency
+
+    async def _holders() -> tuple[list[Slot], dict[str, QueueItem]]:
+        slots = await store.slots(concurrency)
+        held = [slot.queue_id for slot in slots if slot.queue_id]
+        return slots, (await store.get_items(held) if held else {})
+
+    # The slots and the head of the queue are read at once (one round trip less per item).
+    (slots, holders), head = await asyncio.gather(_holders(), store.waiting(concurrency))
+    free: list[Slot] = []
+    for slot in slots:
+        holder = holders.get(slot.queue_id) if slot.queue_id else None
+        if holder is None or holder.despacho is Dispatch.DONE or holder.slot != slot.index:
+            free.append(slot)
+        elif holder.estado is QueueState.PENDING and queue.now() - holder.updated_at > RESTART_AFTER:
+            await _start(queue, holder)  # a dispatch that stopped before starting it; a no-op otherwise
+    if not free:
+        return 0, False
+    candidates = head[: len(free)]
+    started = 0
+    contended = False
+    for slot, candidate in zip(free, candidates, strict=False):
+        assigned = await store.assign(slot, candidate.id, queue.now())
+        if assigned is None:
+            contended = True
+            continue
+        await _start(queue, assigned)
+        started += 1
+    return started, contended
+
+
+async def _start(queue: ImageQueue, item: QueueItem) -> None:
+    settings = queue.settings
+    await start_planned(
+        engine=queue.running_engine,
+        tenant=item.tenant,
+        kind_name=KIND,
+        batch_id=item.batch_id,
+        plan=Plan(items=[ImageWork(queue_id=item.id)], custom_ids=[item.id]),
+        options=ResolvedOptions(
+            concurrency=1,
+            fail_fast=False,
+            timeout_ms=int(settings.image_timeout_seconds * 1000),
+            # The item's own `intentos` decides when it has failed (it counts attempts across crashes too);
+            # the engine only has to retry at least as often.
+            max_retries=settings.image_max_attempts,
+            base_delay_ms=settings.image_retry_base_delay_ms,
+            max_delay_ms=60_000,
+            backoff_multiplier=2.0,
+        ),
+    )
