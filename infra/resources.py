@@ -78,7 +78,15 @@ def schedules(settings: Settings) -> list[ScheduleSpec]:
             function_name="batch_sweeper",
             attempt_deadline_s=180,
             description="Re-enqueue stalled batch chunks; stop batches past their deadline.",
-        )
+        ),
+        ScheduleSpec(
+            name="analytics-rollup",
+            schedule="* * * * *",
+            time_zone="Etc/UTC",
+            function_name="analytics_rollup",
+            attempt_deadline_s=180,
+            description="Roll closed minutes, hours and days of usage into rollups; delete expired usage.",
+        ),
     ]
 
 

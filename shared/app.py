@@ -12,7 +12,7 @@ from pathlib import Path
 
 from shared import runtime
 from shared.adapters.oidc_verifier import OidcVerifier
-from shared.ports import KeyStore
+from shared.ports import KeyStore, UsageStore
 from shared.services.auth import Authenticator, RateLimiter
 from shared.services.batches import ProgressCache
 from shared.services.engine import Engine
@@ -27,6 +27,7 @@ class Platform:
     rate_limiter: RateLimiter
     keys: KeyStore
     progress: ProgressCache
+    usage: UsageStore
 
 
 def _local_signing_credentials(settings: Settings) -> object:
@@ -72,6 +73,7 @@ async def _build(settings: Settings) -> Platform:
     from shared.adapters.firestore_store import FirestoreStore
     from shared.adapters.gemini import GeminiEmbeddingModel, GeminiTextModel
     from shared.adapters.tasks_queue import CloudTasksQueue
+    from shared.adapters.usage_store import FirestoreUsageStore
     from shared.adapters.vector_store import FirestoreVectorStore
     from shared.kinds.registry import KINDS
 
@@ -140,6 +142,7 @@ async def _build(settings: Settings) -> Platform:
         rate_limiter=rate_limiter,
         keys=store,
         progress=ProgressCache(store, max_age_s=settings.batch_progress_cache_seconds),
+        usage=FirestoreUsageStore(db),
     )
 
 
