@@ -37,15 +37,16 @@ async def roll(
 ) -> dict[str, int | str]:
     """The scheduled run: roll what closed since the watermark, then delete what is past retention."""
     closed_until = floor(now - lag, MINUTE)
-    watermark = await usage.get_watermark()
+    stored = watermark = await usage.get_watermark()
     if watermark is None:
         earliest = await usage.earliest_usage_at()
         watermark = floor(earliest, MINUTE) if earliest is not None else closed_until
     watermark = max(watermark, floor(now - retention, DAY))
-    end = min(closed_until, watermark + MAX_SPAN)
+    end = max(watermark, min(closed_until, watermark + MAX_SPAN))
     written = 0
     if end > watermark:
         written = await roll_range(usage=usage, start=watermark, end=end, retention=retention)
+    if end != stored:
         await usage.set_watermark(end)
     expired = await usage.delete_expired(now=now, limit=EXPIRED_PER_RUN)
     return {
