@@ -72,7 +72,8 @@ def events(
     the client goes away). Without `event_name` the events are unnamed, which EventSource's `onmessage`
     (the seed's client code) receives."""
     try:
-        yield f"retry: {int(interval_s * 1000)}\n: connected\n\n"
+        yield ": connected\n\n"
+        retry = f"retry: {int(interval_s * 1000)}\n"  # sent with the first event
         started = clock()
         next_at = started
         if last_id is not None and started * 1000 - last_id < interval_s * 1000:
@@ -84,7 +85,8 @@ def events(
                 event_id = max(int(now * 1000), last_sent + 1)
                 data = json.dumps(snapshot(), separators=(",", ":"))
                 named = f"event: {event_name}\n" if event_name else ""
-                yield f"id: {event_id}\n{named}data: {data}\n\n"
+                yield f"{retry}id: {event_id}\n{named}data: {data}\n\n"
+                retry = ""
                 last_sent = event_id
                 next_at = now + interval_s
                 continue

@@ -58,7 +58,7 @@ def make_event(*, tenant: str, model: str, at: dt.datetime, latency: int, n: int
 def write_records(db: Any, events: list[UsageEvent], *, per_record: int = 7) -> None:
     """Usage records as the engine writes them (the adapter's own encoding), a few events each."""
     batch = db.batch()
-    for first, group in _records_of(events, per_record):
+    for _, group in _records_of(events, per_record):
         at = max(e.at for e in group)
         record = UsageRecord(
             job_id=group[0].job_id,
