@@ -281,6 +281,10 @@ class UsageStore(Protocol):
         """The rollups of `grain` starting in [start, end), of one scope or of all (None)."""
         ...
 
+    async def rollups_at(self, *, scope: str, periods: list[tuple[str, dt.datetime]]) -> list[Rollup]:
+        """The rollups of one scope for the given (grain, start) periods, by id (absent ones: none)."""
+        ...
+
     async def get_watermark(self) -> dt.datetime | None:
         """The end of the last minute rolled up."""
         ...

@@ -142,6 +142,15 @@ class FirestoreUsageStore:
         except TRANSIENT as exc:
             raise StoreUnavailable(f"cannot read rollups: {exc.message}") from exc
 
+    async def rollups_at(self, *, scope: str, periods: list[tuple[str, dt.datetime]]) -> list[Rollup]:
+        # Lookups by id: no query, so the cost does not grow with the number of rollups stored.
+        collection = self._db.collection(USAGE_ROLLUPS)
+        refs = [collection.document(rollup_id(scope=scope, grain=g, start=at)) for g, at in periods]
+        try:
+            return [_load_rollup(s.to_dict() or {}) async for s in self._db.get_all(refs) if s.exists]
+        except TRANSIENT as exc:
+            raise StoreUnavailable(f"cannot read rollups: {exc.message}") from exc
+
     async def get_watermark(self) -> dt.datetime | None:
         snapshot = await self._db.collection(ANALYTICS_STATE).document("rollup").get()
         return snapshot.get("watermark") if snapshot.exists else None

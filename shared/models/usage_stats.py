@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,61 @@ def bucket_value(bucket: int) -> float:
 
 
 @dataclass
+class Histogram:
+    """Counts of latencies by bucket, dense from bucket `offset` on: a JSON list of integers decodes in C,
+    and two histograms merge with one `map(add)` over the overlapping range."""
+
+    offset: int = 0
+    counts: list[int] = field(default_factory=list)
+
+    def add(self, bucket: int, count: int = 1) -> None:
+        if not self.counts:
+            self.offset, self.counts = bucket, [count]
+            return
+        if bucket < self.offset:
+            self.counts[:0] = [0] * (self.offset - bucket)
+            self.offset = bucket
+        position = bucket - self.offset
+        if position >= len(self.counts):
+            self.counts.extend([0] * (position + 1 - len(self.counts)))
+        self.counts[position] += count
+
+    def merge(self, other: Histogram, *, sign: int = 1) -> None:
+        if not other.counts:
+            return
+        if not self.counts:
+            self.offset, self.counts = other.offset, [sign * c for c in other.counts]
+            return
+        if other.offset < self.offset:
+            self.counts[:0] = [0] * (self.offset - other.offset)
+            self.offset = other.offset
+        start = other.offset - self.offset
+        end = start + len(other.counts)
+        if end > len(self.counts):
+            self.counts.extend([0] * (end - len(self.counts)))
+        theirs = other.counts if sign == 1 else [-c for c in other.counts]
+        self.counts[start:end] = map(operator.add, self.counts[start:end], theirs)
+        if sign != 1:  # what is taken away may leave empty buckets at the ends
+            while self.counts and not self.counts[-1]:
+                self.counts.pop()
+            lead = next((i for i, c in enumerate(self.counts) if c), len(self.counts))
+            self.counts, self.offset = self.counts[lead:], self.offset + lead
+
+    def total(self) -> int:
+        return sum(self.counts)
+
+    def items(self) -> Iterator[tuple[int, int]]:
+        return ((self.offset + i, c) for i, c in enumerate(self.counts) if c)
+
+    def to_json(self) -> list[int]:
+        return [self.offset, *self.counts]
+
+    @classmethod
+    def from_json(cls, data: list[int]) -> Histogram:
+        return cls(offset=data[0], counts=data[1:]) if data else cls()
+
+
+@dataclass
 class Cell:
     """The calls of one (model, endpoint) pair: every field is a sum, so cells merge by adding."""
 
@@ -58,7 +114,7 @@ class Cell:
     absorbed: int = 0
     batch_mode_cost_usd: float = 0.0  # cost of calls billed at the Batch Mode price
     errors: dict[str, int] = field(default_factory=dict)  # outcome -> calls
-    latency: dict[int, int] = field(default_factory=dict)  # histogram bucket -> calls
+    latency: Histogram = field(default_factory=Histogram)
 
     def add_event(self, event: UsageEvent, *, absorbed: bool) -> None:
         self.calls += 1
@@ -74,8 +130,7 @@ class Cell:
             self.failed += 1
             self.absorbed += 1 if absorbed else 0
             self.errors[event.outcome] = self.errors.get(event.outcome, 0) + 1
-        bucket = bucket_of(event.latency_ms)
-        self.latency[bucket] = self.latency.get(bucket, 0) + 1
+        self.latency.add(bucket_of(event.latency_ms))
 
     def merge(self, other: Cell, *, sign: int = 1) -> None:
         """Add `other` (sign 1) or take it away (sign -1)."""
@@ -90,7 +145,7 @@ class Cell:
         self.absorbed += sign * other.absorbed
         self.batch_mode_cost_usd += sign * other.batch_mode_cost_usd
         _add_counts(self.errors, other.errors, sign)
-        _add_counts(self.latency, other.latency, sign)
+        self.latency.merge(other.latency, sign=sign)
 
     @property
     def ok(self) -> int:
@@ -109,7 +164,7 @@ class Cell:
             "a": self.absorbed,
             "b": self.batch_mode_cost_usd,
             "e": self.errors,
-            "q": {str(bucket): count for bucket, count in self.latency.items()},
+            "q": self.latency.to_json(),
         }
 
     @classmethod
@@ -126,7 +181,7 @@ class Cell:
             absorbed=data["a"],
             batch_mode_cost_usd=data["b"],
             errors=dict(data["e"]),
-            latency={int(bucket): count for bucket, count in data["q"].items()},
+            latency=Histogram.from_json(data["q"]),
         )
 
 
@@ -224,15 +279,17 @@ def _item_of(event: UsageEvent) -> str:
     return event.event_id.rsplit("-", 2)[0]
 
 
-def percentile(latency: dict[int, int], q: float) -> float | None:
+def percentile(latency: Histogram, q: float) -> float | None:
     """The nearest-rank q-quantile (0 < q <= 1) of a histogram: the value of rank ceil(q * n)."""
-    total = sum(latency.values())
+    total = latency.total()
     if total <= 0:
         return None
     rank = max(1, math.ceil(q * total - 1e-9))
     seen = 0
-    for bucket in sorted(latency):
-        seen += latency[bucket]
+    last = latency.offset
+    for bucket, count in latency.items():
+        seen += count
+        last = bucket
         if seen >= rank:
             return bucket_value(bucket)
-    return bucket_value(max(latency))
+    return bucket_value(last)

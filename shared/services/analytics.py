@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -92,11 +91,8 @@ async def window_stats(
     if rolled_from < rolled_to:
         if window.start < rolled_from:
             reads.append(_raw(usage=usage, tenant=tenant, start=window.start, end=rolled_from))
-        for grain, run in itertools.groupby(
-            pieces(rolled_from, rolled_to, largest=largest), key=lambda p: p[0]
-        ):
-            starts = [at for _, at in run]
-            reads.append(_rolled(usage=usage, tenant=tenant, grain=grain, start=starts[0], end=starts[-1]))
+        periods = list(pieces(rolled_from, rolled_to, largest=largest))
+        reads.append(_rolled(usage=usage, tenant=tenant, periods=periods))
         if rolled_to < window.end:
             reads.append(_raw(usage=usage, tenant=tenant, start=rolled_to, end=window.end))
     else:
@@ -112,10 +108,9 @@ async def _raw(
 
 
 async def _rolled(
-    *, usage: UsageStore, tenant: str | None, grain: str, start: dt.datetime, end: dt.datetime
+    *, usage: UsageStore, tenant: str | None, periods: list[tuple[str, dt.datetime]]
 ) -> list[tuple[dt.datetime, UsageStats]]:
-    scope = tenant or ALL_TENANTS
-    rollups = await usage.rollups(scope=scope, grain=grain, start=start, end=end + MINUTE)
+    rollups = await usage.rollups_at(scope=tenant or ALL_TENANTS, periods=periods)
     return [(r.start, r.stats) for r in rollups]
 
 

@@ -244,17 +244,46 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; figures are medians")
     parser.add_argument("--embed-documents", type=int, default=10_000, help="0 leaves embeddings out")
     parser.add_argument("--searches", type=int, default=50)
+    parser.add_argument("--only", choices=["analytics"], help="run one section alone")
+    parser.add_argument("--analytics-events", type=int, default=1_000_000, help="0 leaves analytics out")
+    parser.add_argument("--analytics-days", type=int, default=30)
+    parser.add_argument("--analytics-queries", type=int, default=50)
+    parser.add_argument("--analytics-scans", type=int, default=2)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     config = load_emulator_config()
     started_cloud = localcloud.start(config)
     try:
+        analytics = _analytics_section(config, args) if args.analytics_events else None
+        if args.only == "analytics":
+            return 0
         return _bench(config=config, sizes=sizes, latency_ms=args.latency_ms, concurrency=args.concurrency,
                       submits=args.submits, rounds=args.rounds, embed_documents=args.embed_documents,
-                      searches=args.searches)  # fmt: skip
+                      searches=args.searches, analytics=analytics)  # fmt: skip
     finally:
         if started_cloud:
             localcloud.stop()
+
+
+def _analytics_section(config: Any, args: argparse.Namespace) -> dict[str, Any]:
+    from tests.bench.analytics import bench_analytics
+
+    figures = bench_analytics(
+        gateway_url=config.emulators.functions.url,
+        events=args.analytics_events,
+        days=args.analytics_days,
+        queries=args.analytics_queries,
+        scans=args.analytics_scans,
+    )
+    RESULTS_FILE.parent.mkdir(exist_ok=True)
+    (RESULTS_FILE.parent / "analytics.json").write_text(json.dumps(figures, indent=2) + "\n")
+    api = figures["metrics_api"]
+    _out(f"analytics: {figures['events']:,} events over {figures['days']} days loaded in "
+         f"{figures['load_s']} s, rolled in {figures['roll_s']} s; GET /analytics/metrics "
+         f"({figures['days']} days, p50/p99 ms): {api}; naive scan "
+         f"of the tenant's {figures['tenant_calls_in_window']:,} calls {figures['naive_scan_s']} s; agree: "
+         f"{figures['naive_agrees']}; summary write overhead {figures['write_overhead']}")  # fmt: skip
+    return figures
 
 
 def _bench(
@@ -267,6 +296,7 @@ def _bench(
     rounds: int,
     embed_documents: int,
     searches: int,
+    analytics: dict[str, Any] | None,
 ) -> int:
     gemini = httpx.Client(base_url=config.emulators.gemini.url, timeout=10)
     gemini.post("/emulator/reset").raise_for_status()
@@ -358,6 +388,7 @@ def _bench(
         "sizes": rows,
         "submit": submit,
         "embeddings": embeddings,
+        "analytics": analytics,
         "resources": resources,
         "machine": _machine(),
     }
