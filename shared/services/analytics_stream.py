@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from shared.errors import PlatformError
+from shared.models.auth import Principal
 
 
 class TooManyStreams(PlatformError):
@@ -47,6 +48,28 @@ class StreamGate:
     def leave(self) -> None:
         with self._lock:
             self.open -= 1
+
+
+class SnapshotCache:
+    """The latest realtime snapshot per scope (a tenant, or every tenant for an admin), shared by the
+    instance's streams for `max_age_s`."""
+
+    def __init__(self, *, max_age_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._lock = threading.Lock()
+        self._max_age_s = max_age_s
+        self._clock = clock
+        self._latest: dict[str | None, tuple[float, dict[str, Any]]] = {}
+
+    def get(self, principal: Principal, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        scope = None if principal.is_admin else principal.tenant
+        with self._lock:
+            cached = self._latest.get(scope)
+        if cached is not None and self._clock() - cached[0] < self._max_age_s:
+            return cached[1]
+        snapshot = build()
+        with self._lock:
+            self._latest[scope] = (self._clock(), snapshot)
+        return snapshot
 
 
 def last_event_id(raw: str | None) -> int | None:
