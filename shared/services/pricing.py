@@ -1,8 +1,9 @@
 """Estimated cost of a model call from a price table (USD per million tokens, interactive tier).
 
 Estimates, not invoices: prices follow the published Gemini API list prices for paid tiers with prompts up to
-200k tokens (source: the Gemini API pricing page, ai.google.dev/gemini-api/docs/pricing, as read on
-2026-11-30); cached input tokens are billed at a quarter of the input price. Unknown models use the default
+200k tokens (source: the Gemini API pricing page, ai.google.dev/gemini-api/docs/pricing; the table dates from
+2026-11-22, when it was written, and has not been checked against the page since: the build machines have no
+internet); cached input tokens are billed at a quarter of the input price. Unknown models use the default
 model's price. Batch Mode is half of these (BATCH_MODE_FACTOR).
 """
 
