@@ -12,8 +12,10 @@ import httpx
 import pytest
 from httpx_sse import connect_sse
 
+from infra.emulators.oidc import TokenMinter
 from shared.emulator_config import REPO_ROOT
 from shared.models.auth import Role
+from shared.settings import get_settings
 from tests.e2e.batch_client import submit, wait_final
 from tests.e2e.conftest import new_api_key
 
@@ -113,3 +115,22 @@ def test_past_the_connection_limit_a_stream_is_refused_with_retry_after(
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "5"
     assert response.get_json()["error"]["code"] == "too_many_streams"
+
+
+def test_the_roller_takes_only_the_schedulers_token_and_a_second_firing_rolls_nothing_again(
+    gateway_url: str,
+) -> None:
+    settings = get_settings()
+    url = f"{gateway_url}/analytics_rollup"
+    minter = TokenMinter()
+
+    def fire(account: str) -> httpx.Response:
+        token = minter.mint(service_account_email=account, audience=url)
+        return httpx.post(url, headers={"Authorization": f"Bearer {token}"}, timeout=120)
+
+    assert httpx.post(url).status_code == 401
+    assert fire(settings.tasks_service_account).status_code == 403
+    first = fire(settings.scheduler_service_account).raise_for_status().json()
+    second = fire(settings.scheduler_service_account).raise_for_status().json()
+    # The second firing starts where the first stopped (later if Cloud Scheduler fired in between).
+    assert second["rolledFrom"] >= first["rolledTo"]
