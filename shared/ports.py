@@ -259,9 +259,10 @@ class UsageStore(Protocol):
     """Usage records (written by the engine with its results) and the analytics' rollups of them."""
 
     async def usage_summaries(
-        self, *, tenant: str | None, start: dt.datetime, end: dt.datetime
+        self, *, tenant: str | None, spans: list[tuple[dt.datetime, dt.datetime]]
     ) -> list[UsageSummary]:
-        """The records with `at` in [start, end), of one tenant or all (None), without their events."""
+        """The records with `at` in any of the [start, end) spans, of one tenant or all (None), without their
+        events, in one query."""
         ...
 
     def usage_records(

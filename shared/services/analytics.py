@@ -88,23 +88,27 @@ async def window_stats(
     rolled_from = floor(window.start + MINUTE - dt.timedelta(microseconds=1), MINUTE)  # ceil to the minute
     rolled_to = floor(min(window.end, watermark or window.start), MINUTE)
     reads: list[Any] = []
+    raw: list[tuple[dt.datetime, dt.datetime]] = []
     if rolled_from < rolled_to:
         if window.start < rolled_from:
-            reads.append(_raw(usage=usage, tenant=tenant, start=window.start, end=rolled_from))
-        periods = list(pieces(rolled_from, rolled_to, largest=largest))
-        reads.append(_rolled(usage=usage, tenant=tenant, periods=periods))
+            raw.append((window.start, rolled_from))
+        reads.append(
+            _rolled(usage=usage, tenant=tenant, periods=list(pieces(rolled_from, rolled_to, largest=largest)))
+        )
         if rolled_to < window.end:
-            reads.append(_raw(usage=usage, tenant=tenant, start=rolled_to, end=window.end))
+            raw.append((rolled_to, window.end))
     else:
-        reads.append(_raw(usage=usage, tenant=tenant, start=window.start, end=window.end))
+        raw.append((window.start, window.end))
+    if raw:
+        reads.append(_raw(usage=usage, tenant=tenant, spans=raw))
     parts = await asyncio.gather(*reads)
     return [part for group in parts for part in group]
 
 
 async def _raw(
-    *, usage: UsageStore, tenant: str | None, start: dt.datetime, end: dt.datetime
+    *, usage: UsageStore, tenant: str | None, spans: list[tuple[dt.datetime, dt.datetime]]
 ) -> list[tuple[dt.datetime, UsageStats]]:
-    return [(s.at, s.stats) for s in await usage.usage_summaries(tenant=tenant, start=start, end=end)]
+    return [(s.at, s.stats) for s in await usage.usage_summaries(tenant=tenant, spans=spans)]
 
 
 async def _rolled(
@@ -192,7 +196,7 @@ async def realtime(
     scope = scope_of(principal, None)
     longest = max(REALTIME_WINDOWS.values())
     # Records are stamped with their last call, before they are committed: a little ahead of `now` is fine.
-    recent = await usage.usage_summaries(tenant=scope, start=now - longest, end=now + MINUTE)
+    recent = await usage.usage_summaries(tenant=scope, spans=[(now - longest, now + MINUTE)])
     windows = {}
     for name, length in REALTIME_WINDOWS.items():
         cell = UsageStats.merged(s.stats for s in recent if s.at > now - length).total()
