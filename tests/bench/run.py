@@ -12,7 +12,7 @@ Embeddings: D documents (10,000) indexed through POST /batch/embeddings until th
 the same documents embedded by a bare google-genai loop (batchEmbedContents of 100 texts at concurrency C, no
 storage), alternating in the same rounds; then search latency p50/p99 over the D-document collection, through
 the API (a one-search batch, answered when finished) and of Firestore's vector search alone.
-Analytics (tests/bench/analytics.py; `--only analytics` runs it alone): runs last, writes .bench/analytics.json.
+Analytics (tests/bench/analytics.py; `--only analytics` alone): runs last, writes .bench/analytics.json.
 Writes .bench/results.json; the last line printed is the ratio at 1,000 items. A benchmark, not a test.
 """
 
