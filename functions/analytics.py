@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import TypeVar
 
 import flask
@@ -54,80 +55,100 @@ def analytics(request: flask.Request) -> flask.Response:
         request.path, method=request.method
     )
     principal = authenticate(request)
+    handler = HANDLERS.get(endpoint)
+    if handler is None:
+        raise NotFound()
+    return handler(request, principal)
+
+
+def _window(request: flask.Request) -> service.Window:
+    return service.parse_window(
+        raw_from=request.args.get("from"), raw_to=request.args.get("to"), now=platform().engine.clock()
+    )
+
+
+def _metrics(request: flask.Request, principal: Principal) -> flask.Response:
+    args = request.args
+    metrics = service.metrics(
+        usage=platform().usage,
+        principal=principal,
+        window=_window(request),
+        tenant=args.get("tenant"),
+        model=args.get("model"),
+        endpoint=args.get("endpoint"),
+    )
+    return json_response(runtime.run(metrics))
+
+
+def _realtime_view(request: flask.Request, principal: Principal) -> flask.Response:
+    return json_response(runtime.run(_realtime(principal)))
+
+
+def _insights(request: flask.Request, principal: Principal) -> flask.Response:
+    found = insights.insights(usage=platform().usage, principal=principal, window=_window(request))
+    return json_response(runtime.run(found))
+
+
+def _stream(request: flask.Request, principal: Principal) -> flask.Response:
+    settings = get_settings()
+    STREAMS.enter(settings.analytics_max_sse_connections)
+    stream = analytics_stream.events(
+        snapshot=lambda: SNAPSHOTS.get(principal, lambda: runtime.run(_realtime(principal))),
+        interval_s=settings.analytics_realtime_interval / 1000,
+        heartbeat_s=settings.analytics_sse_heartbeat_seconds,
+        max_s=settings.analytics_sse_max_seconds,
+        last_id=analytics_stream.last_event_id(request.headers.get("Last-Event-ID")),
+        event_name=None if request.args.get("events") == "message" else "metrics",
+    )
+    response = flask.Response(stream, mimetype="text/event-stream")
+    # Left when the response closes: the stream ended, the client went away, or it never started.
+    response.call_on_close(STREAMS.leave)
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"
+    return response
+
+
+def _export(request: flask.Request, principal: Principal) -> flask.Response:
+    body = _body(request, usage_export.ExportRequest)
+    wired, settings = platform(), get_settings()
+    now = wired.engine.clock()
+    window = service.parse_window(raw_from=body.from_, raw_to=body.to, now=now)
+    exported = usage_export.export(
+        usage=wired.usage,
+        blobs=wired.engine.blobs,
+        tenant=service.scope_of(principal, body.tenant),
+        start=window.start,
+        end=window.end,
+        fmt=body.format,
+        max_part_bytes=settings.analytics_export_max_bytes,
+        prefix=settings.analytics_export_path,
+        url_ttl=dt.timedelta(seconds=settings.results_url_ttl_seconds),
+        now=now,
+    )
+    return json_response(runtime.run(exported))
+
+
+def _reset(request: flask.Request, principal: Principal) -> flask.Response:
+    body = _body(request, ResetRequest)
     wired = platform()
-    settings, usage, engine = wired.settings, wired.usage, wired.engine
-    now = engine.clock()
-    if endpoint == "metrics":
-        window = service.parse_window(
-            raw_from=request.args.get("from"), raw_to=request.args.get("to"), now=now
-        )
-        return json_response(
-            runtime.run(
-                service.metrics(
-                    usage=usage,
-                    principal=principal,
-                    window=window,
-                    tenant=request.args.get("tenant"),
-                    model=request.args.get("model"),
-                    endpoint=request.args.get("endpoint"),
-                )
-            )
-        )
-    if endpoint == "realtime":
-        return json_response(runtime.run(_realtime(principal)))
-    if endpoint == "insights":
-        window = service.parse_window(
-            raw_from=request.args.get("from"), raw_to=request.args.get("to"), now=now
-        )
-        return json_response(runtime.run(insights.insights(usage=usage, principal=principal, window=window)))
-    if endpoint == "stream":
-        STREAMS.enter(settings.analytics_max_sse_connections)
-        stream = analytics_stream.events(
-            snapshot=lambda: SNAPSHOTS.get(principal, lambda: runtime.run(_realtime(principal))),
-            interval_s=settings.analytics_realtime_interval / 1000,
-            heartbeat_s=settings.analytics_sse_heartbeat_seconds,
-            max_s=settings.analytics_sse_max_seconds,
-            last_id=analytics_stream.last_event_id(request.headers.get("Last-Event-ID")),
-            gate=STREAMS,
-            event_name=None if request.args.get("events") == "message" else "metrics",
-        )
-        response = flask.Response(stream, mimetype="text/event-stream")
-        response.headers["Cache-Control"] = "no-cache"
-        response.headers["X-Accel-Buffering"] = "no"
-        return response
-    if endpoint == "export":
-        body = _body(request, usage_export.ExportRequest)
-        window = service.parse_window(raw_from=body.from_, raw_to=body.to, now=now)
-        return json_response(
-            runtime.run(
-                usage_export.export(
-                    usage=usage,
-                    blobs=engine.blobs,
-                    tenant=service.scope_of(principal, body.tenant),
-                    start=window.start,
-                    end=window.end,
-                    fmt=body.format,
-                    max_part_bytes=settings.analytics_export_max_bytes,
-                    prefix=settings.analytics_export_path,
-                    url_ttl=dt.timedelta(seconds=settings.results_url_ttl_seconds),
-                    now=now,
-                )
-            )
-        )
-    if endpoint == "reset":
-        reset = _body(request, ResetRequest)
-        return json_response(
-            runtime.run(
-                service.reset(
-                    engine=engine,
-                    usage=usage,
-                    principal=principal,
-                    tenant=reset.tenant,
-                    caller=caller_info(request),
-                )
-            )
-        )
-    raise NotFound()
+    reset = service.reset(
+        engine=wired.engine,
+        usage=wired.usage,
+        principal=principal,
+        tenant=body.tenant,
+        caller=caller_info(request),
+    )
+    return json_response(runtime.run(reset))
+
+
+HANDLERS: dict[str, Callable[[flask.Request, Principal], flask.Response]] = {
+    "metrics": _metrics,
+    "realtime": _realtime_view,
+    "insights": _insights,
+    "stream": _stream,
+    "export": _export,
+    "reset": _reset,
+}
 
 
 async def _realtime(principal: Principal) -> dict[str, object]:

@@ -86,36 +86,31 @@ def events(
     heartbeat_s: float,
     max_s: float,
     last_id: int | None,
-    gate: StreamGate,
     event_name: str | None = "metrics",
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Iterator[str]:
-    """The stream's text, piece by piece (the caller has entered `gate`; it is left when the stream ends or
-    the client goes away). Without `event_name` the events are unnamed, which EventSource's `onmessage`
-    (the seed's client code) receives."""
-    try:
-        yield ": connected\n\n"
-        retry = f"retry: {int(interval_s * 1000)}\n"  # sent with the first event
-        started = clock()
-        next_at = started
-        if last_id is not None and started * 1000 - last_id < interval_s * 1000:
-            next_at = last_id / 1000 + interval_s  # the client saw an event less than an interval ago
-        last_sent = last_id or 0
-        while clock() - started < max_s:
-            now = clock()
-            if now >= next_at:
-                event_id = max(int(now * 1000), last_sent + 1)
-                data = json.dumps(snapshot(), separators=(",", ":"))
-                named = f"event: {event_name}\n" if event_name else ""
-                yield f"{retry}id: {event_id}\n{named}data: {data}\n\n"
-                retry = ""
-                last_sent = event_id
-                next_at = now + interval_s
-                continue
-            wait = min(next_at - now, heartbeat_s)
-            sleep(wait)
-            if clock() < next_at:
-                yield ": heartbeat\n\n"
-    finally:
-        gate.leave()
+    """The stream's text, piece by piece. Without `event_name` the events are unnamed, which EventSource's
+    `onmessage` (the seed's client code) receives."""
+    yield ": connected\n\n"
+    retry = f"retry: {int(interval_s * 1000)}\n"  # sent with the first event
+    started = clock()
+    next_at = started
+    if last_id is not None and started * 1000 - last_id < interval_s * 1000:
+        next_at = last_id / 1000 + interval_s  # the client saw an event less than an interval ago
+    last_sent = last_id or 0
+    while clock() - started < max_s:
+        now = clock()
+        if now >= next_at:
+            event_id = max(int(now * 1000), last_sent + 1)
+            data = json.dumps(snapshot(), separators=(",", ":"))
+            named = f"event: {event_name}\n" if event_name else ""
+            yield f"{retry}id: {event_id}\n{named}data: {data}\n\n"
+            retry = ""
+            last_sent = event_id
+            next_at = now + interval_s
+            continue
+        wait = min(next_at - now, heartbeat_s)
+        sleep(wait)
+        if clock() < next_at:
+            yield ": heartbeat\n\n"

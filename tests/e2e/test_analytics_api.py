@@ -102,16 +102,24 @@ def test_the_stream_sends_metrics_events_with_ids_and_honours_last_event_id(api:
     assert int(resumed.id) > ids[-1]
 
 
-def test_past_the_connection_limit_a_stream_is_refused_with_retry_after(
+def test_a_closed_stream_frees_its_place_and_past_the_limit_a_stream_is_refused(
     monkeypatch: pytest.MonkeyPatch, gateway_url: str, unique: str
 ) -> None:
     app = functions_framework.create_app(
         target="analytics", source=str(REPO_ROOT / "functions" / "analytics.py")
     )
-    # functions-framework loads the source as module `analytics`: its instance-wide gate is full.
-    monkeypatch.setattr(sys.modules["analytics"].STREAMS, "open", 1000)
-    key = new_api_key(f"sse-{unique}")
-    response = app.test_client().get("/stream", headers={"Authorization": f"Bearer {key}"})
+    # functions-framework loads the source as module `analytics`, with the instance-wide gate.
+    gate = sys.modules["analytics"].STREAMS
+    headers = {"Authorization": f"Bearer {new_api_key(f'sse-{unique}')}"}
+    client = app.test_client()
+    opened = client.get("/stream", headers=headers, buffered=False)
+    assert next(iter(opened.response)) == b": connected\n\n"
+    assert gate.open == 1
+    opened.close()  # the client goes away
+    assert gate.open == 0
+
+    monkeypatch.setattr(gate, "open", 1000)
+    response = client.get("/stream", headers=headers)
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "5"
     assert response.get_json()["error"]["code"] == "too_many_streams"
