@@ -106,6 +106,14 @@ def schedules(settings: Settings) -> list[ScheduleSpec]:
             attempt_deadline_s=180,
             description="Repair the image queue after a crash and fill its free slots.",
         ),
+        ScheduleSpec(
+            name="analytics-rollup",
+            schedule="* * * * *",
+            time_zone="Etc/UTC",
+            function_name="analytics_rollup",
+            attempt_deadline_s=180,
+            description="Roll closed minutes, hours and days of usage into rollups; delete expired usage.",
+        ),
     ]
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from shared import runtime
 from shared.adapters.oidc_verifier import OidcVerifier
-from shared.ports import KeyStore
+from shared.ports import KeyStore, UsageStore
 from shared.services.auth import Authenticator, RateLimiter
 from shared.services.engine import Engine
 from shared.services.image_dispatch import ImageQueue
@@ -31,6 +31,7 @@ class Platform:
     progress: ProgressCache
     reports: Reports
     image_queue: ImageQueue
+    usage: UsageStore
 
 
 def _local_signing_credentials(settings: Settings) -> object:
@@ -81,6 +82,7 @@ async def _build(settings: Settings) -> Platform:
     from shared.adapters.report_store import FirestoreReportStore
     from shared.adapters.streaming_blobs import GcsStreamingBlobs
     from shared.adapters.tasks_queue import CloudTasksQueue
+    from shared.adapters.usage_store import FirestoreUsageStore
     from shared.adapters.vector_store import FirestoreVectorStore
     from shared.kinds.registry import KINDS
 
@@ -176,6 +178,7 @@ async def _build(settings: Settings) -> Platform:
         progress=ProgressCache(store, max_age_s=settings.batch_progress_cache_seconds),
         reports=Reports(engine=engine, store=report_store, files=report_files),
         image_queue=image_queue,
+        usage=FirestoreUsageStore(db),
     )
 
 

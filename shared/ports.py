@@ -10,6 +10,7 @@ from typing import Any, BinaryIO, Protocol
 from shared.models.auth import ApiKeyRecord, AuditRecord
 from shared.models.batch import BatchDoc, BatchStatus, ChunkDoc, ChunkProgress, ChunkState, ResultTotals
 from shared.models.usage import UsageRecord
+from shared.models.usage_stats import UsageStats
 
 
 @dataclass(frozen=True)
@@ -333,3 +334,76 @@ class ImageObjects(Protocol):
         ...
 
     async def signed_url(self, *, object_name: str, ttl: dt.timedelta) -> str: ...
+
+
+ALL_TENANTS = "*"  # the scope of rollups over every tenant
+
+
+@dataclass(frozen=True)
+class UsageSummary:
+    """A usage record without its events: who, when, and the statistics of its calls."""
+
+    tenant: str
+    at: dt.datetime
+    stats: UsageStats
+
+
+@dataclass(frozen=True)
+class Rollup:
+    """The merged statistics of one scope (a tenant, or ALL_TENANTS) over one minute, hour or day."""
+
+    scope: str
+    grain: str  # minute | hour | day
+    start: dt.datetime
+    stats: UsageStats
+    expire_at: dt.datetime
+
+
+class UsageStore(Protocol):
+    """Usage records (written by the engine with its results) and the analytics' rollups of them."""
+
+    async def usage_summaries(
+        self, *, tenant: str | None, spans: list[tuple[dt.datetime, dt.datetime]]
+    ) -> list[UsageSummary]:
+        """The records with `at` in any of the [start, end) spans, of one tenant or all (None), without their
+        events, in one query."""
+        ...
+
+    def usage_records(
+        self, *, tenant: str | None, start: dt.datetime, end: dt.datetime
+    ) -> AsyncIterator[UsageRecord]:
+        """The records with `at` in [start, end), with their events, oldest first."""
+        ...
+
+    async def earliest_usage_at(self) -> dt.datetime | None: ...
+    async def put_rollups(self, rollups: list[Rollup]) -> None:
+        """Write rollups under ids derived from scope, grain and start (a repeat overwrites the same)."""
+        ...
+
+    async def rollups(
+        self, *, scope: str | None, grain: str, start: dt.datetime, end: dt.datetime
+    ) -> list[Rollup]:
+        """The rollups of `grain` starting in [start, end), of one scope or of all (None)."""
+        ...
+
+    async def rollups_at(self, *, scope: str, periods: list[tuple[str, dt.datetime]]) -> list[Rollup]:
+        """The rollups of one scope for the given (grain, start) periods, by id (absent ones: none)."""
+        ...
+
+    async def get_watermark(self) -> dt.datetime | None:
+        """The end of the last minute rolled up."""
+        ...
+
+    async def set_watermark(self, at: dt.datetime) -> None: ...
+    async def delete_usage(self, *, tenant: str | None) -> tuple[int, int]:
+        """Delete the usage records of a tenant or of all: (records, calls) removed."""
+        ...
+
+    async def delete_rollups(self, *, tenant: str | None) -> int:
+        """Delete a tenant's rollups, taking them out of the all-tenant rollups in the same commits; or every
+        rollup (None). Returns how many rollups of the tenant (or in all) were deleted."""
+        ...
+
+    async def delete_expired(self, *, now: dt.datetime, limit: int) -> int:
+        """Delete usage records and rollups whose `expire_at` is past (at most `limit` of each)."""
+        ...

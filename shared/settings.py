@@ -102,6 +102,16 @@ class Settings(BaseSettings):
     image_retry_base_delay_ms: int = Field(default=1000, ge=10, le=60_000)  # backoff between attempts
 
     analytics_retention_days: int = Field(default=30, ge=1)
+    # Usage analytics (functions/analytics.py, functions/analytics_rollup.py).
+    analytics_realtime_interval: int = Field(default=5000, ge=100, le=600_000)  # ms between SSE events
+    analytics_max_sse_connections: int = Field(default=1000, ge=1, le=1000)  # per instance
+    analytics_sse_max_seconds: float = Field(default=3300.0, gt=0, le=3600)  # then the client reconnects
+    analytics_sse_heartbeat_seconds: float = Field(default=15.0, gt=0, le=300)
+    analytics_export_max_bytes: int = Field(default=10_000_000, ge=1024, le=10_000_000)  # per file
+    analytics_export_path: str = "exports"  # object prefix of exports in RESULTS_BUCKET
+    # The roller rolls minutes closed this long ago: results committed later than this after their last
+    # model call would be missed by the rollups.
+    analytics_rollup_lag_seconds: int = Field(default=120, ge=60, le=3600)
     rate_limit_per_minute: int = Field(default=600, ge=1)
     # How often an instance adds its counted requests to the shared per-tenant counter in Firestore.
     rate_limit_sync_seconds: float = Field(default=1.0, gt=0, le=60)

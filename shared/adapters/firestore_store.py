@@ -33,6 +33,7 @@ from shared.models.batch import (
     ResultTotals,
 )
 from shared.models.usage import UsageEvent, UsageRecord
+from shared.models.usage_stats import summarize
 from shared.ports import BatchSnapshot, BatchStop, ChunkSnapshot, ExpiredLease, LeaseView, ResultPage
 
 BATCHES = "batches"
@@ -101,6 +102,9 @@ def _dump_usage(record: UsageRecord) -> dict[str, Any]:
     data["input_tokens"] = sum(event.input_tokens for event in record.events)
     data["output_tokens"] = sum(event.output_tokens for event in record.events)
     data["cost_usd"] = sum(event.cost_usd for event in record.events)
+    # Per (model, endpoint) sums and latency histogram of the events, which the analytics rollups merge
+    # without decoding the events: no extra write, about 1 KB more per (model, endpoint) pair.
+    data["summary"] = summarize(record.events).dump()
     return data
 
 

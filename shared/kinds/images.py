@@ -24,6 +24,7 @@ class Images(Kind[ImagesRequest, ImageWork]):
     name: ClassVar[str] = image_dispatch.KIND
     request_model: ClassVar[type[KindRequest]] = ImagesRequest
     item_adapter: ClassVar[TypeAdapter[Any]] = TypeAdapter(list[ImageWork])
+    public: ClassVar[bool] = False  # items enter only through the image queue (`batches.start_planned`)
 
     async def plan(
         self, request: ImagesRequest, *, tenant: str, batch_id: str, ports: Ports

@@ -1,8 +1,10 @@
 """Estimated cost of a model call from a price table (USD per million tokens, interactive tier).
 
 Estimates, not invoices: prices follow the published Gemini API list prices for paid tiers with prompts up to
-200k tokens; cached input tokens are billed at a quarter of the input price. Unknown models use the default
-model's price. Batch Mode is half of these.
+200k tokens (source: the Gemini API pricing page, ai.google.dev/gemini-api/docs/pricing; the table dates from
+2026-11-22, when it was written, and has not been checked against the page since: the build machines have no
+internet); cached input tokens are billed at a quarter of the input price. Unknown models use the default
+model's price. Batch Mode is half of these (BATCH_MODE_FACTOR).
 """
 
 from __future__ import annotations
@@ -39,3 +41,21 @@ def estimate_cost_usd(*, model: str, input_tokens: int, output_tokens: int, cach
         + output_tokens * price.output_per_million
     ) / 1_000_000
     return round(cost, 10)
+
+
+BATCH_MODE_FACTOR = 0.5
+
+
+def cache_savings_usd(*, model: str, cached_tokens: int) -> float:
+    """What cached input tokens saved against the same tokens billed at the full input price."""
+    price = PRICES.get(model.removeprefix("models/"), DEFAULT_PRICE)
+    return cached_tokens * price.input_per_million * (1 - CACHED_INPUT_FACTOR) / 1_000_000
+
+
+def batch_mode_savings_usd(*, batch_mode_cost_usd: float) -> float:
+    """What calls billed at the Batch Mode price saved against the interactive price."""
+    return batch_mode_cost_usd * (1 / BATCH_MODE_FACTOR - 1)
+
+
+def input_price_per_million(model: str) -> float:
+    return PRICES.get(model.removeprefix("models/"), DEFAULT_PRICE).input_per_million

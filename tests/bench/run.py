@@ -12,6 +12,7 @@ Embeddings: D documents (10,000) indexed through POST /batch/embeddings until th
 the same documents embedded by a bare google-genai loop (batchEmbedContents of 100 texts at concurrency C, no
 storage), alternating in the same rounds; then search latency p50/p99 over the D-document collection, through
 the API (a one-search batch, answered when finished) and of Firestore's vector search alone.
+Analytics (tests/bench/analytics.py; `--only analytics` alone): runs last, writes .bench/analytics.json.
 Writes .bench/results.json; the last line printed is the ratio at 1,000 items. A benchmark, not a test.
 """
 
@@ -242,11 +243,17 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; figures are medians")
     parser.add_argument("--embed-documents", type=int, default=10_000, help="0 leaves embeddings out")
     parser.add_argument("--searches", type=int, default=50)
-    parser.add_argument("--only", choices=["engine", "reports", "images"], help="run one section only")
+    parser.add_argument(
+        "--only", choices=["engine", "reports", "images", "analytics"], help="run one section only"
+    )
     parser.add_argument("--report-sizes-mb", default="50,500", help="the reports section's input sizes")
     parser.add_argument("--images-items", type=int, default=200)
     parser.add_argument("--images-latency-ms", type=int, default=1000)
     parser.add_argument("--images-concurrency", type=int, default=10)
+    parser.add_argument("--analytics-events", type=int, default=1_000_000, help="0 leaves analytics out")
+    parser.add_argument("--analytics-days", type=int, default=30)
+    parser.add_argument("--analytics-queries", type=int, default=50)
+    parser.add_argument("--analytics-scans", type=int, default=2)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     config = load_emulator_config()
@@ -281,10 +288,41 @@ def main() -> int:
                 sizes_mb=[float(size) for size in args.report_sizes_mb.split(",")],
                 results_file=RESULTS_FILE,
             )
+        # Last: its million usage records would weigh on the other figures (the Firestore emulator scans whole
+        # collections).
+        if args.only in (None, "analytics") and args.analytics_events:
+            _analytics_section(config, args)
+        if args.only is None:
+            rows = json.loads(RESULTS_FILE.read_text())["sizes"]
+            at_thousand = next((r for r in rows if r["items"] == 1000), rows[-1])
+            _out(
+                f"fanout ratio_vs_baseline at 1000 items: {at_thousand['ratio_vs_baseline']:.2f}"
+            )  # still last
         return code
     finally:
         if started_cloud:
             localcloud.stop()
+
+
+def _analytics_section(config: Any, args: argparse.Namespace) -> dict[str, Any]:
+    from tests.bench.analytics import bench_analytics
+
+    figures = bench_analytics(
+        gateway_url=config.emulators.functions.url,
+        events=args.analytics_events,
+        days=args.analytics_days,
+        queries=args.analytics_queries,
+        scans=args.analytics_scans,
+    )
+    RESULTS_FILE.parent.mkdir(exist_ok=True)
+    (RESULTS_FILE.parent / "analytics.json").write_text(json.dumps(figures, indent=2) + "\n")
+    api = figures["metrics_api"]
+    _out(f"analytics: {figures['events']:,} events over {figures['days']} days loaded in "
+         f"{figures['load_s']} s, rolled in {figures['roll_s']} s; GET /analytics/metrics "
+         f"({figures['days']} days, p50/p99 ms): {api}; naive scan "
+         f"of the tenant's {figures['tenant_calls_in_window']:,} calls {figures['naive_scan_s']} s; agree: "
+         f"{figures['naive_agrees']}; summary write overhead {figures['write_overhead']}")  # fmt: skip
+    return figures
 
 
 def _bench(

@@ -32,6 +32,20 @@ JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00\xf
 WEBP = b"RIFF\x1a\x00\x00\x00WEBPVP8L\x0d\x00\x00\x00\x2f\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
 
 
+def item_usage_events(db: Any, batch_id: str) -> list[dict[str, Any]]:
+    """The model calls of an item's engine batch, once the batch is fanned in: the item's queue document ends
+    inside its run, a moment before the engine's commit records the run's result and usage."""
+    wait_for(
+        lambda: (
+            (snapshot := db.collection("batches").document(batch_id).get()).exists
+            and snapshot.get("finalized")
+        ),
+        timeout=60,
+        what=f"batch {batch_id} to be fanned in",
+    )
+    return usage_events(db, batch_id)
+
+
 def _bucket() -> Any:
     settings = get_settings()
     client = storage.Client(
@@ -120,7 +134,7 @@ def test_bulk_add_processes_each_article_once_with_a_new_image(
         assert check_decodes(image) == "image/png" and image != png(seed=articulo_id)
         assert url.split("?")[0] != before[articulo_id]
         assert httpx.get(before[articulo_id]).status_code == 404  # the previous image was deleted
-        events = usage_events(firestore_db, f"{queue_id}r0")
+        events = item_usage_events(firestore_db, f"{queue_id}r0")
         assert [(e["endpoint"], e["outcome"]) for e in events] == [("images", "ok")]
     stats = status(api)["stats"]
     assert stats == {"pendientes": 0, "procesando": 0, "completados": 3, "fallidos": 0, "total": 3}
@@ -172,7 +186,7 @@ def test_three_failed_attempts_honour_retry_delay_then_retry_completes(
 
     assert (failed["estado"], failed["intentos"]) == ("failed", 3)
     assert "exhausted" in failed["error_message"]
-    events = usage_events(firestore_db, f"{queue_id}r0")
+    events = item_usage_events(firestore_db, f"{queue_id}r0")
     assert [(e["endpoint"], e["outcome"]) for e in events] == [("images", "error:429")] * 3
     times = sorted(dt.datetime.fromisoformat(e["at"]) for e in events)
     assert all((b - a).total_seconds() >= 1.4 for a, b in zip(times, times[1:], strict=False))
@@ -328,7 +342,7 @@ def test_a_worker_killed_mid_item_is_recovered_as_a_counted_attempt(
         assert (final["estado"], final["intentos"]) == ("completed", 2)
         objects = [blob.name for blob in _bucket().list_blobs(prefix=f"articulos/{tenant}/1/")]
         assert objects == [f"articulos/{tenant}/1/q-{queue_id}.png"]  # one new image, the old one deleted
-        ok = [e for e in usage_events(firestore_db, f"{queue_id}r0") if e["outcome"] == "ok"]
+        ok = [e for e in item_usage_events(firestore_db, f"{queue_id}r0") if e["outcome"] == "ok"]
         assert len(ok) == 1
     finally:
         api.close()
