@@ -12,7 +12,7 @@ from pathlib import Path
 
 from shared import runtime
 from shared.adapters.oidc_verifier import OidcVerifier
-from shared.ports import KeyStore
+from shared.ports import KeyStore, MetricsStore, SchedulerJobs
 from shared.services.auth import Authenticator, RateLimiter
 from shared.services.batches import ProgressCache
 from shared.services.engine import Engine
@@ -27,6 +27,8 @@ class Platform:
     rate_limiter: RateLimiter
     keys: KeyStore
     progress: ProgressCache
+    metrics: MetricsStore
+    scheduler: SchedulerJobs
 
 
 def _local_signing_credentials(settings: Settings) -> object:
@@ -64,13 +66,18 @@ async def _build(settings: Settings) -> Platform:
     import grpc
     from google import genai
     from google.auth.credentials import AnonymousCredentials
-    from google.cloud import firestore, storage, tasks_v2  # type: ignore[attr-defined]
+    from google.cloud import firestore, scheduler_v1, storage, tasks_v2  # type: ignore[attr-defined]
+    from google.cloud.scheduler_v1.services.cloud_scheduler.transports import (
+        CloudSchedulerGrpcAsyncIOTransport,
+    )
     from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcAsyncIOTransport
     from google.genai import types
 
     from shared.adapters.blob_store import GcsBlobStore
     from shared.adapters.firestore_store import FirestoreStore
     from shared.adapters.gemini import GeminiEmbeddingModel, GeminiTextModel
+    from shared.adapters.metrics_store import FirestoreMetricsStore
+    from shared.adapters.scheduler_jobs import CloudSchedulerJobs
     from shared.adapters.tasks_queue import CloudTasksQueue
     from shared.adapters.vector_store import FirestoreVectorStore
     from shared.kinds.registry import KINDS
@@ -95,6 +102,11 @@ async def _build(settings: Settings) -> Platform:
             http_options=types.HttpOptions(base_url=settings.gemini_base_url),
         )
         access_endpoint: str | None = settings.storage_emulator_host
+        scheduler_client = scheduler_v1.CloudSchedulerAsyncClient(
+            transport=CloudSchedulerGrpcAsyncIOTransport(
+                channel=grpc.aio.insecure_channel(settings.scheduler_emulator_host)
+            )
+        )
     else:
         db = firestore.AsyncClient(project=settings.project_id)
         storage_client = storage.Client(project=settings.project_id)
@@ -102,7 +114,9 @@ async def _build(settings: Settings) -> Platform:
         tasks_client = tasks_v2.CloudTasksAsyncClient()
         genai_client = genai.Client(api_key=settings.gemini_api_key.get_secret_value())
         access_endpoint = None
+        scheduler_client = scheduler_v1.CloudSchedulerAsyncClient()
     store = FirestoreStore(db)
+    metrics = FirestoreMetricsStore(db)
     queue_path = tasks_v2.CloudTasksAsyncClient.queue_path(
         settings.project_id, settings.region, settings.tasks_queue
     )
@@ -125,6 +139,7 @@ async def _build(settings: Settings) -> Platform:
         vectors=FirestoreVectorStore(db),
         settings=settings,
         kinds=KINDS,
+        metrics=metrics,
     )
     authenticator = Authenticator(keys=store, cache_seconds=settings.api_key_cache_seconds)
     rate_limiter = RateLimiter(
@@ -140,6 +155,10 @@ async def _build(settings: Settings) -> Platform:
         rate_limiter=rate_limiter,
         keys=store,
         progress=ProgressCache(store, max_age_s=settings.batch_progress_cache_seconds),
+        metrics=metrics,
+        scheduler=CloudSchedulerJobs(
+            scheduler_client, parent=f"projects/{settings.project_id}/locations/{settings.region}"
+        ),
     )
 
 

@@ -26,6 +26,7 @@ from shared.ports import (
     EmbedCall,
     EmbeddingModel,
     EmbedReply,
+    MetricsStore,
     ModelCall,
     ModelReply,
     TextModel,
@@ -66,6 +67,8 @@ class Ports:
     blobs: BlobStore
     settings: Settings
     clock: Callable[[], dt.datetime]
+    # The marketplace's data and the metric runs' documents (the metrics kind's own port).
+    metrics: MetricsStore | None = None
 
 
 @dataclass(frozen=True)

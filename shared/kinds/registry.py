@@ -11,5 +11,8 @@ from shared.kinds.analyze import Analyze
 from shared.kinds.base import Kind
 from shared.kinds.embeddings import Embeddings
 from shared.kinds.generate import Generate
+from shared.kinds.metrics import Metrics
 
-KINDS: Mapping[str, Kind[Any, Any]] = {kind.name: kind for kind in (Generate(), Embeddings(), Analyze())}
+KINDS: Mapping[str, Kind[Any, Any]] = {
+    kind.name: kind for kind in (Generate(), Embeddings(), Analyze(), Metrics())
+}

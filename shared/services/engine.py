@@ -11,7 +11,15 @@ from typing import Any
 from shared.kinds.base import Kind, Ports
 from shared.models.batch import FinalizeMessage, WorkMessage
 from shared.models.common import utcnow
-from shared.ports import BatchStore, BlobStore, EmbeddingModel, TaskQueue, TextModel, VectorStore
+from shared.ports import (
+    BatchStore,
+    BlobStore,
+    EmbeddingModel,
+    MetricsStore,
+    TaskQueue,
+    TextModel,
+    VectorStore,
+)
 from shared.settings import Settings
 
 WORKER_FUNCTION = "batch_worker"
@@ -32,6 +40,7 @@ class Engine:
     settings: Settings
     kinds: Mapping[str, Kind[Any, Any]]
     clock: Callable[[], dt.datetime] = field(default=utcnow)
+    metrics: MetricsStore | None = None
 
     @cached_property
     def ports(self) -> Ports:
@@ -43,6 +52,7 @@ class Engine:
             blobs=self.blobs,
             settings=self.settings,
             clock=self.clock,
+            metrics=self.metrics,
         )
 
 
