@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help venv check-tools run up down status test test-unit lint bench api-key clean
+.PHONY: help venv check-tools run up down status test test-unit lint bench api-key seed-data clean
 
 help:
 	@echo "make run      start the local cloud and the functions gateway (foreground, Ctrl-C stops)"
@@ -14,6 +14,7 @@ help:
 	@echo "make lint     ruff and mypy (strict)"
 	@echo "make bench    benchmark the engine against the physical limit"
 	@echo "make api-key TENANT=name [ROLE=admin]   create an API key (printed on the last line)"
+	@echo "make seed-data DAYS=30 SOLICITUDES_POR_DIA=2000   write the marketplace's dataset (local cloud up)"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11" >&2; exit 1; }
@@ -56,6 +57,9 @@ bench: venv check-tools
 api-key: venv
 	@test -n "$(TENANT)" || { echo "usage: make api-key TENANT=name [ROLE=admin]" >&2; exit 2; }
 	@$(PY) -m infra.api_key --tenant "$(TENANT)" --role "$(or $(ROLE),user)" $(if $(RATE_LIMIT),--rate-limit $(RATE_LIMIT))
+
+seed-data: venv
+	$(PY) -m infra.seed_marketplace --days $(or $(DAYS),30) --solicitudes-por-dia $(or $(SOLICITUDES_POR_DIA),2000) $(if $(HASTA),--hasta $(HASTA)) $(if $(SEED),--seed $(SEED))
 
 clean: down
 	rm -rf $(VENV) .localcloud .pytest_cache .mypy_cache .ruff_cache .bench

@@ -76,7 +76,7 @@ def _request_body(*, run: dict[str, Any], period: Period, spec: JobSpec, dash: D
         "options": {
             "wait": False,
             "concurrency": 8,
-            "timeout": 360_000,
+            "timeout": 300_000,
             "retryPolicy": {"maxRetries": 3, "baseDelay": 2000, "maxDelay": 60_000, "backoffMultiplier": 2},
         },
     }
