@@ -207,6 +207,6 @@ class FirestoreMetricsStore:
 
     async def ping(self) -> None:
         try:
-            await self._run_ref("__health__").get()
+            await self._run_ref("health-check").get()
         except TRANSIENT as exc:
             raise StoreUnavailable(f"Firestore does not answer: {exc.message}") from exc

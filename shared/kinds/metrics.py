@@ -19,6 +19,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import sys
 import time
 from typing import Any, ClassVar, Literal
 
@@ -41,14 +42,19 @@ from shared.ports import MetricsStore
 METRICS_TENANT = "platform-metrics"
 KIND_NAME = "metrics"
 log = logging.getLogger("metrics")
+if not log.handlers:
+    # One JSON object per line on stdout, which Cloud Logging parses (severity, message, fields).
+    _handler = logging.StreamHandler(sys.stdout)
+    _handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(_handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
 
 
 def log_event(severity: str, message: str, **fields: Any) -> None:
     """A structured log line, as Cloud Logging reads it (JSON with `severity`)."""
-    log.log(
-        getattr(logging, severity),
-        json.dumps({"severity": severity, "message": message, **fields}, default=str),
-    )
+    line = {"severity": severity, "message": message, "time": dt.datetime.now(dt.UTC).isoformat(), **fields}
+    log.log(getattr(logging, severity), json.dumps(line, default=str, ensure_ascii=False))
 
 
 def run_key(run_id: str) -> str:
