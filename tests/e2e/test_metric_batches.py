@@ -342,3 +342,116 @@ def test_security_and_validation(
         audience=settings.function_url("dashboards"),
     )
     assert httpx.post(url, headers={"Authorization": f"Bearer {foreign}"}).status_code in (401, 403)
+
+
+def test_weekly_run_computes_the_weekly_definitions(
+    admin: httpx.Client, reader: httpx.Client, firestore_db: Any, day: dt.date, unique: str
+) -> None:
+    """The unit tests' weekly dataset: the 7 days ending `day`, and the week before."""
+    u = unique
+    start = local_midnight(day - dt.timedelta(days=6), ZONE)
+
+    def w(days: float, hours: float = 0, minutes: float = 0) -> dt.datetime:
+        return start + dt.timedelta(days=days, hours=hours, minutes=minutes)
+
+    requests = [("w1", "frenos", w(0, 10, 15)), ("w2", "frenos", w(0, 10, 45)), ("w3", "motor", w(2, 18, 5)),
+                ("p1", "frenos", w(-3)), ("p2", "luces", w(-2))]  # fmt: skip
+    offers = [("x1", "w1", "a1", 100, w(0, 10, 45), "ganadora"),
+              ("x2", "w2", "a2", 200, w(0, 11, 45), "rechazada"),
+              ("x3", "p1", "a1", 100, w(-3, 2), "rechazada")]  # fmt: skip
+    ratings = [("c1", "a1", 5, w(1)), ("c2", "a1", 4, w(1)), ("c3", "a2", 2, w(1)), ("c4", "a2", 5, w(-1))]
+    batch = firestore_db.batch()
+    for sol, cat, at in requests:
+        batch.set(
+            firestore_db.collection("solicitudes").document(f"{u}-{sol}"),
+            {"cliente_id": "c", "ciudad": "Bogotá", "categoria_repuesto": cat, "creada_en": at},
+        )
+    for of_id, sol, asesor, price, at, estado in offers:
+        batch.set(
+            firestore_db.collection("ofertas").document(f"{u}-{of_id}"),
+            {"solicitud_id": f"{u}-{sol}", "asesor_id": f"{u}-{asesor}", "categoria_repuesto": "frenos",
+             "ciudad": "Bogotá", "precio": float(price), "creada_en": at, "estado": estado},
+        )  # fmt: skip
+    for cal, asesor, score, at in ratings:
+        batch.set(
+            firestore_db.collection("calificaciones").document(f"{u}-{cal}"),
+            {"solicitud_id": f"{u}-w1", "asesor_id": f"{u}-{asesor}", "puntaje": score, "creada_en": at},
+        )
+    batch.commit()
+
+    assert (
+        admin.post("/dashboards/batch-jobs/weekly", params={"fecha_fin": day.isoformat()}).status_code == 202
+    )
+    run = wait_run(reader, f"weekly_metrics_batch/{day.isoformat()}")
+
+    assert run["status"] == "completed", run
+    first_day = day - dt.timedelta(days=6)
+
+    def values(nombre: str) -> list[dict[str, Any]]:
+        return list(metric_docs(firestore_db, nombre, first_day).values())
+
+    trend = {
+        (d["dimensiones"]["alcance"], d["dimensiones"].get("categoria_repuesto")): d
+        for d in values("tendencia_solicitudes")
+    }
+    assert trend[("total", None)]["valor"] == 50.0
+    assert trend[("categoria", "luces")]["valor"] == -100.0
+    assert trend[("total", None)]["tipo"] == "semanal"
+    assert trend[("total", None)]["expira_en"] - trend[("total", None)]["calculado_en"] == dt.timedelta(
+        days=365
+    )
+    evolution = {d["dimensiones"]["asesor_id"]: d["valor"] for d in values("evolucion_asesores")}
+    assert evolution == {
+        f"{u}-a1": pytest.approx(0.8125, abs=1e-6),
+        f"{u}-a2": pytest.approx(0.225, abs=1e-6),
+    }
+    patterns = {
+        (d["dimensiones"]["categoria_repuesto"], d["dimensiones"]["hora"]): d["valor"]
+        for d in values("patrones_demanda")
+    }
+    assert patterns == {("frenos", 10): 2.0, ("motor", 18): 1.0}
+    total = next(d for d in values("satisfaccion") if d["dimensiones"]["alcance"] == "total")
+    assert total["valor"] == pytest.approx(11 / 3, abs=1e-6)
+    assert total["dimensiones"]["proporcion_satisfechos"] == pytest.approx(2 / 3, abs=1e-6)
+
+
+def test_cleanup_deletes_what_expired_and_never_the_marketplace(
+    admin: httpx.Client, reader: httpx.Client, firestore_db: Any, unique: str
+) -> None:
+    past = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+    metric = firestore_db.collection("metricas_calculadas").document(f"old-{unique}")
+    metric.set({"nombre": "ranking_asesores_diario", "expira_en": past, "periodo_inicio": past})
+    run = firestore_db.collection("metricas_runs").document(f"old-{unique}")
+    run.set({"job_id": "old", "expira_en": past})
+    run.collection("resultados").document("x").set({"batch_id": "x"})
+    event = firestore_db.collection("usage_events").document(f"old-{unique}")
+    event.set({"expire_at": past})
+    source = firestore_db.collection("solicitudes").document(f"old-{unique}")
+    source.set({"cliente_id": "c", "ciudad": "Cali", "categoria_repuesto": "frenos", "creada_en": past})
+
+    answer = admin.post("/dashboards/batch-jobs/trigger/cleanup_metrics").json()
+    finished = wait_run(reader, answer["run"]["runId"], attempt=answer["run"]["attempt"])
+
+    assert finished["status"] == "completed"
+    assert finished["deleted"]["metricas_calculadas"] >= 1
+    assert not metric.get().exists and not run.get().exists and not event.get().exists
+    assert not run.collection("resultados").document("x").get().exists
+    assert source.get().exists
+
+
+def test_health_is_degraded_while_a_job_is_paused(local_cloud: EmulatorConfig, reader: httpx.Client) -> None:
+    settings = get_settings()
+    client = scheduler_v1.CloudSchedulerClient(
+        transport=CloudSchedulerGrpcTransport(
+            channel=grpc.insecure_channel(local_cloud.emulators.scheduler.address)
+        )
+    )
+    name = f"projects/{settings.project_id}/locations/{settings.region}/jobs/cleanup_metrics"
+    client.pause_job(name=name)
+    try:
+        health = reader.get("/dashboards/health").json()
+    finally:
+        client.resume_job(name=name)
+    assert health["status"] == "degraded"
+    assert health["reasons"] == ["scheduler job cleanup_metrics is PAUSED"]
+    assert reader.get("/dashboards/health").json()["status"] == "healthy"
