@@ -10,8 +10,9 @@ from __future__ import annotations
 from enum import StrEnum
 from functools import lru_cache
 from typing import Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.emulator_config import STATE_DIR, load_emulator_config
@@ -93,6 +94,15 @@ class Settings(BaseSettings):
     metrics_backfill_max_periods: int = Field(default=31, ge=1, le=366)
     metrics_partition_hours: int = Field(default=6, ge=1, le=24)  # a run reads its range in slices this long
     metrics_run_deadline_minutes: int = Field(default=30, ge=5, le=120)
+
+    @field_validator("metrics_time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"METRICS_TIME_ZONE {value!r} is not an IANA time zone") from exc
+        return value
 
     @model_validator(mode="after")
     def _fill_and_check(self) -> Self:

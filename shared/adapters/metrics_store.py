@@ -16,7 +16,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from shared.errors import StoreUnavailable
+from shared.errors import InvalidRequest, StoreUnavailable
 from shared.ports import MetricQuery
 
 METRICS = "metricas_calculadas"
@@ -114,6 +114,12 @@ class FirestoreMetricsStore:
             )
         try:
             return [(snap.id, snap.to_dict() or {}) async for snap in q.limit(limit).stream()]
+        except gexc.FailedPrecondition as exc:
+            # Production Firestore asks for a composite index per combination of filters.
+            raise InvalidRequest(
+                "this combination of filters has no index (see infra/firestore.indexes.json)",
+                details=[{"field": "dimension", "problem": "combine it with nombre_metrica or nothing else"}],
+            ) from exc
         except TRANSIENT as exc:
             raise StoreUnavailable(f"cannot read metrics: {exc.message}") from exc
 

@@ -353,14 +353,17 @@ class Metrics(Kind[MetricsRunRequest, Tarea]):
     async def _cleanup(self, ctx: ItemContext, store: MetricsStore, started: float) -> dict[str, Any]:
         now = ctx.ports.clock()
         deleted: dict[str, int] = {}
-        for collection, field_name in (
-            ("metricas_calculadas", "expira_en"),
-            ("metricas_runs", "expira_en"),
-            ("usage_events", "expire_at"),
+        retention = dt.timedelta(days=ctx.ports.settings.analytics_retention_days)
+        # Usage events by their time (`at` is indexed; their TTL field is not, and Firestore's TTL policy
+        # deletes them too); calculated metrics and run records by their expiry.
+        for collection, field_name, cutoff in (
+            ("metricas_calculadas", "expira_en", now),
+            ("metricas_runs", "expira_en", now),
+            ("usage_events", "at", now - retention),
         ):
             total = 0
             while count := await store.delete_expired(
-                collection=collection, field_name=field_name, now=now, limit=500
+                collection=collection, field_name=field_name, now=cutoff, limit=500
             ):
                 total += count
             deleted[collection] = total

@@ -425,7 +425,7 @@ def test_cleanup_deletes_what_expired_and_never_the_marketplace(
     run.set({"job_id": "old", "expira_en": past})
     run.collection("resultados").document("x").set({"batch_id": "x"})
     event = firestore_db.collection("usage_events").document(f"old-{unique}")
-    event.set({"expire_at": past})
+    event.set({"at": past, "expire_at": past})
     source = firestore_db.collection("solicitudes").document(f"old-{unique}")
     source.set({"cliente_id": "c", "ciudad": "Cali", "categoria_repuesto": "frenos", "creada_en": past})
 

@@ -240,3 +240,12 @@ def test_bad_dates_name_the_parameter() -> None:
             parse_day(value, name="fecha", today=today)
         assert caught.value.details[0]["field"] == "fecha"
     assert parse_day("2024-01-20", name="fecha", today=today) == today
+
+
+def test_an_unknown_time_zone_stops_the_start() -> None:
+    from pydantic import ValidationError
+
+    from shared.settings import Settings
+
+    with pytest.raises(ValidationError, match="METRICS_TIME_ZONE"):
+        Settings(metrics_time_zone="Mars/Olympus")
