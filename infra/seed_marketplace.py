@@ -77,7 +77,7 @@ HOURLY = [
     0.3,
 ]
 ADVISORS = 50
-MEAN_OFFERS = 5.0
+MEAN_OFFERS = 6.0  # before duplicates of one advisor are merged: about 5 offers a request
 
 
 @dataclass(frozen=True)

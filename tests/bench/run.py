@@ -38,6 +38,7 @@ from shared.app import platform
 from shared.emulator_config import REPO_ROOT, STATE_DIR, load_emulator_config
 from shared.models.auth import Role
 from shared.services.auth import create_api_key
+from tests.bench import metrics as metrics_bench
 
 RESULTS_FILE = REPO_ROOT / ".bench" / "results.json"
 SEED_PAUSE_S = 2.0
@@ -244,14 +245,20 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; figures are medians")
     parser.add_argument("--embed-documents", type=int, default=10_000, help="0 leaves embeddings out")
     parser.add_argument("--searches", type=int, default=50)
+    parser.add_argument("--only", choices=["metrics"], help="run one section alone")
+    parser.add_argument(
+        "--metrics-requests", type=int, default=20_000, help="requests of the metrics day; 0: none"
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     config = load_emulator_config()
     started_cloud = localcloud.start(config)
     try:
+        if args.only == "metrics":
+            return _metrics_only(config=config, requests=args.metrics_requests, rounds=args.rounds)
         return _bench(config=config, sizes=sizes, latency_ms=args.latency_ms, concurrency=args.concurrency,
                       submits=args.submits, rounds=args.rounds, embed_documents=args.embed_documents,
-                      searches=args.searches)  # fmt: skip
+                      searches=args.searches, metrics_requests=args.metrics_requests)  # fmt: skip
     finally:
         if started_cloud:
             localcloud.stop()
@@ -267,6 +274,7 @@ def _bench(
     rounds: int,
     embed_documents: int,
     searches: int,
+    metrics_requests: int = 0,
 ) -> int:
     gemini = httpx.Client(base_url=config.emulators.gemini.url, timeout=10)
     gemini.post("/emulator/reset").raise_for_status()
@@ -354,7 +362,13 @@ def _bench(
         "cpu_s_per_1000_items_by_size": dict(zip([str(s) for s in sizes], cpu_per_thousand, strict=True)),
     }
     gemini.post("/emulator/reset").raise_for_status()
+    metrics = (
+        metrics_bench.run_section(config=config, pids=pids, group=_group, requests=metrics_requests, rounds=1)
+        if metrics_requests
+        else None
+    )
     report = {
+        "metrics": metrics,
         "sizes": rows,
         "submit": submit,
         "embeddings": embeddings,
@@ -372,8 +386,22 @@ def _bench(
              f"ideal {embeddings['ideal_s']} s); search over them p50 {search['api']['p50_ms']} ms, "
              f"p99 {search['api']['p99_ms']} ms through the API, p50 {search['find_nearest']['p50_ms']} ms, "
              f"p99 {search['find_nearest']['p99_ms']} ms for Firestore's vector search alone")  # fmt: skip
+    if metrics:
+        metrics_bench.print_section(metrics, _out)
     at_thousand = next((r for r in rows if r["items"] == 1000), rows[-1])
     _out(f"fanout ratio_vs_baseline at 1000 items: {at_thousand['ratio_vs_baseline']:.2f}")
+    return 0
+
+
+def _metrics_only(*, config: Any, requests: int, rounds: int) -> int:
+    """`--only metrics`: the metric batches' section alone (results in .bench/metrics.json)."""
+    pids: dict[str, int] = json.loads((STATE_DIR / "pids.json").read_text())
+    section = metrics_bench.run_section(
+        config=config, pids=pids, group=_group, requests=requests, rounds=rounds
+    )
+    RESULTS_FILE.parent.mkdir(exist_ok=True)
+    (RESULTS_FILE.parent / "metrics.json").write_text(json.dumps(section, indent=2) + "\n")
+    metrics_bench.print_section(section, _out)
     return 0
 
 
