@@ -22,7 +22,6 @@ from shared.ports import MetricQuery
 METRICS = "metricas_calculadas"
 RUNS = "metricas_runs"
 OUTCOMES = "resultados"
-PAGE = 2000
 MAX_WRITES = 500
 TRANSIENT = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.InternalServerError, gexc.Aborted)
 
@@ -34,25 +33,19 @@ class FirestoreMetricsStore:
     async def stream_range(
         self, *, collection: str, start: dt.datetime, end: dt.datetime
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        base = (
+        # One query, consumed to its end: the client streams it (RunQuery's server stream, flow-controlled),
+        # so a slice is never in memory whole. Paging with cursors costs a scan per page on the emulator: 5
+        # times slower for a day of 100,000 offers (the benchmark's metrics section).
+        query = (
             self._db.collection(collection)
             .where(filter=FieldFilter("creada_en", ">=", start))
             .where(filter=FieldFilter("creada_en", "<", end))
-            .order_by("creada_en")
-            .order_by("__name__")
         )
-        last: Any = None
-        while True:
-            query = base.limit(PAGE) if last is None else base.start_after(last).limit(PAGE)
-            try:
-                page = [snap async for snap in query.stream()]
-            except TRANSIENT as exc:
-                raise StoreUnavailable(f"cannot read {collection}: {exc.message}") from exc
-            for snap in page:
+        try:
+            async for snap in query.stream():
                 yield snap.id, snap.to_dict() or {}
-            if len(page) < PAGE:
-                return
-            last = page[-1]
+        except TRANSIENT as exc:
+            raise StoreUnavailable(f"cannot read {collection}: {exc.message}") from exc
 
     async def created_at(self, *, collection: str, ids: list[str]) -> dict[str, dt.datetime]:
         found: dict[str, dt.datetime] = {}
