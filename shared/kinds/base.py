@@ -81,7 +81,7 @@ class Plan(Generic[ItemT]):
     ascending from 0; the engine then folds each entry's item lines with `Kind.fold`. `stage_starts` are the
     items where a new stage begins: every item of a stage is finished before the next stage starts (a search
     after an index into the same collection sees what it indexed). `params` are batch-wide settings of the
-    kind, stored with the batch and handed to each item.
+    kind, stored with the batch and handed to each item. `deadline_s` caps the batch's run time.
     """
 
     items: list[ItemT]
@@ -89,6 +89,9 @@ class Plan(Generic[ItemT]):
     params: dict[str, Any] = field(default_factory=dict)
     entry_starts: list[int] | None = None
     stage_starts: list[int] = field(default_factory=lambda: [0])
+    # A kind's own limit on the batch's run time (the metric runs' 30 minutes); the engine's deadline, derived
+    # from the options, applies when it is sooner. Past it the sweeper stops the batch, keeping what finished.
+    deadline_s: float | None = None
 
 
 @dataclass

@@ -146,7 +146,12 @@ class Metrics(Kind[MetricsRunRequest, Tarea]):
             raise NotFound(f"no kind of batch {KIND_NAME!r}")
         params = request.model_dump(mode="json")
         if request.tipo == "limpieza":
-            return Plan(items=[Tarea(tarea="limpieza")], custom_ids=["limpieza"], params=params)
+            return Plan(
+                items=[Tarea(tarea="limpieza")],
+                custom_ids=["limpieza"],
+                params=params,
+                deadline_s=ports.settings.metrics_run_deadline_minutes * 60,
+            )
         step = dt.timedelta(hours=ports.settings.metrics_partition_hours)
         slices: list[Tarea] = []
         start = request.lectura_inicio
@@ -165,6 +170,7 @@ class Metrics(Kind[MetricsRunRequest, Tarea]):
             custom_ids=custom_ids,
             params=params,
             stage_starts=[0, n, n + 1, n + 1 + len(metricas)],
+            deadline_s=ports.settings.metrics_run_deadline_minutes * 60,
         )
 
     async def run(self, item: Tarea, ctx: ItemContext) -> dict[str, Any]:

@@ -120,6 +120,10 @@ def _deadline(now: dt.datetime, total: int, options: ResolvedOptions) -> dt.date
     return now + min(worst + DEADLINE_SLACK, MAX_DEADLINE)
 
 
+def _capped(deadline: dt.datetime, *, now: dt.datetime, seconds: float | None) -> dt.datetime:
+    return deadline if seconds is None else min(deadline, now + dt.timedelta(seconds=seconds))
+
+
 MIN_LANE_CHUNK = 20
 
 
@@ -228,7 +232,7 @@ async def submit(
         kind=kind.name,
         status=BatchStatus.QUEUED,
         created_at=now,
-        deadline_at=_deadline(now, len(plan.items), options),
+        deadline_at=_capped(_deadline(now, len(plan.items), options), now=now, seconds=plan.deadline_s),
         total=len(plan.items),
         chunk_count=len(chunks),
         chunk_size=chunk_size,

@@ -140,6 +140,8 @@ def test_daily_run_computes_the_definitions_and_a_rerun_replaces_them(
 
     assert run["status"] == "completed"
     assert run["period"] == day.isoformat()
+    batch = firestore_db.collection("batches").document(run["batchId"]).get().to_dict()
+    assert batch["deadline_at"] - batch["created_at"] == dt.timedelta(minutes=30)  # the run's deadline
     assert (
         run["recordsRead"] == 3 + 7 - 1 + 1 + 1
     )  # 3 requests, 6 offers and a rating of the day, s0 looked up

@@ -90,6 +90,7 @@ async def _test_a_daily_run_is_slices_then_consolidation_then_one_item_per_metri
     assert plan.stage_starts == [0, 4, 5, 7]
     assert plan.items[0].desde == START and plan.items[3].hasta == START + dt.timedelta(days=1)
     assert plan.custom_ids[5:7] == ["ranking_asesores_diario", "conversion_ciudad"]
+    assert plan.deadline_s == 30 * 60  # the seed's 30-minute job timeout, enforced by the engine's sweeper
 
 
 async def _test_a_weekly_run_reads_the_week_before_too() -> None:
