@@ -28,15 +28,8 @@ from pydantic_core import from_json, to_json
 
 from shared.errors import NotFound, PlatformError
 from shared.kinds.base import ItemContext, ItemFailed, Kind, KindRequest, Plan, Ports
-from shared.metrics.definitions import (
-    DEFINITIONS,
-    SUMMARY_NOUN,
-    Calificacion,
-    Datos,
-    MetricValue,
-    Oferta,
-    Solicitud,
-)
+from shared.metrics.definitions import DEFINITIONS, SUMMARY_NOUN, MetricValue
+from shared.metrics.snapshot import SOURCES, compact, load_datos
 from shared.ports import MetricsStore
 
 METRICS_TENANT = "platform-metrics"
@@ -88,49 +81,6 @@ class Tarea(BaseModel):
     desde: dt.datetime | None = None
     hasta: dt.datetime | None = None
     metrica: str | None = None
-
-
-SOURCES = ("solicitudes", "ofertas", "calificaciones")
-
-
-def _ts(value: Any) -> float:
-    return float(value.timestamp())
-
-
-def _compact(collection: str, doc_id: str, data: dict[str, Any]) -> list[Any]:
-    if collection == "solicitudes":
-        return [doc_id, str(data["ciudad"]), str(data["categoria_repuesto"]), _ts(data["creada_en"])]
-    if collection == "ofertas":
-        return [
-            doc_id,
-            str(data["solicitud_id"]),
-            str(data["asesor_id"]),
-            str(data["categoria_repuesto"]),
-            str(data["ciudad"]),
-            float(data["precio"]),
-            _ts(data["creada_en"]),
-            str(data["estado"]),
-        ]
-    return [
-        doc_id,
-        str(data["solicitud_id"]),
-        str(data["asesor_id"]),
-        int(data["puntaje"]),
-        _ts(data["creada_en"]),
-    ]
-
-
-def load_datos(raw: bytes, *, inicio: float, fin: float, zona: str) -> Datos:
-    data = from_json(raw)
-    return Datos(
-        inicio=inicio,
-        fin=fin,
-        solicitudes=[Solicitud(*row) for row in data["solicitudes"]],
-        ofertas=[Oferta(*row) for row in data["ofertas"]],
-        calificaciones=[Calificacion(*row) for row in data["calificaciones"]],
-        solicitud_creada=dict(data["solicitud_creada"]),
-        zona=zona,
-    )
 
 
 class Metrics(Kind[MetricsRunRequest, Tarea]):
@@ -197,7 +147,7 @@ class Metrics(Kind[MetricsRunRequest, Tarea]):
         rows: dict[str, list[list[Any]]] = {}
         for collection in SOURCES:
             rows[collection] = [
-                _compact(collection, doc_id, data)
+                compact(collection, doc_id, data)
                 async for doc_id, data in store.stream_range(
                     collection=collection, start=item.desde, end=item.hasta
                 )
