@@ -19,6 +19,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import math
 import sys
 import time
 from typing import Any, ClassVar, Literal
@@ -34,6 +35,7 @@ from shared.ports import MetricsStore
 
 METRICS_TENANT = "platform-metrics"
 KIND_NAME = "metrics"
+MAX_SLICES = 16
 log = logging.getLogger("metrics")
 if not log.handlers:
     # One JSON object per line on stdout, which Cloud Logging parses (severity, message, fields).
@@ -102,7 +104,10 @@ class Metrics(Kind[MetricsRunRequest, Tarea]):
                 params=params,
                 deadline_s=ports.settings.metrics_run_deadline_minutes * 60,
             )
-        step = dt.timedelta(hours=ports.settings.metrics_partition_hours)
+        # Slices of METRICS_PARTITION_HOURS, at most MAX_SLICES of them (the weekly job reads 14 days): every
+        # slice costs a query per source collection.
+        hours = math.ceil((request.periodo_fin - request.lectura_inicio).total_seconds() / 3600)
+        step = dt.timedelta(hours=max(ports.settings.metrics_partition_hours, math.ceil(hours / MAX_SLICES)))
         slices: list[Tarea] = []
         start = request.lectura_inicio
         while start < request.periodo_fin:

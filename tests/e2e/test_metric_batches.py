@@ -108,7 +108,7 @@ def write_day(db: Any, day: dt.date, u: str) -> None:
     batch.commit()
 
 
-def wait_run(client: httpx.Client, run_id: str, *, attempt: int = 1, timeout: float = 60) -> dict[str, Any]:
+def wait_run(client: httpx.Client, run_id: str, *, attempt: int = 1, timeout: float = 120) -> dict[str, Any]:
     def finished() -> dict[str, Any] | None:
         response = client.get(f"/dashboards/batch-jobs/runs/{run_id}")
         if response.status_code != 200:
@@ -384,7 +384,7 @@ def test_weekly_run_computes_the_weekly_definitions(
     assert (
         admin.post("/dashboards/batch-jobs/weekly", params={"fecha_fin": day.isoformat()}).status_code == 202
     )
-    run = wait_run(reader, f"weekly_metrics_batch/{day.isoformat()}")
+    run = wait_run(reader, f"weekly_metrics_batch/{day.isoformat()}", timeout=150)
 
     assert run["status"] == "completed", run
     first_day = day - dt.timedelta(days=6)

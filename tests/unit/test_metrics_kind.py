@@ -98,7 +98,10 @@ async def _test_a_weekly_run_reads_the_week_before_too() -> None:
         request("semanal"), tenant=METRICS_TENANT, batch_id="b1", ports=ports(Store(), Blobs())
     )
     slices = [item for item in plan.items if item.tarea == "extraer"]
-    assert len(slices) == 14 * 4 and slices[0].desde == START - dt.timedelta(days=7)
+    # 14 days in at most 16 slices: 21 hours each.
+    assert len(slices) == 16 and slices[0].desde == START - dt.timedelta(days=7)
+    assert slices[0].hasta == slices[0].desde + dt.timedelta(hours=21)
+    assert slices[-1].hasta == START + dt.timedelta(days=7)
 
 
 async def _test_no_tenant_but_the_platform_may_start_a_run() -> None:
