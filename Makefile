@@ -14,7 +14,7 @@ help:
 	@echo "make lint     ruff and mypy (strict)"
 	@echo "make bench    benchmark the engine against the physical limit"
 	@echo "make api-key TENANT=name [ROLE=admin]   create an API key (printed on the last line)"
-	@echo "make seed-data [TENANT=catalogo] [COUNT=300]   a catalog of articles with images (key on the last line)"
+	@echo "make seed-data [DAYS=30 SOLICITUDES_POR_DIA=2000] [TENANT=catalogo COUNT=300]   the marketplace's dataset and a catalog of articles with images (local cloud up; the catalog's API key on the last line)"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11" >&2; exit 1; }
@@ -63,6 +63,7 @@ report-data: venv
 	$(PY) -m infra.report_data --size-mb "$(or $(SIZE_MB),10)" --out "$(or $(OUT),.bench/facturas-$(or $(SIZE_MB),10)mb.json)"
 
 seed-data: up
+	$(PY) -m infra.seed_marketplace --days $(or $(DAYS),30) --solicitudes-por-dia $(or $(SOLICITUDES_POR_DIA),2000) $(if $(HASTA),--hasta $(HASTA)) $(if $(SEED),--seed $(SEED))
 	@$(PY) -m infra.seed_data --tenant "$(or $(TENANT),catalogo)" --count "$(or $(COUNT),300)"
 
 clean: down

@@ -25,6 +25,7 @@ from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpc
 from google.protobuf import duration_pb2, field_mask_pb2
 
 from shared.emulator_config import EmulatorConfig, load_emulator_config
+from shared.metrics.jobs import JOBS as METRIC_JOBS
 from shared.settings import Settings, get_settings
 
 log = logging.getLogger("resources")
@@ -53,6 +54,8 @@ class ScheduleSpec:
     function_name: str
     attempt_deadline_s: int
     description: str
+    # Appended to the function's URL; the OIDC audience stays the function's URL.
+    path: str = ""
 
 
 def queues(settings: Settings) -> list[QueueSpec]:
@@ -114,6 +117,18 @@ def schedules(settings: Settings) -> list[ScheduleSpec]:
             attempt_deadline_s=180,
             description="Roll closed minutes, hours and days of usage into rollups; delete expired usage.",
         ),
+        *(
+            ScheduleSpec(
+                name=spec.job_id,
+                schedule=spec.schedule,
+                time_zone=settings.metrics_time_zone,
+                function_name="dashboards",
+                attempt_deadline_s=180,
+                description=spec.description,
+                path=f"/batch-jobs/scheduled/{spec.job_id}",
+            )
+            for spec in METRIC_JOBS.values()
+        ),
     ]
 
 
@@ -160,7 +175,7 @@ def apply_schedules(client: scheduler_v1.CloudSchedulerClient, settings: Setting
             time_zone=spec.time_zone,
             attempt_deadline=_duration(spec.attempt_deadline_s),
             http_target=scheduler_v1.HttpTarget(
-                uri=url,
+                uri=url + spec.path,
                 http_method=scheduler_v1.HttpMethod.POST,
                 oidc_token=scheduler_v1.OidcToken(
                     service_account_email=settings.scheduler_service_account, audience=url

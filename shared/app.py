@@ -12,7 +12,7 @@ from pathlib import Path
 
 from shared import runtime
 from shared.adapters.oidc_verifier import OidcVerifier
-from shared.ports import KeyStore, UsageStore
+from shared.ports import KeyStore, MetricsStore, SchedulerJobs, UsageStore
 from shared.services.auth import Authenticator, RateLimiter
 from shared.services.engine import Engine
 from shared.services.image_dispatch import ImageQueue
@@ -32,6 +32,8 @@ class Platform:
     reports: Reports
     image_queue: ImageQueue
     usage: UsageStore
+    metrics: MetricsStore
+    scheduler: SchedulerJobs
 
 
 def _local_signing_credentials(settings: Settings) -> object:
@@ -69,7 +71,10 @@ async def _build(settings: Settings) -> Platform:
     import grpc
     from google import genai
     from google.auth.credentials import AnonymousCredentials
-    from google.cloud import firestore, storage, tasks_v2  # type: ignore[attr-defined]
+    from google.cloud import firestore, scheduler_v1, storage, tasks_v2  # type: ignore[attr-defined]
+    from google.cloud.scheduler_v1.services.cloud_scheduler.transports import (
+        CloudSchedulerGrpcAsyncIOTransport,
+    )
     from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcAsyncIOTransport
     from google.genai import types
 
@@ -79,7 +84,9 @@ async def _build(settings: Settings) -> Platform:
     from shared.adapters.gemini import GeminiEmbeddingModel, GeminiTextModel
     from shared.adapters.gemini_images import GeminiImageModel
     from shared.adapters.image_objects import GcsImageObjects
+    from shared.adapters.metrics_store import FirestoreMetricsStore
     from shared.adapters.report_store import FirestoreReportStore
+    from shared.adapters.scheduler_jobs import CloudSchedulerJobs
     from shared.adapters.streaming_blobs import GcsStreamingBlobs
     from shared.adapters.tasks_queue import CloudTasksQueue
     from shared.adapters.usage_store import FirestoreUsageStore
@@ -106,6 +113,11 @@ async def _build(settings: Settings) -> Platform:
             http_options=types.HttpOptions(base_url=settings.gemini_base_url),
         )
         access_endpoint: str | None = settings.storage_emulator_host
+        scheduler_client = scheduler_v1.CloudSchedulerAsyncClient(
+            transport=CloudSchedulerGrpcAsyncIOTransport(
+                channel=grpc.aio.insecure_channel(settings.scheduler_emulator_host)
+            )
+        )
     else:
         db = firestore.AsyncClient(project=settings.project_id)
         storage_client = storage.Client(project=settings.project_id)
@@ -113,6 +125,7 @@ async def _build(settings: Settings) -> Platform:
         tasks_client = tasks_v2.CloudTasksAsyncClient()
         genai_client = genai.Client(api_key=settings.gemini_api_key.get_secret_value())
         access_endpoint = None
+        scheduler_client = scheduler_v1.CloudSchedulerAsyncClient()
     store = FirestoreStore(db)
     image_queue = ImageQueue(
         store=FirestoreCatalogStore(db),
@@ -131,6 +144,7 @@ async def _build(settings: Settings) -> Platform:
         signing_credentials=signing,  # type: ignore[arg-type]
         api_access_endpoint=access_endpoint,
     )
+    metrics = FirestoreMetricsStore(db)
     queue_path = tasks_v2.CloudTasksAsyncClient.queue_path(
         settings.project_id, settings.region, settings.tasks_queue
     )
@@ -160,6 +174,7 @@ async def _build(settings: Settings) -> Platform:
         files=report_files,
         images=GeminiImageModel(genai_client),
         extras={"image_queue": image_queue},
+        metrics=metrics,
     )
     image_queue.attach(engine)
     authenticator = Authenticator(keys=store, cache_seconds=settings.api_key_cache_seconds)
@@ -179,6 +194,10 @@ async def _build(settings: Settings) -> Platform:
         reports=Reports(engine=engine, store=report_store, files=report_files),
         image_queue=image_queue,
         usage=FirestoreUsageStore(db),
+        metrics=metrics,
+        scheduler=CloudSchedulerJobs(
+            scheduler_client, parent=f"projects/{settings.project_id}/locations/{settings.region}"
+        ),
     )
 
 

@@ -407,3 +407,71 @@ class UsageStore(Protocol):
     async def delete_expired(self, *, now: dt.datetime, limit: int) -> int:
         """Delete usage records and rollups whose `expire_at` is past (at most `limit` of each)."""
         ...
+
+
+# --- scheduled metric batches (shared/metrics) ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MetricQuery:
+    """Filters of the calculated metrics, newest period first."""
+
+    nombre: str | None = None
+    tipo: str | None = None
+    desde: dt.datetime | None = None  # periodo_inicio >= desde
+    hasta: dt.datetime | None = None  # periodo_inicio < hasta
+    dimension: tuple[str, Any] | None = None  # dimensiones.<key> == value
+
+
+class MetricsStore(Protocol):
+    """The marketplace's source collections (read only) and the metric runs' own documents."""
+
+    def stream_range(
+        self, *, collection: str, start: dt.datetime, end: dt.datetime
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Documents with `creada_en` in [start, end), oldest first, read in bounded pages."""
+        ...
+
+    async def created_at(self, *, collection: str, ids: list[str]) -> dict[str, dt.datetime]:
+        """`creada_en` of the given documents (missing ones are left out)."""
+        ...
+
+    async def replace_metrics(self, *, nombre: str, periodo_inicio: dt.datetime, docs: dict[str, Any]) -> int:
+        """Write the metric documents under their ids and delete the metric's other documents of that period;
+        how many were deleted."""
+        ...
+
+    async def query_metrics(
+        self, *, query: MetricQuery, limit: int, after: tuple[dt.datetime, str] | None
+    ) -> list[tuple[str, dict[str, Any]]]: ...
+    async def get_run(self, run_key: str) -> dict[str, Any] | None: ...
+    async def begin_run(
+        self, run_key: str, decide: Callable[[dict[str, Any] | None], dict[str, Any] | None]
+    ) -> tuple[dict[str, Any], bool]:
+        """In a transaction: `decide` gets the run (or None) and returns the run to write (None: keep it).
+        Returns the run as stored and whether it was written."""
+        ...
+
+    async def update_run(self, run_key: str, changes: dict[str, Any]) -> None: ...
+    async def put_outcome(self, run_key: str, outcome_id: str, data: dict[str, Any]) -> None: ...
+    async def outcomes(self, run_key: str, batch_id: str) -> list[dict[str, Any]]: ...
+    async def last_run(self, job_id: str) -> dict[str, Any] | None: ...
+    async def delete_expired(self, *, collection: str, field_name: str, now: dt.datetime, limit: int) -> int:
+        """Delete up to `limit` documents whose `field_name` is before `now` (with their run outcomes)."""
+        ...
+
+    async def ping(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ScheduledJob:
+    name: str
+    schedule: str
+    time_zone: str
+    state: str  # ENABLED, PAUSED, ... (Cloud Scheduler's)
+    next_run: dt.datetime | None
+    last_attempt: dt.datetime | None
+
+
+class SchedulerJobs(Protocol):
+    async def get_job(self, name: str) -> ScheduledJob | None: ...

@@ -10,8 +10,9 @@ from __future__ import annotations
 from enum import StrEnum
 from functools import lru_cache
 from typing import Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.emulator_config import STATE_DIR, load_emulator_config
@@ -117,6 +118,26 @@ class Settings(BaseSettings):
     rate_limit_sync_seconds: float = Field(default=1.0, gt=0, le=60)
     api_key_cache_seconds: float = Field(default=30.0, ge=0)
 
+    # Scheduled metric batches (shared/metrics, functions/dashboards.py).
+    scheduler_emulator_host: str = ""
+    metrics_time_zone: str = "America/Bogota"
+    metrics_daily_ttl_days: int = Field(default=90, ge=1)
+    metrics_weekly_ttl_days: int = Field(default=365, ge=1)
+    metrics_run_retention_days: int = Field(default=90, ge=1)
+    metrics_catchup_days: int = Field(default=3, ge=0, le=30)
+    metrics_backfill_max_periods: int = Field(default=31, ge=1, le=366)
+    metrics_partition_hours: int = Field(default=6, ge=1, le=24)  # a run reads its range in slices this long
+    metrics_run_deadline_minutes: int = Field(default=30, ge=5, le=120)
+
+    @field_validator("metrics_time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"METRICS_TIME_ZONE {value!r} is not an IANA time zone") from exc
+        return value
+
     @model_validator(mode="after")
     def _fill_and_check(self) -> Self:
         if self.platform_env is Environment.LOCAL:
@@ -136,6 +157,7 @@ class Settings(BaseSettings):
             "firestore_emulator_host": emulators.firestore.address,
             "storage_emulator_host": emulators.storage.url,
             "tasks_emulator_host": emulators.tasks.address,
+            "scheduler_emulator_host": emulators.scheduler.address,
             "gemini_base_url": emulators.gemini.url,
             "oidc_certs_url": config.oidc_certs_url,
         }
@@ -166,7 +188,7 @@ class Settings(BaseSettings):
         emulated = [
             name.upper()
             for name in ("firestore_emulator_host", "storage_emulator_host", "tasks_emulator_host",
-                         "gemini_base_url", "oidc_certs_url")
+                         "scheduler_emulator_host", "gemini_base_url", "oidc_certs_url")
             if getattr(self, name)
         ]  # fmt: skip
         if emulated:

@@ -30,6 +30,7 @@ from shared.ports import (
     ImageModel,
     ImageReply,
     KindRecords,
+    MetricsStore,
     ModelCall,
     ModelReply,
     StreamingBlobs,
@@ -85,6 +86,9 @@ class Ports:
             return self.extras[name]
         except KeyError:
             raise KeyError(f"port {name!r} is not wired in shared/app.py") from None
+
+    # The marketplace's data and the metric runs' documents (the metrics kind's own port).
+    metrics: MetricsStore | None = None
 
 
 @dataclass(frozen=True)

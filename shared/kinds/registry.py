@@ -12,8 +12,9 @@ from shared.kinds.base import Kind
 from shared.kinds.embeddings import Embeddings
 from shared.kinds.generate import Generate
 from shared.kinds.images import Images
+from shared.kinds.metrics import Metrics
 from shared.kinds.report import Report
 
 KINDS: Mapping[str, Kind[Any, Any]] = {
-    kind.name: kind for kind in (Generate(), Embeddings(), Analyze(), Images(), Report())
+    kind.name: kind for kind in (Generate(), Embeddings(), Analyze(), Images(), Metrics(), Report())
 }

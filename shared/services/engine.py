@@ -18,6 +18,7 @@ from shared.ports import (
     EmbeddingModel,
     ImageModel,
     KindRecords,
+    MetricsStore,
     StreamingBlobs,
     TaskQueue,
     TextModel,
@@ -48,6 +49,7 @@ class Engine:
     images: ImageModel | None = None
     # Ports of particular kinds, by name: handed to the kinds as `Ports.extras`.
     extras: Mapping[str, Any] = field(default_factory=dict)
+    metrics: MetricsStore | None = None
 
     @cached_property
     def ports(self) -> Ports:
@@ -63,6 +65,7 @@ class Engine:
             files=self.files,
             images=self.images,
             extras=self.extras,
+            metrics=self.metrics,
         )
 
     def chunk_queue(self, kind_name: str) -> str | None:

@@ -40,6 +40,7 @@ from shared.emulator_config import REPO_ROOT, STATE_DIR, load_emulator_config
 from shared.models.auth import Role
 from shared.services.auth import create_api_key
 from tests.bench import images
+from tests.bench import metrics as metrics_bench
 
 RESULTS_FILE = REPO_ROOT / ".bench" / "results.json"
 SEED_PAUSE_S = 2.0
@@ -244,7 +245,7 @@ def main() -> int:
     parser.add_argument("--embed-documents", type=int, default=10_000, help="0 leaves embeddings out")
     parser.add_argument("--searches", type=int, default=50)
     parser.add_argument(
-        "--only", choices=["engine", "reports", "images", "analytics"], help="run one section only"
+        "--only", choices=["engine", "reports", "images", "metrics", "analytics"], help="run one section only"
     )
     parser.add_argument("--report-sizes-mb", default="50,500", help="the reports section's input sizes")
     parser.add_argument("--images-items", type=int, default=200)
@@ -254,6 +255,9 @@ def main() -> int:
     parser.add_argument("--analytics-days", type=int, default=30)
     parser.add_argument("--analytics-queries", type=int, default=50)
     parser.add_argument("--analytics-scans", type=int, default=2)
+    parser.add_argument(
+        "--metrics-requests", type=int, default=20_000, help="requests of the metrics day; 0: none"
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     config = load_emulator_config()
@@ -270,7 +274,10 @@ def main() -> int:
                 rounds=args.rounds,
                 embed_documents=args.embed_documents,
                 searches=args.searches,
+                metrics_requests=args.metrics_requests,
             )
+        if args.only == "metrics":
+            code = _metrics_only(config=config, requests=args.metrics_requests, rounds=args.rounds)
         if args.only in (None, "images"):
             images.print_report(
                 images.run(
@@ -335,6 +342,7 @@ def _bench(
     rounds: int,
     embed_documents: int,
     searches: int,
+    metrics_requests: int = 0,
 ) -> int:
     gemini = httpx.Client(base_url=config.emulators.gemini.url, timeout=10)
     gemini.post("/emulator/reset").raise_for_status()
@@ -422,7 +430,13 @@ def _bench(
         "cpu_s_per_1000_items_by_size": dict(zip([str(s) for s in sizes], cpu_per_thousand, strict=True)),
     }
     gemini.post("/emulator/reset").raise_for_status()
+    metrics = (
+        metrics_bench.run_section(config=config, pids=pids, group=_group, requests=metrics_requests, rounds=1)
+        if metrics_requests
+        else None
+    )
     report = {
+        "metrics": metrics,
         "sizes": rows,
         "submit": submit,
         "embeddings": embeddings,
@@ -440,8 +454,22 @@ def _bench(
              f"ideal {embeddings['ideal_s']} s); search over them p50 {search['api']['p50_ms']} ms, "
              f"p99 {search['api']['p99_ms']} ms through the API, p50 {search['find_nearest']['p50_ms']} ms, "
              f"p99 {search['find_nearest']['p99_ms']} ms for Firestore's vector search alone")  # fmt: skip
+    if metrics:
+        metrics_bench.print_section(metrics, _out)
     at_thousand = next((r for r in rows if r["items"] == 1000), rows[-1])
     _out(f"fanout ratio_vs_baseline at 1000 items: {at_thousand['ratio_vs_baseline']:.2f}")
+    return 0
+
+
+def _metrics_only(*, config: Any, requests: int, rounds: int) -> int:
+    """`--only metrics`: the metric batches' section alone (results in .bench/metrics.json)."""
+    pids: dict[str, int] = json.loads((STATE_DIR / "pids.json").read_text())
+    section = metrics_bench.run_section(
+        config=config, pids=pids, group=_group, requests=requests, rounds=rounds
+    )
+    RESULTS_FILE.parent.mkdir(exist_ok=True)
+    (RESULTS_FILE.parent / "metrics.json").write_text(json.dumps(section, indent=2) + "\n")
+    metrics_bench.print_section(section, _out)
     return 0
 
 

@@ -36,7 +36,9 @@ def test_declared_queues_schedules_and_buckets_exist_and_apply_is_idempotent(
     for spec in resources.schedules(settings):
         job = scheduler.get_job(name=f"{parent}/jobs/{spec.name}")
         assert job.schedule == spec.schedule
-        assert job.http_target.uri == settings.function_url(spec.function_name)
+        assert job.http_target.uri == settings.function_url(spec.function_name) + spec.path
+        assert job.http_target.oidc_token.audience == settings.function_url(spec.function_name)
+        assert job.time_zone == spec.time_zone
         assert job.http_target.oidc_token.service_account_email == settings.scheduler_service_account
 
     client = storage.Client(
