@@ -56,7 +56,9 @@ def dataset(size_mb: float) -> Path:
         DATA_DIR.mkdir(exist_ok=True)
         partial = path.with_suffix(".partial")
         with partial.open("wb") as out:
-            write_dataset(out, size_bytes=int(size_mb * MB), invalid_every=1000)
+            write_dataset(
+                out, size_bytes=int(size_mb * 1_000_000), invalid_every=1000
+            )  # MB as uploads count them
         partial.rename(path)
     return path
 

@@ -195,6 +195,15 @@ def _submit_latency(api: httpx.Client, *, submits: int) -> dict[str, float]:
     return _percentiles(timings)
 
 
+def reset_firestore(config: Any) -> None:
+    """Empty the Firestore emulator between sections: the emulator scans whole collections for a query, so one
+    section's documents (a million usage events, a marketplace day, 30,000 vectors) would slow the next."""
+    emulator = config.emulators.firestore
+    httpx.delete(
+        f"{emulator.url}/emulator/v1/projects/{config.project_id}/databases/(default)/documents", timeout=60
+    ).raise_for_status()
+
+
 def _group(leader: int) -> list[int]:
     """Every process in the session the local cloud started `leader` in (gunicorn workers, the JVM...)."""
     members = []
@@ -279,6 +288,7 @@ def main() -> int:
         if args.only == "metrics":
             code = _metrics_only(config=config, requests=args.metrics_requests, rounds=args.rounds)
         if args.only in (None, "images"):
+            reset_firestore(config)
             images.print_report(
                 images.run(
                     config=config,
@@ -290,6 +300,7 @@ def main() -> int:
         if args.only in (None, "reports"):
             from tests.bench import reports
 
+            reset_firestore(config)
             code = code or reports.run(
                 functions_url=config.emulators.functions.url,
                 sizes_mb=[float(size) for size in args.report_sizes_mb.split(",")],
@@ -298,6 +309,7 @@ def main() -> int:
         # Last: its million usage records would weigh on the other figures (the Firestore emulator scans whole
         # collections).
         if args.only in (None, "analytics") and args.analytics_events:
+            reset_firestore(config)
             _analytics_section(config, args)
         if args.only is None:
             rows = json.loads(RESULTS_FILE.read_text())["sizes"]
@@ -374,22 +386,7 @@ def _bench(
     cpu_used: dict[int, dict[str, float]] = {items: {} for items in sizes}
     documents = _documents(embed_documents)
     embed_runs: list[dict[str, float]] = []
-    for round_number in range(rounds):
-        if documents:
-            embed_runs.append(
-                {
-                    "baseline_s": asyncio.run(
-                        _embed_baseline(
-                            gemini_url=config.emulators.gemini.url,
-                            documents=documents,
-                            concurrency=concurrency,
-                        )
-                    ),
-                    "platform_s": _embed_platform(
-                        api, name=f"bench{round_number}", documents=documents, concurrency=concurrency
-                    ),
-                }
-            )
+    for _ in range(rounds):
         for items in sizes:
             baseline_s = asyncio.run(
                 _baseline(gemini_url=config.emulators.gemini.url, items=items, concurrency=concurrency)
@@ -408,6 +405,24 @@ def _bench(
         for items in sizes
     ]
     submit = _submit_latency(api, submits=submits)
+    gateway_peak_rss_mb = round(_peak_rss_mb(pids["functions"]), 1)  # of batch generation, before embeddings
+    # Embeddings after generation (their vectors would weigh on the Firestore emulator during it), rounds
+    # alternating the bare loop and the platform; each round's collection replaces the one before.
+    for round_number in range(rounds if documents else 0):
+        if round_number:
+            api.delete(f"/batch/collections/bench{round_number - 1}").raise_for_status()
+        embed_runs.append(
+            {
+                "baseline_s": asyncio.run(
+                    _embed_baseline(
+                        gemini_url=config.emulators.gemini.url, documents=documents, concurrency=concurrency
+                    )
+                ),
+                "platform_s": _embed_platform(
+                    api, name=f"bench{round_number}", documents=documents, concurrency=concurrency
+                ),
+            }
+        )
     embeddings = (
         {
             "documents": embed_documents,
@@ -419,17 +434,19 @@ def _bench(
                 statistics.median(r["platform_s"] / r["baseline_s"] for r in embed_runs), 2
             ),
             "rounds": [{k: round(v, 3) for k, v in r.items()} for r in embed_runs],
-            "search": _search_latency(api, tenant=tenant, name="bench0", searches=searches),
+            "search": _search_latency(api, tenant=tenant, name=f"bench{rounds - 1}", searches=searches),
         }
         if documents
         else None
     )
     resources = {
-        "gateway_peak_rss_mb": round(_peak_rss_mb(pids["functions"]), 1),
+        "gateway_peak_rss_mb": gateway_peak_rss_mb,
+        "gateway_peak_rss_mb_after_embeddings": round(_peak_rss_mb(pids["functions"]), 1),
         "cpu_s_per_1000_items": cpu_per_thousand[-1] if cpu_per_thousand else {},
         "cpu_s_per_1000_items_by_size": dict(zip([str(s) for s in sizes], cpu_per_thousand, strict=True)),
     }
     gemini.post("/emulator/reset").raise_for_status()
+    reset_firestore(config)
     metrics = (
         metrics_bench.run_section(config=config, pids=pids, group=_group, requests=metrics_requests, rounds=1)
         if metrics_requests
