@@ -11,8 +11,8 @@ from werkzeug.routing import Map, Rule
 
 from shared import runtime
 from shared.app import platform
-from shared.errors import InvalidRequest, PayloadTooLarge
-from shared.http import authenticate, caller_info, json_response, register_error_handlers
+from shared.errors import PayloadTooLarge
+from shared.http import authenticate, caller_info, int_arg, json_response, register_error_handlers
 from shared.services import batches, collections
 from shared.services import status as reads
 
@@ -57,7 +57,7 @@ def batch(request: flask.Request) -> flask.Response:
         )
         return json_response(response, status)
     if endpoint == "status":
-        offset, limit = _int_arg(request, "offset", 0), _int_arg(request, "limit", 100)
+        offset, limit = int_arg(request.args, "offset", 0), int_arg(request.args, "limit", 100)
         return json_response(
             runtime.run(
                 reads.status(
@@ -95,15 +95,3 @@ def batch(request: flask.Request) -> flask.Response:
         )
         return json_response({"message": "collection deleted", "name": args["name"]})
     raise NotFound()
-
-
-def _int_arg(request: flask.Request, name: str, default: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise InvalidRequest(
-            f"{name} must be an integer", details=[{"field": name, "problem": "not an integer"}]
-        ) from exc

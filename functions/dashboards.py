@@ -16,7 +16,7 @@ from werkzeug.routing import Map, Rule
 from shared import runtime
 from shared.app import platform
 from shared.errors import Forbidden, InvalidRequest
-from shared.http import authenticate, json_response, register_error_handlers, verify_internal
+from shared.http import authenticate, int_arg, json_response, register_error_handlers, verify_internal
 from shared.metrics.jobs import DAILY, WEEKLY, job_spec, parse_day
 from shared.runtime import WORK_LOOP
 from shared.services import metric_runs
@@ -80,7 +80,7 @@ def dashboards(request: flask.Request) -> flask.Response:
                     desde=_optional_day(query, "desde", dash),
                     hasta=_optional_day(query, "hasta", dash),
                     dimension=query.get("dimension"),
-                    limit=_int_arg(query, "limit", 50),
+                    limit=int_arg(query, "limit", 50),
                     cursor=query.get("cursor"),
                 )
             )
@@ -136,15 +136,3 @@ def _schedule_time(raw: str | None) -> dt.datetime | None:
 def _optional_day(query: Any, name: str, dash: Dashboards) -> dt.date | None:
     value = query.get(name)
     return None if value is None else parse_day(value, name=name, today=dash.today())
-
-
-def _int_arg(query: Any, name: str, default: int) -> int:
-    raw = query.get(name)
-    if raw is None:
-        return default
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise InvalidRequest(
-            f"{name} must be an integer", details=[{"field": name, "problem": "not an integer"}]
-        ) from exc

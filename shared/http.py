@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flask
@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException
 
 from shared import runtime
 from shared.app import oidc_verifier, platform
-from shared.errors import PlatformError
+from shared.errors import InvalidRequest, PlatformError
 from shared.models.auth import Principal
 from shared.services.batches import CallerInfo
 from shared.settings import get_settings
@@ -78,3 +78,16 @@ def verify_internal(request: flask.Request, *, function_name: str, service_accou
         audience=settings.function_url(function_name),
         allowed_emails=service_accounts,
     )
+
+
+def int_arg(args: Mapping[str, str], name: str, default: int) -> int:
+    """An integer query parameter; 400 naming it when it is not one."""
+    raw = args.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise InvalidRequest(
+            f"{name} must be an integer", details=[{"field": name, "problem": "not an integer"}]
+        ) from exc

@@ -172,6 +172,47 @@ def _chunk(
     )
 
 
+def _planned_batch(
+    *,
+    engine: Engine,
+    tenant: str,
+    kind: Kind[Any, Any],
+    batch_id: str,
+    plan: Plan[Any],
+    options: ResolvedOptions,
+    now: dt.datetime,
+    body_hash: str,
+    idempotency_key: str | None,
+) -> tuple[BatchDoc, list[ChunkDoc]]:
+    """The batch document of a plan (its deadline the kind's, or the engine's estimate), and its chunks."""
+    chunks, stages, chunk_size = _build_chunks(
+        batch_id=batch_id, owner=tenant, plan=plan, concurrency=options.concurrency, settings=engine.settings
+    )
+    deadline_at = (
+        _deadline(now, len(plan.items), options)
+        if plan.deadline is None
+        else now + min(plan.deadline, MAX_DEADLINE)
+    )
+    batch = BatchDoc(
+        batch_id=batch_id,
+        owner=tenant,
+        kind=kind.name,
+        status=BatchStatus.QUEUED,
+        created_at=now,
+        deadline_at=deadline_at,
+        total=len(plan.items),
+        chunk_count=len(chunks),
+        chunk_size=chunk_size,
+        stages=stages,
+        options=options,
+        params=plan.params,
+        entry_starts=plan.entry_starts,
+        body_hash=body_hash,
+        idempotency_key=idempotency_key,
+    )
+    return batch, chunks
+
+
 def batch_id_for(principal: Principal, idempotency_key: str | None) -> str:
     if idempotency_key is None:
         return uuid.uuid4().hex
@@ -206,29 +247,14 @@ async def submit(
     batch_id = batch_id_for(principal, idempotency_key)
     body_hash = hashlib.sha256(f"{kind.name}\x00{request.model_dump_json()}".encode()).hexdigest()
     plan = await kind.plan(request, tenant=principal.tenant, batch_id=batch_id, ports=engine.ports)
-    chunks, stages, chunk_size = _build_chunks(
+    batch, chunks = _planned_batch(
+        engine=engine,
+        tenant=principal.tenant,
+        kind=kind,
         batch_id=batch_id,
-        owner=principal.tenant,
         plan=plan,
-        concurrency=options.concurrency,
-        settings=settings,
-    )
-    batch = BatchDoc(
-        batch_id=batch_id,
-        owner=principal.tenant,
-        kind=kind.name,
-        status=BatchStatus.QUEUED,
-        created_at=now,
-        deadline_at=_deadline(now, len(plan.items), options)
-        if plan.deadline is None
-        else now + min(plan.deadline, MAX_DEADLINE),
-        total=len(plan.items),
-        chunk_count=len(chunks),
-        chunk_size=chunk_size,
-        stages=stages,
         options=options,
-        params=plan.params,
-        entry_starts=plan.entry_starts,
+        now=now,
         body_hash=body_hash,
         idempotency_key=idempotency_key,
     )
@@ -319,23 +345,14 @@ async def start_planned(
     nothing and its enqueue is rejected by name. Returns whether this call created the batch."""
     kind = kind_of(engine, kind_name)
     now = engine.clock()
-    chunks, stages, chunk_size = _build_chunks(
-        batch_id=batch_id, owner=tenant, plan=plan, concurrency=options.concurrency, settings=engine.settings
-    )
-    batch = BatchDoc(
+    batch, chunks = _planned_batch(
+        engine=engine,
+        tenant=tenant,
+        kind=kind,
         batch_id=batch_id,
-        owner=tenant,
-        kind=kind.name,
-        status=BatchStatus.QUEUED,
-        created_at=now,
-        deadline_at=_deadline(now, len(plan.items), options),
-        total=len(plan.items),
-        chunk_count=len(chunks),
-        chunk_size=chunk_size,
-        stages=stages,
+        plan=plan,
         options=options,
-        params=plan.params,
-        entry_starts=plan.entry_starts,
+        now=now,
         body_hash="",
         idempotency_key=None,
     )
