@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -42,6 +42,7 @@ from shared.settings import Settings
 
 RequestT = TypeVar("RequestT", bound=ClientModel)
 ItemT = TypeVar("ItemT", bound=BaseModel)
+ReplyT = TypeVar("ReplyT")
 
 
 class KindRequest(ClientModel):
@@ -139,49 +140,56 @@ class ItemContext:
     calls: int = 0
 
     async def generate(self, call: ModelCall) -> ModelReply:
-        started = time.monotonic()
-        try:
-            reply = await self.ports.model.generate(call)
-        except ModelError as exc:
-            self._record(call.model, "generateContent", started, error=exc)
-            raise
-        self._record(
+        return await self._tracked(
             call.model,
             "generateContent",
-            started,
-            input_tokens=reply.input_tokens,
-            output_tokens=reply.output_tokens,
-            cached_tokens=reply.cached_tokens,
+            self.ports.model.generate(call),
+            lambda reply: (reply.input_tokens, reply.output_tokens, reply.cached_tokens),
         )
-        return reply
 
     async def edit_image(self, call: ImageCall) -> ImageReply:
         """A call of the image model (its usage recorded as `generateContent`, like any other call)."""
         if self.ports.images is None:
             raise KeyError("no image model is wired in shared/app.py")
-        started = time.monotonic()
-        try:
-            reply = await self.ports.images.edit(call)
-        except ModelError as exc:
-            self._record(call.model, "generateContent", started, error=exc)
-            raise
-        self._record(
+        return await self._tracked(
             call.model,
             "generateContent",
-            started,
-            input_tokens=reply.input_tokens,
-            output_tokens=reply.output_tokens,
+            self.ports.images.edit(call),
+            lambda reply: (reply.input_tokens, reply.output_tokens, 0),
         )
-        return reply
 
     async def embed(self, call: EmbedCall) -> EmbedReply:
+        return await self._tracked(
+            call.model,
+            "batchEmbedContents",
+            self.ports.embedder.embed(call),
+            lambda reply: (reply.input_tokens, 0, 0),
+        )
+
+    async def _tracked(
+        self,
+        model: str,
+        method: str,
+        reply_of: Awaitable[ReplyT],
+        tokens_of: Callable[[ReplyT], tuple[int, int, int]],
+    ) -> ReplyT:
+        """Await one model call and record its usage event: its tokens (input, output, cached) when it
+        answered, its error status when it failed."""
         started = time.monotonic()
         try:
-            reply = await self.ports.embedder.embed(call)
+            reply = await reply_of
         except ModelError as exc:
-            self._record(call.model, "batchEmbedContents", started, error=exc)
+            self._record(model, method, started, error=exc)
             raise
-        self._record(call.model, "batchEmbedContents", started, input_tokens=reply.input_tokens)
+        input_tokens, output_tokens, cached_tokens = tokens_of(reply)
+        self._record(
+            model,
+            method,
+            started,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cached_tokens=cached_tokens,
+        )
         return reply
 
     def _record(

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import struct
-import zlib
-
 import pytest
 
-from infra.emulators.gemini.content import png
+from infra.emulators.gemini.content import png, png_of_rows
 from shared.images import NotAnImage, check_decodes, sniff
 
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00\xff\xda\x00\x02\x00\xff\xd9"
@@ -35,30 +32,12 @@ def test_check_decodes_accepts_well_formed_images() -> None:
     assert check_decodes(WEBP) == "image/webp"
 
 
-def _png_with_rows(rows: bytes, size: int = 2) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data))
-            + kind
-            + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        )
-
-    header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(rows))
-        + chunk(b"IEND", b"")
-    )
-
-
 @pytest.mark.parametrize(
     "data",
     [
         png(seed=1)[:-12],  # truncated: no IEND
         png(seed=1)[:40] + b"\x00" + png(seed=1)[41:],  # a flipped byte: bad CRC
-        _png_with_rows(b"\x00" * 5),  # fewer rows than the header says
+        png_of_rows(b"\x00" * 5, size=2),  # fewer rows than the header says
         b"\x89PNG\r\n\x1a\n",
         b"\xff\xd8\xff\xe0\x00\x10JFIF",  # JPEG without image data
         WEBP[:-2],  # WebP shorter than declared

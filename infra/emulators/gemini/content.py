@@ -86,6 +86,11 @@ def png(*, seed: int, size: int = 16) -> bytes:
         + b"".join(bytes(((base[0] + 8 * x) % 256, (base[1] + 8 * y) % 256, base[2])) for x in range(size))
         for y in range(size)
     )
+    return png_of_rows(rows, size=size)
+
+
+def png_of_rows(rows: bytes, *, size: int) -> bytes:
+    """A size x size 8-bit RGB PNG of `rows` (each a filter byte and its pixels), compressed as they are."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return (
