@@ -184,18 +184,25 @@ def list_jobs(
     jobs = body.get("jobs", [])
 
     def draw(out: Console) -> None:
-        rows = [
-            (
-                j.get("batchId"),
-                j.get("kind"),
-                j.get("status"),
-                f"{j.get('completed', 0)}/{j.get('total', 0)}",
-                j.get("failed", 0),
-                f"{j.get('percentage', 0)} %",
-                j.get("createdAt"),
+        rows = []
+        for job in jobs:
+            # The status endpoint's progress block; the flat keys are the listing's first announced shape.
+            progress = job.get("progress") or {}
+            done = progress.get("finished", job.get("completed", 0))
+            total = progress.get("total", job.get("total", 0))
+            failed = progress.get("failed", job.get("failed", 0))
+            percent = progress.get("percent", job.get("percentage", 0))
+            rows.append(
+                (
+                    job.get("batchId"),
+                    job.get("kind"),
+                    job.get("status"),
+                    f"{done}/{total}",
+                    failed,
+                    f"{percent} %",
+                    job.get("createdAt"),
+                )
             )
-            for j in jobs
-        ]
         out.print(render.table(None, ["batch", "kind", "status", "done", "failed", "%", "created"], rows))
         if body.get("nextCursor"):
             out.print(f"more: batchctl ls --cursor {body['nextCursor']}")
