@@ -21,7 +21,7 @@ class Root(click.Group):
             if ctx.meta.get("json"):
                 click.echo(dumps(exc.to_json()), err=True)
             else:
-                click.echo(f"error: {exc.message}", err=True)
+                click.echo(f"error: {exc.line()}", err=True)
             ctx.exit(exc.exit_code)
 
 

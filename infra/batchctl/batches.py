@@ -200,7 +200,7 @@ def list_jobs(
                     f"{done}/{total}",
                     failed,
                     f"{percent} %",
-                    job.get("createdAt"),
+                    render.when(job.get("createdAt")),
                 )
             )
         out.print(render.table(None, ["batch", "kind", "status", "done", "failed", "%", "created"], rows))

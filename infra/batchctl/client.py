@@ -30,6 +30,9 @@ class CliError(Exception):
         self.status = status
         self.code = code
 
+    def line(self) -> str:
+        return f"{self.message} (HTTP {self.status})" if self.status else self.message
+
     def to_json(self) -> dict[str, Any]:
         return {"error": {"code": self.code or "cli_error", "message": self.message, "status": self.status}}
 
@@ -71,6 +74,7 @@ class Api:
     base_url: str
     api_key: str
     http: httpx.Client
+    local: bool = False  # the local cloud's gateway, found through emulator.json
 
     def request(
         self,
@@ -93,10 +97,11 @@ class Api:
                 headers={"Authorization": f"Bearer {self.api_key}", **(headers or {})},
             )
         except httpx.TransportError as exc:
-            raise CliError(f"cannot reach {self.base_url} ({exc}); is the local cloud up? (make up)") from exc
+            hint = "; is the local cloud up? (make up)" if self.local else ""
+            raise CliError(f"cannot reach {self.base_url} ({exc}){hint}", code="unreachable") from exc
         if response.status_code not in expect:
             message, code = error_message(response)
-            raise CliError(f"{message} (HTTP {response.status_code})", status=response.status_code, code=code)
+            raise CliError(message, status=response.status_code, code=code)
         try:
             body: dict[str, Any] = response.json()
         except ValueError as exc:
@@ -147,7 +152,9 @@ def open_api(*, url: str | None, api_key: str | None) -> Api:
     base_url = (url or local_gateway_url()).rstrip("/")
     if not api_key:
         raise CliError(NO_KEY + ("" if url else LOCAL_KEY_HELP), exit_code=2, code="no_api_key")
-    return Api(base_url=base_url, api_key=api_key, http=httpx.Client(timeout=HTTP_TIMEOUT_SECONDS))
+    return Api(
+        base_url=base_url, api_key=api_key, http=httpx.Client(timeout=HTTP_TIMEOUT_SECONDS), local=url is None
+    )
 
 
 def dumps(value: Any) -> str:

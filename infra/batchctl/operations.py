@@ -288,6 +288,9 @@ def metrics_show(
     columns = list(dict.fromkeys(key for row in rows_in for key in row))[:10]
 
     def draw(out: Console) -> None:
+        if not rows_in:
+            out.print(f"no calculated values of {nombre_metrica} (run one: batchctl metrics trigger ...)")
+            return
         rows = [[render.short(row.get(c, ""), 30) for c in columns] for row in rows_in]
         out.print(render.table(f"{nombre_metrica}: {body.get('count', len(rows))}", columns, rows))
         if body.get("nextCursor"):

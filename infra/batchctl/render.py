@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -18,8 +19,15 @@ from infra.batchctl.client import dumps
 FAN_IN_GRACE_SECONDS = 15.0
 
 
+# Off a terminal (a pipe, a file, a test) Rich assumes 80 columns, which folds ids and squeezes the bar.
+PIPE_WIDTH = 160
+
+
 def console() -> Console:
-    return Console(highlight=False, soft_wrap=False)
+    drawn = Console(highlight=False, soft_wrap=False)
+    if not drawn.is_terminal and "COLUMNS" not in os.environ:
+        drawn.width = PIPE_WIDTH
+    return drawn
 
 
 def is_json() -> bool:
@@ -52,6 +60,12 @@ def fields(pairs: Iterable[tuple[str, Any]]) -> Table:
     for key, value in pairs:
         grid.add_row(key, "-" if value is None else str(value))
     return grid
+
+
+def when(stamp: Any) -> str:
+    """An RFC 3339 time as `YYYY-MM-DD HH:MM:SS` (UTC), for tables."""
+    text = str(stamp or "")
+    return text[:19].replace("T", " ") if len(text) >= 19 else text or "-"
 
 
 def short(text: Any, width: int = 60) -> str:
