@@ -12,7 +12,7 @@ import click
 from rich.console import Console
 
 from infra.batchctl import render
-from infra.batchctl.client import Api, CliError, dumps
+from infra.batchctl.client import Api, dumps
 from infra.batchctl.requests_file import translate
 from infra.batchctl.session import json_option, pass_api, watch_options
 
@@ -266,19 +266,18 @@ def credits(api: Api) -> None:
     body = api.get("/batch/credits")
 
     def draw(out: Console) -> None:
-        out.print(render.fields([("balance", body.get("balance"))]))
-        entries: list[dict[str, Any]] = next(
-            (body[k] for k in ("entries", "ledger", "latest", "history") if isinstance(body.get(k), list)), []
+        out.print(
+            render.fields([("tenant", body.get("tenant")), ("balance", f"{body.get('balance')} credits")])
         )
-        if entries:
-            columns = list(dict.fromkeys(key for entry in entries[:50] for key in entry))
-            rows = [[render.short(entry.get(c, ""), 40) for c in columns] for entry in entries]
-            out.print(render.table("latest ledger entries", columns, rows))
+        entries: list[dict[str, Any]] = body.get("entries") or []
+        if not entries:
+            out.print("no ledger entries yet")
+            return
+        # Issue 14's entries; any other key the server adds is shown after them.
+        known = ["at", "kind", "amount", "reason", "jobId"]
+        columns = [c for c in known if any(c in e for e in entries)]
+        columns += [c for c in dict.fromkeys(k for e in entries for k in e) if c not in known and c != "id"]
+        rows = [[render.short(entry.get(c, ""), 50) for c in columns] for entry in entries]
+        out.print(render.table("latest ledger entries", columns, rows))
 
     render.emit(body, draw)
-
-
-def require_id(value: Any, what: str) -> str:
-    if not value:
-        raise CliError(f"the server answered without {what}")
-    return str(value)
