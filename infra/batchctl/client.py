@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
@@ -12,6 +13,8 @@ import httpx
 from shared.emulator_config import EMULATOR_JSON, load_emulator_config
 
 HTTP_TIMEOUT_SECONDS = 120.0
+RATE_LIMIT_RETRIES = 3  # a watch polls for minutes: a 429 on the way waits its Retry-After instead of failing
+MAX_RETRY_AFTER_SECONDS = 30.0
 NO_KEY = "no API key: pass --api-key or set BATCH_API_KEY"
 LOCAL_KEY_HELP = (
     "; on the local cloud make one with: export BATCH_API_KEY=$(make -s api-key TENANT=me | tail -n 1)"
@@ -44,6 +47,13 @@ def local_gateway_url() -> str:
             f"{EMULATOR_JSON} not found: pass --url (or BATCH_URL) for a deployed platform", exit_code=2
         )
     return load_emulator_config().emulators.functions.url
+
+
+def retry_after_seconds(response: httpx.Response) -> float:
+    try:
+        return min(max(float(response.headers.get("Retry-After", "1")), 0.1), MAX_RETRY_AFTER_SECONDS)
+    except ValueError:
+        return 1.0
 
 
 def error_message(response: httpx.Response) -> tuple[str, str]:
@@ -88,17 +98,22 @@ class Api:
     ) -> dict[str, Any]:
         """One call; the JSON answer, or CliError with the server's message."""
         query = {k: v for k, v in (params or {}).items() if v is not None}
-        try:
-            response = self.http.request(
-                method,
-                f"{self.base_url}{path}",
-                params=query,
-                json=json_body,
-                headers={"Authorization": f"Bearer {self.api_key}", **(headers or {})},
-            )
-        except httpx.TransportError as exc:
-            hint = "; is the local cloud up? (make up)" if self.local else ""
-            raise CliError(f"cannot reach {self.base_url} ({exc}){hint}", code="unreachable") from exc
+        for attempt in range(RATE_LIMIT_RETRIES + 1):
+            try:
+                response = self.http.request(
+                    method,
+                    f"{self.base_url}{path}",
+                    params=query,
+                    json=json_body,
+                    headers={"Authorization": f"Bearer {self.api_key}", **(headers or {})},
+                )
+            except httpx.TransportError as exc:
+                hint = "; is the local cloud up? (make up)" if self.local else ""
+                raise CliError(f"cannot reach {self.base_url} ({exc}){hint}", code="unreachable") from exc
+            # A 429 is refused before any work is done, so asking again is safe even for a submit.
+            if response.status_code != 429 or attempt == RATE_LIMIT_RETRIES:
+                break
+            time.sleep(retry_after_seconds(response))  # the server's Retry-After, bounded
         if response.status_code not in expect:
             message, code = error_message(response)
             raise CliError(message, status=response.status_code, code=code)
