@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 
-from infra.batchctl.client import dumps
+from infra.batchctl.client import CliError, dumps
 
 # A job whose state is final but whose results file is not written yet is watched this much longer.
 FAN_IN_GRACE_SECONDS = 15.0
@@ -95,7 +95,15 @@ class Snapshot:
 
 
 def follow(*, poll: Callable[[], Snapshot], label: str, interval: float, unit: str = "items") -> Snapshot:
-    """Poll until the snapshot is final: a Rich bar (done, failed, rate, ETA), or JSON lines with --json."""
+    """Poll until the snapshot is final: a Rich bar (done, failed, rate, ETA), or JSON lines with --json.
+    Ctrl-C stops watching, never the job."""
+    try:
+        return _follow(poll=poll, label=label, interval=interval, unit=unit)
+    except KeyboardInterrupt:
+        raise CliError(f"stopped watching {label} (the job goes on)", exit_code=130) from None
+
+
+def _follow(*, poll: Callable[[], Snapshot], label: str, interval: float, unit: str) -> Snapshot:
     started = time.monotonic()
     first = poll()
     if is_json():

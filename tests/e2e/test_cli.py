@@ -153,6 +153,9 @@ def test_cancel_stops_a_running_batch_and_watch_exits_3(key: str, api: httpx.Cli
     watched = invoke("watch", batch_id, "--interval", "0.2", key=key)
     assert watched.exit_code == 3, watched.output
     assert "cancelled" in watched.stdout
+    as_json = invoke("watch", batch_id, "--json", key=key)
+    assert as_json.exit_code == 3
+    assert json_lines(as_json.stdout)[-1]["status"] == "cancelled"
     again = invoke("cancel", batch_id, key=key)
     assert again.exit_code == 1
     assert again.stderr.startswith("error: ") and "(HTTP 409)" in again.stderr
@@ -279,6 +282,8 @@ def test_reports_upload_in_chunks_watch_and_download(key: str, tmp_path: Path) -
         assert zipped.read(2) == b"PK"
     listed = json.loads(invoke("ls", "--kind", "report", "--json", key=key).stdout)["jobs"]
     assert len(listed) == 1
+    job = json.loads(invoke("reports", "status", listed[0]["batchId"], "--json", key=key).stdout)
+    assert job["status"] == "Completed" and job["performanceMetrics"]["recordsProcessed"] == count
     unknown = invoke("reports", "upload", str(data), "--type", "NoSuchReport", key=key)
     assert unknown.exit_code == 1 and "(HTTP 400)" in unknown.stderr
 
