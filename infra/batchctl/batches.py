@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -19,6 +20,8 @@ from infra.batchctl.session import json_option, pass_api, watch_options
 FINAL = {"completed", "failed", "cancelled"}
 RESULTS_PAGE = 500  # results per status call while streaming (the server's page is at most 1,000)
 EXIT_NOT_COMPLETED = 3
+# A batch whose state is final but whose results file is not written yet is watched this much longer.
+FAN_IN_GRACE_SECONDS = 15.0
 
 
 def batch_snapshot(api: Api, batch_id: str) -> render.Snapshot:
@@ -36,18 +39,17 @@ def batch_snapshot(api: Api, batch_id: str) -> render.Snapshot:
 
 def watch_batch(api: Api, batch_id: str, *, interval: float, label: str | None = None) -> dict[str, Any]:
     """Follow a batch until it ends and its results file is written (or a short grace after it ends)."""
-    ended_at: list[float] = []
+    ended_at: list[float] = []  # when the batch was first seen final
 
     def poll() -> render.Snapshot:
         shot = batch_snapshot(api, batch_id)
         if not shot.final:
             return shot
-        ended_at.append(time.monotonic())
-        fanned_in = bool(shot.payload.get("resultsUrl"))
-        waited = time.monotonic() - ended_at[0]
-        if fanned_in or waited > render.FAN_IN_GRACE_SECONDS:
+        if not ended_at:
+            ended_at.append(time.monotonic())
+        if shot.payload.get("resultsUrl") or time.monotonic() - ended_at[0] > FAN_IN_GRACE_SECONDS:
             return shot
-        return render.Snapshot(**{**shot.__dict__, "final": False})
+        return dataclasses.replace(shot, final=False)
 
     final = render.follow(poll=poll, label=label or f"batch {batch_id}", interval=interval)
     body = dict(final.payload)

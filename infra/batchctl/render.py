@@ -15,10 +15,6 @@ from rich.table import Table
 
 from infra.batchctl.client import CliError, dumps
 
-# A job whose state is final but whose results file is not written yet is watched this much longer.
-FAN_IN_GRACE_SECONDS = 15.0
-
-
 # Off a terminal (a pipe, a file, a test) Rich assumes 80 columns, which folds ids and squeezes the bar.
 PIPE_WIDTH = 160
 

@@ -12,13 +12,14 @@ from rich.console import Console
 from infra.batchctl import render
 from infra.batchctl.batches import end_of_watch, watch_batch
 from infra.batchctl.client import Api, CliError
-from infra.batchctl.session import json_option, pass_api
+from infra.batchctl.session import F, json_option, pass_api
 
 ANALYSIS_TYPES = ("sentiment", "summary", "keywords", "entities", "classification", "language")
 SHOWN_RESULTS = 20
 
 
-def _watch_flag(command: Any) -> Any:
+def _watch_flag(command: F) -> F:
+    """--watch by default: indexing and analysis are followed to their results unless --no-watch."""
     command = click.option(
         "--interval",
         type=click.FloatRange(min=0.1),
