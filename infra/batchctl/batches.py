@@ -26,7 +26,7 @@ FAN_IN_GRACE_SECONDS = 15.0
 
 def batch_snapshot(api: Api, batch_id: str) -> render.Snapshot:
     body = api.get(f"/batch/status/{batch_id}", offset=0, limit=1)
-    progress = body.get("progress", {})
+    progress = body.get("progress") or kind_progress(body)
     return render.Snapshot(
         done=int(progress.get("finished", 0)),
         failed=int(progress.get("failed", 0)),
@@ -35,6 +35,12 @@ def batch_snapshot(api: Api, batch_id: str) -> render.Snapshot:
         final=body.get("status") in FINAL,
         payload=body,
     )
+
+
+def kind_progress(body: dict[str, Any]) -> dict[str, Any]:
+    """The progress of a kind that shapes its own status (Gemini Batch Mode jobs: the seed's counts)."""
+    succeeded, failed = int(body.get("successCount") or 0), int(body.get("failCount") or 0)
+    return {"finished": succeeded + failed, "failed": failed, "total": int(body.get("requestCount") or 0)}
 
 
 def watch_batch(api: Api, batch_id: str, *, interval: float, label: str | None = None) -> dict[str, Any]:
@@ -47,7 +53,12 @@ def watch_batch(api: Api, batch_id: str, *, interval: float, label: str | None =
             return shot
         if not ended_at:
             ended_at.append(time.monotonic())
-        if shot.payload.get("resultsUrl") or time.monotonic() - ended_at[0] > FAN_IN_GRACE_SECONDS:
+        shaped_by_kind = "progress" not in shot.payload  # no results file to wait for
+        if (
+            shaped_by_kind
+            or shot.payload.get("resultsUrl")
+            or time.monotonic() - ended_at[0] > FAN_IN_GRACE_SECONDS
+        ):
             return shot
         return dataclasses.replace(shot, final=False)
 
@@ -59,7 +70,10 @@ def watch_batch(api: Api, batch_id: str, *, interval: float, label: str | None =
 
 
 def show_status(out: Console, body: dict[str, Any]) -> None:
-    progress = body.get("progress", {})
+    if "progress" not in body:  # a kind that shapes its own status: its plain fields as they are
+        out.print(render.fields((k, v) for k, v in body.items() if not isinstance(v, dict | list)))
+        return
+    progress = body["progress"]
     tokens = body.get("tokens", {})
     out.print(
         render.fields(
@@ -212,8 +226,10 @@ def list_jobs(
     render.emit(body, draw)
 
 
-def result_line(result: dict[str, Any]) -> dict[str, Any]:
+def result_line(result: Any, index: int) -> dict[str, Any]:
     """A result keyed by its custom_id (an embeddings index operation: its first document id)."""
+    if not isinstance(result, dict):  # a kind that shapes its own results (Batch Mode: an image URL or null)
+        return {"custom_id": None, "index": index, "result": result}
     custom_id = result.get("customId")
     if custom_id is None and result.get("documentIds"):
         custom_id = result["documentIds"][0] if len(result["documentIds"]) == 1 else None
@@ -228,10 +244,10 @@ def stream_results(api: Api, batch_id: str, *, out: IO[str], page: int) -> tuple
     while offset is not None:
         body = api.get(f"/batch/status/{batch_id}", offset=offset, limit=page)
         state = str(body.get("status"))
-        for result in body.get("results", []):
-            out.write(json.dumps(result_line(result), ensure_ascii=False) + "\n")
+        for result in body.get("results") or []:
+            out.write(json.dumps(result_line(result, written), ensure_ascii=False) + "\n")
             written += 1
-        offset = body.get("pagination", {}).get("nextOffset")
+        offset = (body.get("pagination") or {}).get("nextOffset")
     return written, state
 
 
