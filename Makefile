@@ -16,10 +16,11 @@ help:
 	@echo "make api-key TENANT=name [ROLE=admin]   create an API key (printed on the last line)"
 	@echo "make seed-data [DAYS=30 SOLICITUDES_POR_DIA=2000] [TENANT=catalogo COUNT=300]   the marketplace's dataset and a catalog of articles with images (local cloud up; the catalog's API key on the last line)"
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11" >&2; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@
 
 venv: $(VENV)/.installed

@@ -289,6 +289,11 @@ def describe(config: EmulatorConfig) -> str:
             "  KEY=$(make -s api-key TENANT=me | tail -n 1)",
             f"  curl -H \"Authorization: Bearer $KEY\" -H 'Content-Type: application/json' "
             f'-d \'{{"requests":[{{"prompt":"Say hello"}}]}}\' {functions_url}/batch/generate',
+            "  or the command line (README: Command line: batchctl):",
+            "  export BATCH_API_KEY=$KEY",
+            '  echo \'{"custom_id": "hello-1", "body": {"messages": [{"role": "user", '
+            '"content": "Say hello"}]}}\' > hello.jsonl',
+            "  .venv/bin/batchctl submit hello.jsonl --watch && .venv/bin/batchctl ls",
         ]
     )
 

@@ -1,0 +1,1 @@
+"""`batchctl`: the platform's command line (the local cloud from emulator.json, or --url and a key)."""
