@@ -167,6 +167,17 @@ def _upload(call: Call) -> flask.Response:
 
 
 OK = [Reply(status=200, model=SeedEnvelope)]
+SAME_ARTICLE = {"articulo_id": "$request.path.articulo_id"}
+PUT_ARTICLE = [
+    Reply(
+        status=200,
+        model=SeedEnvelope,
+        links={
+            "get": {"operationId": "articulos_get", "parameters": SAME_ARTICLE},
+            "upload": {"operationId": "articulos_upload", "parameters": SAME_ARTICLE},
+        },
+    )
+]
 
 API = Api(
     name="articulos",
@@ -222,7 +233,7 @@ API = Api(
             path="/<articulo_id>",
             handler=_put,
             summary="Create or replace an article",
-            replies=OK,
+            replies=PUT_ARTICLE,
             body=Body(models=(ArticuloIn,), parsed_by_service=True),
             path_params={"articulo_id": ARTICULO_ID},
         ),
@@ -245,7 +256,8 @@ API = Api(
             body=Body(
                 media_type="application/octet-stream",
                 schema={"type": "string", "format": "binary"},
-                max_bytes=None,
+                max_bytes=lambda settings: settings.image_max_bytes,
+                capped_by_handler=True,
             ),
             path_params={"articulo_id": ARTICULO_ID},
         ),

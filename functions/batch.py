@@ -25,6 +25,12 @@ register_error_handlers(functions_framework.errorhandler)
 PUBLIC_KINDS = [kind for kind in KINDS.values() if kind.public]
 
 
+SUBMITTED = {
+    name: {"operationId": f"batch_{name}", "parameters": {"batch_id": "$response.body#/batchId"}}
+    for name in ("status", "cancel")
+}
+
+
 class StatusQuery(QueryModel):
     offset: int = Field(default=0, ge=0)
     limit: int = Field(default=100, ge=1, le=reads.MAX_PAGE)
@@ -133,9 +139,14 @@ API = Api(
             summary="Submit a batch of one kind",
             replies=[
                 Reply(
-                    status=202, model=SubmitResponse, description="accepted (or still running after the wait)"
+                    status=202,
+                    model=SubmitResponse,
+                    description="accepted, or still running",
+                    links=SUBMITTED,
                 ),
-                Reply(status=200, model=SubmitResponse, description="finished while the request waited"),
+                Reply(
+                    status=200, model=SubmitResponse, description="finished while it waited", links=SUBMITTED
+                ),
             ],
             body=Body(
                 models=tuple(kind.request_model for kind in PUBLIC_KINDS),

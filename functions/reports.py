@@ -45,7 +45,7 @@ M = TypeVar("M", bound=BaseModel)
 def _parse(model: type[M], data: dict[str, Any] | bytes) -> M:
     try:
         if isinstance(data, bytes):
-            return model.model_validate_json(data or b"{}")
+            return model.model_validate_json(data or b"{}", strict=True)
         return model.model_validate(data)
     except ValidationError as exc:
         raise InvalidRequest("the request is not valid", details=validation_details(exc)) from exc
@@ -181,10 +181,25 @@ def _queued(
 
 def _body(model: type[BaseModel], media_type: str = "application/json", **extra: Any) -> Body:
     """A body the handler parses and caps itself (REPORTS_MAX_REQUEST_BYTES, pointing to upload sessions)."""
-    return Body(models=(model,), media_type=media_type, max_bytes=None, parsed_by_service=True, **extra)
+    return Body(
+        models=(model,),
+        media_type=media_type,
+        max_bytes=lambda settings: settings.reports_max_request_bytes,
+        capped_by_handler=True,
+        parsed_by_service=True,
+        **extra,
+    )
 
 
-QUEUED = [Reply(status=202, model=QueuedResponse)]
+QUEUED = [
+    Reply(
+        status=202,
+        model=QueuedResponse,
+        links={
+            "status": {"operationId": "reports_status", "parameters": {"job_id": "$response.body#/jobId"}}
+        },
+    )
+]
 
 API = Api(
     name="reports",

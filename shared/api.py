@@ -58,15 +58,16 @@ class Body:
 
     models: tuple[type[BaseModel], ...] = ()
     media_type: str = JSON
-    # None: the handler caps the body itself (with a message of its own, e.g. pointing to upload sessions).
-    max_bytes: int | Callable[[Settings], int] | None = DEFAULT_MAX_BODY_BYTES
+    max_bytes: int | Callable[[Settings], int] = DEFAULT_MAX_BODY_BYTES
+    # The handler enforces `max_bytes` itself (with a message of its own, e.g. pointing to upload sessions).
+    capped_by_handler: bool = False
     parsed_by_service: bool = False
     schema: Mapping[str, Any] | None = None
     required: bool = True
     # multipart/form-data: the file parts, documented as binary strings next to the model's fields.
     file_fields: tuple[str, ...] = ()
 
-    def limit(self, settings: Settings) -> int | None:
+    def limit(self, settings: Settings) -> int:
         return self.max_bytes(settings) if callable(self.max_bytes) else self.max_bytes
 
 
@@ -80,6 +81,9 @@ class Reply:
     media_type: str = JSON
     schema: Mapping[str, Any] | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    # OpenAPI links to the operations this answer leads to (schemathesis' stateful phase follows them):
+    # {"status": {"operationId": "batch_status", "parameters": {"batch_id": "$response.body#/batchId"}}}
+    links: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -229,7 +233,7 @@ def _parse_query(model: type[QueryModel], request: flask.Request) -> QueryModel:
 
 def _parse_body(body: Body, request: flask.Request) -> BaseModel | None:
     limit = body.limit(get_settings())
-    if limit is not None:
+    if not body.capped_by_handler:
         if request.content_length is not None and request.content_length > limit:
             raise PayloadTooLarge(
                 f"request body is larger than {limit} bytes",
@@ -249,7 +253,8 @@ def _parse_body(body: Body, request: flask.Request) -> BaseModel | None:
     errors: list[dict[str, Any]] = []
     for model in body.models:
         try:
-            return model.model_validate_json(raw)
+            # Strict: in JSON `false` is not a number nor "1" an integer, as the document says.
+            return model.model_validate_json(raw, strict=True)
         except ValidationError as exc:
             errors.extend(validation_details(exc))
     raise InvalidRequest("the request body is not valid", details=errors)

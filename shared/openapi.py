@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from shared.settings import get_settings
+
 if TYPE_CHECKING:
     from shared.api import Api, Body, Route
 
@@ -113,6 +115,8 @@ def _operation(
                 name: {"description": text, "schema": {"type": "string"}}
                 for name, text in reply.headers.items()
             }
+        if reply.links:
+            answer["links"] = {name: dict(link) for name, link in reply.links.items()}
         responses[str(reply.status)] = answer
     for status in route.error_statuses():
         error: dict[str, Any] = {
@@ -162,7 +166,11 @@ def _request_body(
         schema = refs[(body.models[0], "validation")]
     else:
         schema = {"anyOf": [refs[(model, "validation")] for model in body.models]}
-    return {"required": body.required, "content": {body.media_type: {"schema": schema}}}
+    return {
+        "required": body.required,
+        "content": {body.media_type: {"schema": schema}},
+        "x-max-bytes": body.limit(get_settings()),
+    }
 
 
 def _resolve(ref: Any, schemas: dict[str, Any]) -> dict[str, Any]:

@@ -59,7 +59,7 @@ async def put_article(
     *, queue: ImageQueue, principal: Principal, articulo_id: int, body: bytes
 ) -> dict[str, Any]:
     try:
-        request = ArticuloIn.model_validate_json(body or b"{}")
+        request = ArticuloIn.model_validate_json(body or b"{}", strict=True)
     except ValidationError as exc:
         raise InvalidRequest("the request body is not valid", details=validation_details(exc)) from exc
     article = await queue.store.put_article(principal.tenant, articulo_id, request.model_dump(), queue.now())
