@@ -146,7 +146,8 @@ async def _realtime(principal: Principal) -> dict[str, object]:
 
 
 def _body(model: type[ClientModel]) -> Body:
-    return Body(models=(model,), max_bytes=MAX_BODY_BYTES)
+    # Every field has a default: no body at all is the defaults.
+    return Body(models=(model,), max_bytes=MAX_BODY_BYTES, required=False)
 
 
 API = Api(

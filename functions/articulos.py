@@ -29,7 +29,7 @@ ARTICULO_ID = {"type": "integer", "minimum": 1, "maximum": articles.MAX_ID}
 class ListQuery(QueryModel):
     activo: Literal["true", "false"] | None = None
     limit: int = Field(default=100, ge=1, le=articles.LIST_MAX)
-    cursor: str | None = Field(default=None, pattern=r"^[0-9]+$")
+    cursor: str | None = Field(default=None, pattern=r"^[0-9]{1,16}$")  # an article id
     tenant: str | None = None  # an admin's: another tenant's articles
 
 

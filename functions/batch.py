@@ -12,6 +12,7 @@ from shared import runtime
 from shared.api import Api, Body, Call, QueryModel, Reply, Route
 from shared.app import platform
 from shared.http import caller_info, json_response, register_error_handlers
+from shared.kinds.embeddings import COLLECTION_NAME
 from shared.kinds.registry import KINDS
 from shared.models.api import ActiveBatches, CancelledBatch, DeletedCollection, ErrorBody, JsonObject
 from shared.models.batch import BatchStatusResponse, SubmitResponse
@@ -131,6 +132,7 @@ API = Api(
             handler=_delete_collection,
             summary="Delete an embedding collection",
             replies=[Reply(status=200, model=DeletedCollection)],
+            path_params={"name": {"type": "string", "pattern": COLLECTION_NAME}},
         ),
         Route(
             method="POST",

@@ -256,6 +256,7 @@ API = Api(
                 Reply(status=302, description="to the report's signed URL", headers={"Location": "the URL"})
             ],
             access=Access.PUBLIC,
+            errors=(429,),  # too many unknown tokens from one address
         ),
         Route(
             method="GET",

@@ -243,7 +243,11 @@ def _parse_body(body: Body, request: flask.Request) -> BaseModel | None:
         request.max_content_length = limit
     if body.parsed_by_service or body.media_type != JSON or not body.models:
         return None
-    raw = request.get_data(cache=True) or b"{}"
+    raw = request.get_data(cache=True)
+    if not raw:
+        if body.required:
+            raise InvalidRequest("a body is required", details=[{"field": "body", "problem": "required"}])
+        raw = b"{}"
     try:
         json.loads(raw)  # one error naming the body for malformed JSON or invalid UTF-8, whatever the model
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:

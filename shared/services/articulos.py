@@ -127,7 +127,7 @@ async def list_articles(*, queue: ImageQueue, principal: Principal, args: dict[s
             f"limit must be 1 to {LIST_MAX}", details=[{"field": "limit", "problem": f"1 to {LIST_MAX}"}]
         )
     raw_cursor = args.get("cursor")
-    if raw_cursor is not None and not raw_cursor.isdigit():
+    if raw_cursor is not None and not (raw_cursor.isdigit() and int(raw_cursor) <= MAX_ID):
         raise InvalidRequest("invalid cursor", details=[{"field": "cursor", "problem": "not a cursor"}])
     limit = int(raw_limit)
     articles = await queue.store.list_articles(
