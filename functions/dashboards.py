@@ -28,8 +28,8 @@ register_error_handlers(functions_framework.errorhandler)
 
 T = TypeVar("T")
 
-DAY = {"type": "string", "format": "date"}
-DATE = Field(default=None, description="YYYY-MM-DD, not in the future")
+DAY = "YYYY-MM-DD, not in the future"
+DATE = Field(default=None, description=DAY)
 
 
 class CalculatedQuery(QueryModel):
@@ -43,17 +43,17 @@ class CalculatedQuery(QueryModel):
 
 
 class DailyQuery(QueryModel):
-    fecha: str = Field(description="YYYY-MM-DD, not in the future")
+    fecha: str = Field(description=DAY)
 
 
 class WeeklyQuery(QueryModel):
-    fecha_fin: str = Field(description="YYYY-MM-DD, not in the future")
+    fecha_fin: str = Field(description=DAY)
 
 
 class BackfillQuery(QueryModel):
     job_id: str = Field(min_length=1)
-    desde: str = Field(description="YYYY-MM-DD, not in the future")
-    hasta: str = Field(description="YYYY-MM-DD, not in the future")
+    desde: str = Field(description=DAY)
+    hasta: str = Field(description=DAY)
 
 
 def _dashboards(loop_name: str) -> Dashboards:
