@@ -127,7 +127,11 @@ def fuzz_one(
         return Outcome(name, 0, 0, 0, 1, seconds, ["schemathesis wrote no report"])
     result = json.loads(report.read_text())
     failures = result.get("failures", [])
-    titles = sorted({f"{f.get('label', '')}: {f.get('title', '')}" for f in failures if isinstance(f, dict)})
+    titles = sorted(
+        f"{f.get('code', '')} {f.get('title', '')} ({', '.join(map(str, f.get('operations', [])))})"
+        for f in failures
+    )
+    titles += [f"error: {e.get('title', '')}" for e in result.get("errors", [])]
     return Outcome(
         function=name,
         operations=int(result["operations"]["tested"]),
