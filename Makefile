@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help venv check-tools run up down status test test-unit lint bench api-key seed-data clean report-data
+.PHONY: help venv check-tools run up down status test test-unit lint bench fuzz api-key seed-data clean report-data
 
 help:
 	@echo "make run      start the local cloud and the functions gateway (foreground, Ctrl-C stops)"
@@ -13,6 +13,7 @@ help:
 	@echo "make test     run the whole test suite (starts the local cloud when it is not running)"
 	@echo "make lint     ruff and mypy (strict)"
 	@echo "make bench    benchmark the engine against the physical limit"
+	@echo "make fuzz     schemathesis against every public function's OpenAPI document [FUZZ_ARGS='--only batch --max-examples 40']"
 	@echo "make api-key TENANT=name [ROLE=admin]   create an API key (printed on the last line)"
 	@echo "make seed-data [DAYS=30 SOLICITUDES_POR_DIA=2000] [TENANT=catalogo COUNT=300]   the marketplace's dataset and a catalog of articles with images (local cloud up; the catalog's API key on the last line)"
 
@@ -23,7 +24,14 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@
 
-venv: $(VENV)/.installed
+# Swagger UI for GET /<function>/docs, from the npm registry (pinned in shared/apidocs/package-lock.json);
+# --ignore-scripts: nothing runs at install time.
+APIDOCS := shared/apidocs
+$(APIDOCS)/node_modules/.package-lock.json: $(APIDOCS)/package.json $(APIDOCS)/package-lock.json
+	@command -v npm >/dev/null || { echo "error: npm not found; install Node.js 20 (apt-get install nodejs npm)" >&2; exit 1; }
+	cd $(APIDOCS) && npm ci --ignore-scripts --no-audit --no-fund --silent
+
+venv: $(VENV)/.installed $(APIDOCS)/node_modules/.package-lock.json
 
 check-tools:
 	@command -v java >/dev/null || { echo "error: java not found; the Firestore emulator needs Java 11+ (apt-get install openjdk-17-jre-headless)" >&2; exit 1; }
@@ -55,6 +63,9 @@ lint: venv
 bench: venv check-tools
 	$(PY) -m tests.bench.run $(BENCH_ARGS)
 
+fuzz: venv check-tools
+	$(PY) -m tests.fuzz.run $(FUZZ_ARGS)
+
 api-key: venv
 	@test -n "$(TENANT)" || { echo "usage: make api-key TENANT=name [ROLE=admin]" >&2; exit 2; }
 	@$(PY) -m infra.api_key --tenant "$(TENANT)" --role "$(or $(ROLE),user)" $(if $(RATE_LIMIT),--rate-limit $(RATE_LIMIT))
@@ -68,4 +79,4 @@ seed-data: up
 	@$(PY) -m infra.seed_data --tenant "$(or $(TENANT),catalogo)" --count "$(or $(COUNT),300)"
 
 clean: down
-	rm -rf $(VENV) .localcloud .pytest_cache .mypy_cache .ruff_cache .bench
+	rm -rf $(VENV) .localcloud .pytest_cache .mypy_cache .ruff_cache .bench .fuzz $(APIDOCS)/node_modules

@@ -1,42 +1,28 @@
 """Public API of the usage analytics: GET /metrics, /realtime, /insights, /stream (SSE); POST /export,
-/reset (admin)."""
+/reset (admin). Its document: GET /openapi.json, GET /docs."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
-from typing import TypeVar
+from typing import Literal
 
 import flask
 import functions_framework
-from pydantic import ValidationError
-from werkzeug.exceptions import NotFound
-from werkzeug.routing import Map, Rule
+from pydantic import Field
 
 from shared import runtime
+from shared.api import Access, Api, Body, Call, QueryModel, Reply, Route
 from shared.app import platform
-from shared.errors import InvalidRequest
-from shared.http import authenticate, caller_info, json_response, register_error_handlers
+from shared.http import caller_info, json_response, register_error_handlers
+from shared.models.api import ErrorBody, JsonObject
 from shared.models.auth import Principal
 from shared.models.common import ClientModel
 from shared.services import analytics as service
 from shared.services import analytics_stream, insights, usage_export
-from shared.services.batches import validation_details
 from shared.settings import get_settings
 
 register_error_handlers(functions_framework.errorhandler)
 
-ROUTES = Map(
-    [
-        Rule("/metrics", methods=["GET"], endpoint="metrics"),
-        Rule("/realtime", methods=["GET"], endpoint="realtime"),
-        Rule("/insights", methods=["GET"], endpoint="insights"),
-        Rule("/stream", methods=["GET"], endpoint="stream"),
-        Rule("/export", methods=["POST"], endpoint="export"),
-        Rule("/reset", methods=["POST"], endpoint="reset"),
-    ]
-)
-M = TypeVar("M", bound=ClientModel)
 STREAMS = analytics_stream.StreamGate()
 # The streams of one scope on an instance share a snapshot: a thousand dashboards cost one read an interval.
 SNAPSHOTS = analytics_stream.SnapshotCache(
@@ -49,16 +35,21 @@ class ResetRequest(ClientModel):
     tenant: str | None = None  # None: every tenant
 
 
-@functions_framework.http
-def analytics(request: flask.Request) -> flask.Response:
-    endpoint, _ = ROUTES.bind("", path_info=request.path, url_scheme="http").match(
-        request.path, method=request.method
-    )
-    principal = authenticate(request)
-    handler = HANDLERS.get(endpoint)
-    if handler is None:
-        raise NotFound()
-    return handler(request, principal)
+class WindowQuery(QueryModel):
+    """A window of time (ISO 8601 instants; the last 24 h by default), for one tenant (an admin's choice)."""
+
+    from_: str | None = Field(default=None, alias="from")
+    to: str | None = None
+
+
+class MetricsQuery(WindowQuery):
+    tenant: str | None = None
+    model: str | None = None
+    endpoint: str | None = None
+
+
+class StreamQuery(QueryModel):
+    events: Literal["message", "metrics"] | None = None
 
 
 def _window(request: flask.Request) -> service.Window:
@@ -67,7 +58,8 @@ def _window(request: flask.Request) -> service.Window:
     )
 
 
-def _metrics(request: flask.Request, principal: Principal) -> flask.Response:
+def _metrics(call: Call) -> flask.Response:
+    request, principal = call.request, call.principal
     args = request.args
     metrics = service.metrics(
         usage=platform().usage,
@@ -80,16 +72,17 @@ def _metrics(request: flask.Request, principal: Principal) -> flask.Response:
     return json_response(runtime.run(metrics))
 
 
-def _realtime_view(request: flask.Request, principal: Principal) -> flask.Response:
-    return json_response(runtime.run(_realtime(principal)))
+def _realtime_view(call: Call) -> flask.Response:
+    return json_response(runtime.run(_realtime(call.principal)))
 
 
-def _insights(request: flask.Request, principal: Principal) -> flask.Response:
-    found = insights.insights(usage=platform().usage, principal=principal, window=_window(request))
+def _insights(call: Call) -> flask.Response:
+    found = insights.insights(usage=platform().usage, principal=call.principal, window=_window(call.request))
     return json_response(runtime.run(found))
 
 
-def _stream(request: flask.Request, principal: Principal) -> flask.Response:
+def _stream(call: Call) -> flask.Response:
+    request, principal = call.request, call.principal
     settings = get_settings()
     STREAMS.enter(settings.analytics_max_sse_connections)
     stream = analytics_stream.events(
@@ -108,8 +101,8 @@ def _stream(request: flask.Request, principal: Principal) -> flask.Response:
     return response
 
 
-def _export(request: flask.Request, principal: Principal) -> flask.Response:
-    body = _body(request, usage_export.ExportRequest)
+def _export(call: Call) -> flask.Response:
+    principal, body = call.principal, call.body_as(usage_export.ExportRequest)
     wired, settings = platform(), get_settings()
     now = wired.engine.clock()
     window = service.parse_window(raw_from=body.from_, raw_to=body.to, now=now)
@@ -128,8 +121,8 @@ def _export(request: flask.Request, principal: Principal) -> flask.Response:
     return json_response(runtime.run(exported))
 
 
-def _reset(request: flask.Request, principal: Principal) -> flask.Response:
-    body = _body(request, ResetRequest)
+def _reset(call: Call) -> flask.Response:
+    request, principal, body = call.request, call.principal, call.body_as(ResetRequest)
     wired = platform()
     reset = service.reset(
         engine=wired.engine,
@@ -139,16 +132,6 @@ def _reset(request: flask.Request, principal: Principal) -> flask.Response:
         caller=caller_info(request),
     )
     return json_response(runtime.run(reset))
-
-
-HANDLERS: dict[str, Callable[[flask.Request, Principal], flask.Response]] = {
-    "metrics": _metrics,
-    "realtime": _realtime_view,
-    "insights": _insights,
-    "stream": _stream,
-    "export": _export,
-    "reset": _reset,
-}
 
 
 async def _realtime(principal: Principal) -> dict[str, object]:
@@ -162,10 +145,74 @@ async def _realtime(principal: Principal) -> dict[str, object]:
     )
 
 
-def _body(request: flask.Request, model: type[M]) -> M:
-    if (request.content_length or 0) > MAX_BODY_BYTES:
-        raise InvalidRequest(f"the body is larger than {MAX_BODY_BYTES} bytes")
-    try:
-        return model.model_validate_json(request.get_data(cache=False) or b"{}")
-    except ValidationError as exc:
-        raise InvalidRequest("invalid body", details=validation_details(exc)) from exc
+def _body(model: type[ClientModel]) -> Body:
+    # Every field has a default: no body at all is the defaults.
+    return Body(models=(model,), max_bytes=MAX_BODY_BYTES, required=False)
+
+
+API = Api(
+    name="analytics",
+    title="Usage analytics API",
+    description="Usage of the platform's model calls: metrics, realtime, insights, an event stream, exports.",
+    error_model=ErrorBody,
+    routes=[
+        Route(
+            method="GET",
+            path="/metrics",
+            handler=_metrics,
+            summary="Calls, tokens, cost, latency and errors over a window",
+            replies=[Reply(status=200, model=JsonObject)],
+            query=MetricsQuery,
+            errors=(403,),
+        ),
+        Route(
+            method="GET",
+            path="/realtime",
+            handler=_realtime_view,
+            summary="The last minutes' rates and the work in flight",
+            replies=[Reply(status=200, model=JsonObject)],
+        ),
+        Route(
+            method="GET",
+            path="/insights",
+            handler=_insights,
+            summary="Performance, trends, peak hours, cost and errors over a window",
+            replies=[Reply(status=200, model=JsonObject)],
+            query=WindowQuery,
+        ),
+        Route(
+            method="GET",
+            path="/stream",
+            handler=_stream,
+            summary="The realtime view as server-sent events",
+            replies=[Reply(status=200, media_type="text/event-stream", schema={"type": "string"})],
+            query=StreamQuery,
+            errors=(503,),
+            streaming=True,
+        ),
+        Route(
+            method="POST",
+            path="/export",
+            handler=_export,
+            summary="Export the usage events of a window to Cloud Storage (JSON or CSV)",
+            replies=[Reply(status=200, model=JsonObject)],
+            body=_body(usage_export.ExportRequest),
+            errors=(403,),
+        ),
+        Route(
+            method="POST",
+            path="/reset",
+            handler=_reset,
+            summary="Delete the usage records of a tenant or of all (admin)",
+            replies=[Reply(status=200, model=JsonObject)],
+            body=_body(ResetRequest),
+            access=Access.ADMIN,
+            admin_message="only an admin may reset analytics",
+        ),
+    ],
+)
+
+
+@functions_framework.http
+def analytics(request: flask.Request) -> flask.Response:
+    return API.dispatch(request)

@@ -39,6 +39,21 @@ EMBED_BATCH = 100  # texts per batchEmbedContents call (the API's limit)
 ITEM_BYTE_BUDGET = 256 * 1024  # of document text per item, so a chunk of items stays within its budget
 
 FilterValue = str | int | float | bool
+# What Firestore stores: 64-bit integers, maps and arrays nested at most 20 deep (kept well inside).
+INT64 = (-(2**63), 2**63 - 1)
+MAX_METADATA_DEPTH = 8
+
+
+def unstorable(value: Any, *, depth: int = 0) -> str | None:
+    """Why Firestore cannot store this JSON value (an integer past 64 bits, nesting too deep), or None."""
+    if isinstance(value, bool) or value is None or isinstance(value, str | float):
+        return None
+    if isinstance(value, int):
+        return None if INT64[0] <= value <= INT64[1] else "integers must fit in 64 bits"
+    if depth >= MAX_METADATA_DEPTH:
+        return f"nested at most {MAX_METADATA_DEPTH} deep"
+    children = value.values() if isinstance(value, dict) else value
+    return next((found for child in children if (found := unstorable(child, depth=depth + 1))), None)
 
 
 class Document(ClientModel):
@@ -132,6 +147,11 @@ class Embeddings(Kind[EmbeddingsRequest, IndexItem | SearchItem]):
                     for key in operation.filter
                     if not METADATA_KEY.match(key)
                 ]
+                problems += [
+                    {"field": f"operations.{number}.filter.{key}", "problem": problem}
+                    for key, value in operation.filter.items()
+                    if (problem := unstorable(value))
+                ]
                 continue
             for position, document in enumerate(operation.documents):
                 field = f"operations.{number}.documents.{position}.metadata"
@@ -139,6 +159,8 @@ class Embeddings(Kind[EmbeddingsRequest, IndexItem | SearchItem]):
                     problems.append(
                         {"field": field, "problem": f"at most {MAX_METADATA_BYTES} bytes as JSON"}
                     )
+                elif problem := unstorable(document.metadata):
+                    problems.append({"field": field, "problem": problem})
                 given = document.metadata.get("id")
                 if given is not None and not (isinstance(given, str | int) and DOCUMENT_ID.match(str(given))):
                     problems.append(

@@ -47,7 +47,7 @@ class ArticuloIn(SpanishClientModel):
     nombre: str = Field(min_length=1, max_length=255)
     descripcion: str | None = Field(default=None, max_length=5000)
     unidad: str | None = Field(default=None, max_length=50)
-    categoria_id: int | None = Field(default=None, ge=0)
+    categoria_id: int | None = Field(default=None, ge=0, le=2**63 - 1)  # Firestore's 64-bit integers
     activo: bool = True
 
 

@@ -59,7 +59,7 @@ async def put_article(
     *, queue: ImageQueue, principal: Principal, articulo_id: int, body: bytes
 ) -> dict[str, Any]:
     try:
-        request = ArticuloIn.model_validate_json(body or b"{}")
+        request = ArticuloIn.model_validate_json(body or b"{}", strict=True)
     except ValidationError as exc:
         raise InvalidRequest("the request body is not valid", details=validation_details(exc)) from exc
     article = await queue.store.put_article(principal.tenant, articulo_id, request.model_dump(), queue.now())
@@ -127,7 +127,7 @@ async def list_articles(*, queue: ImageQueue, principal: Principal, args: dict[s
             f"limit must be 1 to {LIST_MAX}", details=[{"field": "limit", "problem": f"1 to {LIST_MAX}"}]
         )
     raw_cursor = args.get("cursor")
-    if raw_cursor is not None and not raw_cursor.isdigit():
+    if raw_cursor is not None and not (raw_cursor.isdigit() and int(raw_cursor) <= MAX_ID):
         raise InvalidRequest("invalid cursor", details=[{"field": "cursor", "problem": "not a cursor"}])
     limit = int(raw_limit)
     articles = await queue.store.list_articles(

@@ -71,7 +71,8 @@ def parse_request(body: bytes, *, kind: Kind[Any, Any], settings: Settings) -> K
             f"request body is {len(body)} bytes; the limit is {settings.batch_max_body_bytes}"
         )
     try:
-        request = kind.request_model.model_validate_json(body)
+        # Strict: in JSON `false` is not a number nor "1" an integer, as the OpenAPI document says.
+        request = kind.request_model.model_validate_json(body, strict=True)
     except ValidationError as exc:
         raise InvalidRequest("the request body is not valid", details=validation_details(exc)) from exc
     problems = kind.limits(request, settings=settings)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 from shared.errors import NotFound
+from shared.kinds.embeddings import COLLECTION_NAME
 from shared.models.auth import Principal
 from shared.models.common import ApiModel
 from shared.services.batches import CallerInfo
@@ -37,10 +39,9 @@ async def list_collections(*, engine: Engine, principal: Principal) -> list[Coll
 
 async def delete_collection(*, engine: Engine, principal: Principal, name: str, caller: CallerInfo) -> None:
     """Delete the collection and its documents; NotFound when the tenant has none of that name."""
-    if (
-        not name
-        or "/" in name
-        or not await engine.vectors.delete_collection(tenant=principal.tenant, name=name)
+    # A name no collection can have (`__x__` is even an invalid Firestore id) is simply not there.
+    if not re.match(COLLECTION_NAME, name) or not await engine.vectors.delete_collection(
+        tenant=principal.tenant, name=name
     ):
         raise NotFound(f"no collection {name}")
     audit = caller.audit("collection.delete", tenant=principal.tenant, target=name, at=engine.clock())

@@ -42,7 +42,7 @@ def _scope(principal: Principal) -> str | None:
 async def add_batch(*, queue: ImageQueue, principal: Principal, body: bytes) -> dict[str, Any]:
     """The seed's bulk add: only articles with an image, never one already pending or processing."""
     try:
-        request = BatchProcessIn.model_validate_json(body or b"{}")
+        request = BatchProcessIn.model_validate_json(body or b"{}", strict=True)
     except ValidationError as exc:
         raise InvalidRequest("the request body is not valid", details=validation_details(exc)) from exc
     if len(request.articuloIds) > MAX_IDS:
