@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import flask
 import functions_framework
-from pydantic import Field
+from pydantic import Field, JsonValue, field_validator
 
 from shared import runtime
 from shared.api import Api, Body, Call, QueryModel, Reply, Route
@@ -15,7 +15,7 @@ from shared.http import caller_info, json_response, register_error_handlers
 from shared.kinds.embeddings import COLLECTION_NAME
 from shared.kinds.registry import KINDS
 from shared.models.api import ActiveBatches, CancelledBatch, DeletedCollection, ErrorBody, JsonObject
-from shared.models.batch import BatchStatusResponse, JobList, SubmitResponse
+from shared.models.batch import BatchStatus, BatchStatusResponse, JobList, SubmitResponse
 from shared.models.common import ApiModel
 from shared.services import batches, collections
 from shared.services import status as reads
@@ -74,10 +74,17 @@ def _status(call: Call) -> flask.Response:
 
 
 class JobsQuery(QueryModel):
-    kind: str | None = None
-    status: str | None = None
+    kind: str | None = Field(default=None, json_schema_extra={"enum": list[JsonValue](sorted(KINDS))})
+    status: BatchStatus | None = None
     limit: int = Field(default=50, ge=1, le=reads.MAX_JOBS_PAGE)
-    cursor: str | None = None
+    cursor: str | None = Field(default=None, pattern="^[A-Za-z0-9]{1,64}$")
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, kind: str | None) -> str | None:
+        if kind is not None and kind not in KINDS:
+            raise ValueError(f"one of {', '.join(sorted(KINDS))}")
+        return kind
 
 
 def _jobs(call: Call) -> flask.Response:

@@ -66,4 +66,4 @@ def test_bad_filters_are_400_naming_the_field(api: httpx.Client) -> None:
 
     assert response.status_code == 400
     fields = {detail["field"] for detail in response.json()["error"]["details"]}
-    assert fields == {"kind", "status", "limit"}
+    assert fields == {"kind", "status", "limit"}, response.text
