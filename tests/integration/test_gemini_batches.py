@@ -1,5 +1,5 @@
-"""Conformance of the Gemini emulator's Batch Mode, through google-genai's async client unchanged: image models
-in batch, inline requests with metadata keys, responses out of order, per-row failures, expiry, cancel,
+"""Conformance of the Gemini emulator's Batch Mode, through google-genai's async client unchanged: image
+models in batch, inline requests with metadata keys, responses out of order, per-row failures, expiry, cancel,
 list, delete."""
 
 from __future__ import annotations
