@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 import math
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,8 @@ from shared.models.batch import (
     Stage,
     SubmitResponse,
 )
-from shared.services.engine import Engine, enqueue_stage, kind_of
+from shared.ports import GuardedWrite
+from shared.services.engine import Engine, enqueue_finalize, enqueue_stage, kind_of
 from shared.services.status import (
     MAX_PAGE,
     current_totals,
@@ -37,6 +39,8 @@ from shared.settings import Settings
 # A chunk document stays well below Firestore's 1 MiB limit.
 CHUNK_BYTE_BUDGET = 800 * 1024
 MAX_DEADLINE = dt.timedelta(hours=24)
+# A kind's own deadline (Plan.deadline) may be longer: a Gemini batch job may take up to two days.
+MAX_PLANNED_DEADLINE = dt.timedelta(hours=48)
 DEADLINE_SLACK = dt.timedelta(minutes=5)
 
 
@@ -191,7 +195,7 @@ def _planned_batch(
     deadline_at = (
         _deadline(now, len(plan.items), options)
         if plan.deadline is None
-        else now + min(plan.deadline, MAX_DEADLINE)
+        else now + min(plan.deadline, MAX_PLANNED_DEADLINE)
     )
     batch = BatchDoc(
         batch_id=batch_id,
@@ -334,15 +338,28 @@ async def cancel(*, engine: Engine, principal: Principal, batch_id: str, caller:
         raise NotFound(f"no batch {batch_id}")
     if not cancelled_now:
         raise Conflict(f"batch {batch_id} already {batch.status.value}")
+    await kind_of(engine, batch.kind).on_cancel(batch, ports=engine.ports)
+    # The fan-in at once: a chunk waiting for a scheduled task (ItemDeferred) would otherwise hold it back
+    # until that task runs. It waits for chunks still running under a lease, and runs only once.
+    await enqueue_finalize(engine=engine, batch_id=batch_id)
     return batch
 
 
 async def start_planned(
-    *, engine: Engine, tenant: str, kind_name: str, batch_id: str, plan: Plan[Any], options: ResolvedOptions
+    *,
+    engine: Engine,
+    tenant: str,
+    kind_name: str,
+    batch_id: str,
+    plan: Plan[Any],
+    options: ResolvedOptions,
+    writes: Sequence[GuardedWrite] = (),
 ) -> bool:
     """Store and start a batch a service planned itself (not a client's body): for services that run a kind
     behind an API of their own, as the image queue does. Idempotent by `batch_id`: a second call creates
-    nothing and its enqueue is rejected by name. Returns whether this call created the batch."""
+    nothing and its enqueue is rejected by name. Returns whether this call created the batch. `writes` are
+    committed atomically with the batch document (a debit of the service's own ledger, a record of its own);
+    when one's precondition fails nothing is created and PreconditionFailed is raised."""
     kind = kind_of(engine, kind_name)
     now = engine.clock()
     batch, chunks = _planned_batch(
@@ -364,6 +381,6 @@ async def start_planned(
         remote_addr="internal",
         user_agent=kind.name,
     )
-    created = await engine.store.create_batch(batch=batch, chunks=chunks, audit=audit)
+    created = await engine.store.create_batch(batch=batch, chunks=chunks, audit=audit, writes=writes)
     await enqueue_stage(engine=engine, batch=batch, stage=batch.stages[0])
     return created
