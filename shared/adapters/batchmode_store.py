@@ -68,7 +68,9 @@ class FirestoreCredits:
 
         @firestore.async_transactional
         async def _post(transaction: Any) -> int:
-            existing = {snap.id async for snap in transaction.get_all(refs) if snap.exists}
+            # AsyncTransaction.get_all awaits an async generator (google-cloud-firestore): read through the client.
+            reads = self._db.get_all(refs, transaction=transaction)
+            existing = {snap.id async for snap in reads if snap.exists}
             balance = await balance_ref.get(transaction=transaction)
             units = int((balance.to_dict() or {}).get("units", 0)) if balance.exists else 0
             new = [entry for entry in entries if entry.entry_id not in existing]
