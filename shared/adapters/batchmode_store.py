@@ -68,7 +68,7 @@ class FirestoreCredits:
 
         @firestore.async_transactional
         async def _post(transaction: Any) -> int:
-            # AsyncTransaction.get_all awaits an async generator (google-cloud-firestore): read through the client.
+            # AsyncTransaction.get_all awaits an async generator (a bug): read through the client.
             reads = self._db.get_all(refs, transaction=transaction)
             existing = {snap.id async for snap in reads if snap.exists}
             balance = await balance_ref.get(transaction=transaction)
