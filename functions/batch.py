@@ -118,7 +118,7 @@ def _batchmode(
     if endpoint == "bm_create":
         body = request.get_data(cache=False)
         return json_response(
-            runtime.run(batchmode.create(service=service, principal=principal, body=body)), 201
+            runtime.run(batchmode.create(service=service, principal=principal, body=body)), 202
         )
     if endpoint == "bm_history":
         listed, cursor = runtime.run(
