@@ -340,8 +340,9 @@ async def cancel(*, engine: Engine, principal: Principal, batch_id: str, caller:
         raise Conflict(f"batch {batch_id} already {batch.status.value}")
     await kind_of(engine, batch.kind).on_cancel(batch, ports=engine.ports)
     # The fan-in at once: a chunk waiting for a scheduled task (ItemDeferred) would otherwise hold it back
-    # until that task runs. It waits for chunks still running under a lease, and runs only once.
-    await enqueue_finalize(engine=engine, batch_id=batch_id)
+    # until that task runs. It waits for chunks still running under a lease, and acts only once; its own
+    # name, so the `-final` task a running chunk enqueues when it stops is still taken.
+    await enqueue_finalize(engine=engine, batch_id=batch_id, suffix="-cancel")
     return batch
 
 

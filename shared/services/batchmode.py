@@ -7,13 +7,13 @@ by the balance as read, so a job exists exactly when it was paid for. See the RE
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import datetime as dt
 import hashlib
 import hmac
 import ipaddress
-import socket
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError
 
 from shared.errors import Conflict, Forbidden, InvalidRequest, NotFound, PayloadTooLarge, PlatformError
-from shared.images import NotAnImage, check_decodes
+from shared.images import EXTENSIONS, NotAnImage, check_decodes
 from shared.kinds.base import Plan
 from shared.models.auth import Principal
 from shared.models.batch import ResolvedOptions
@@ -128,7 +128,9 @@ async def create(*, service: Batchmode, principal: Principal, body: bytes) -> di
                 {"field": "requests", "problem": f"at most {settings.batchmode_max_inline_bytes} bytes"}
             ],
         )
-    notify_url = check_webhook_url(request.notify.url, local=settings.is_local) if request.notify else None
+    notify_url = (
+        await check_webhook_url(request.notify.url, local=settings.is_local) if request.notify else None
+    )
     batch_mode = not (request.mode is Mode.AUTO and _interactive_fits(request, settings))
     units_each = row_price_units(job_type=request.type.value, batch_mode=batch_mode)
     cost = units_each * len(rows)
@@ -302,7 +304,7 @@ async def _debit_and_start(
     raise Conflict("the balance kept changing while the job was created: try again")
 
 
-def check_webhook_url(url: str, *, local: bool) -> str:
+async def check_webhook_url(url: str, *, local: bool) -> str:
     """A tenant's webhook URL, refused when it could reach the platform's own network (SSRF): https only
     and public addresses only, outside local mode."""
     parts = urlsplit(url)
@@ -313,8 +315,9 @@ def check_webhook_url(url: str, *, local: bool) -> str:
         problem = "must not carry credentials"
     elif not local:
         try:
-            addresses = {info[4][0] for info in socket.getaddrinfo(parts.hostname, parts.port or 443)}
-        except (socket.gaierror, UnicodeError):
+            resolved = await asyncio.get_running_loop().getaddrinfo(parts.hostname, parts.port or 443)
+            addresses = {info[4][0] for info in resolved}
+        except (OSError, UnicodeError):
             addresses = set()
         if not addresses:
             problem = "the host does not resolve"
@@ -432,10 +435,15 @@ async def delete_job(*, service: Batchmode, principal: Principal, job_id: str) -
         raise Conflict(f"batch job {job_id} has not finished: cancel it first (DELETE /batch/{job_id})")
     if record.get("gemini_job"):
         await service.gemini.delete(name=record["gemini_job"])
-    for row in range(int(record["request_count"])):
-        await service.objects.delete(object_name=input_object(job_id, row))
-        await service.objects.delete(object_name=answer_object(job_id, row))
-        for extension in ("png", "jpg", "webp"):
-            await service.objects.delete(object_name=image_object(job_id, row, extension))
+    names = [
+        name
+        for row in range(int(record["request_count"]))
+        for name in (
+            input_object(job_id, row),
+            answer_object(job_id, row),
+            *(image_object(job_id, row, extension) for extension in EXTENSIONS.values()),
+        )
+    ]
+    await asyncio.gather(*(service.objects.delete(object_name=name) for name in names))
     await service.trees.delete_batch_tree(batch_id=job_id)
     await service.jobs.delete(job_id=job_id)
