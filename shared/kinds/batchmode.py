@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -328,7 +327,7 @@ async def _notify(
     signed with the tenant's secret over the time and the body."""
     final = batch.model_copy(update={"finalized": True})
     body = json.dumps(await job_view(service, final, record, rows)).encode()
-    timestamp = int(now.timestamp()) if now else int(time.time())
+    timestamp = int(now.timestamp())
     secret = webhook_secret(settings=service.settings, tenant=batch.owner)
     await service.webhooks.enqueue_webhook(
         task_id=f"{batch.batch_id}-webhook",
