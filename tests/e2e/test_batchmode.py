@@ -22,7 +22,7 @@ from shared.images import check_decodes
 from shared.models.auth import Role
 from tests.conftest import wait_for
 from tests.e2e.conftest import configure_gemini, new_api_key
-from tests.e2e.delivery import usage_events
+from tests.e2e.delivery import Gateway, free_port, usage_events
 
 FAST = {"batchPendingMs": 0, "batchRunningMs": 0}
 FINAL_STATES = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
@@ -376,3 +376,47 @@ def test_auto_mode_runs_a_small_job_interactively_at_the_interactive_price(
     assert {(e["endpoint"], e["method"]) for e in events} == {("batchmode", "generateContent")}
     wait_final(api, urgent["id"])
     assert assert_ledger_matches(api, firestore_db) == 0
+
+
+def test_a_running_gemini_job_is_polled_by_scheduled_tasks_until_it_ends(
+    gateway_url: str,
+    own_queue: str,
+    admin: httpx.Client,
+    gemini_control: httpx.Client,
+    firestore_db: Any,
+    unique: str,
+) -> None:
+    # A gateway of the test's own polls every 0.3 s (growing 1.5x), so the deferral chain is seen in seconds.
+    gateway = Gateway(port=free_port(), queue=own_queue, lease_seconds=60)
+    gateway.env["BATCHMODE_POLL_SECONDS"] = "0.3"
+    gateway.start()
+    configure_gemini(gemini_control, batchPendingMs=1500, batchRunningMs=1500)
+    tenant = f"poll-{unique}"
+    grant(admin, tenant, 10)
+    key = new_api_key(tenant)
+    states: list[str] = []
+    try:
+        with httpx.Client(
+            base_url=gateway.url, headers={"Authorization": f"Bearer {key}"}, timeout=60
+        ) as api:
+            job_id = create(api, {"type": "character", "requests": [{"prompt": "p0"}, {"prompt": "p1"}]})[
+                "id"
+            ]
+
+            def _final() -> dict[str, Any] | None:
+                shown: dict[str, Any] = api.get(f"/batch/status/{job_id}").json()
+                states.append(shown["state"])
+                return shown if shown.get("finishedAt") else None
+
+            final = wait_for(_final, timeout=60, interval=0.1, what="the polled job")
+    finally:
+        gateway.kill()
+    poll_chunk = (
+        firestore_db.collection("batches").document(job_id).collection("chunks").document("000001").get()
+    )
+
+    assert final["state"] == "JOB_STATE_SUCCEEDED" and final["successCount"] == 2
+    assert (
+        states.index("JOB_STATE_PENDING") < states.index("JOB_STATE_RUNNING") < states.index(final["state"])
+    )
+    assert poll_chunk.get("deferrals") >= 2 and poll_chunk.get("state") == "done"
