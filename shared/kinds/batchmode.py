@@ -31,6 +31,8 @@ from shared.services import batchmode as service_module
 from shared.services.batchmode import Batchmode, answer_object, image_object, sign, webhook_secret
 from shared.services.pricing import BATCH_MODE_FACTOR, credits_of
 
+JOB_STATES = {state.value for state in JobState}
+
 
 class BatchmodeRequest(KindRequest):
     """Never taken through `POST /batch/batchmode`: jobs enter through `POST /batch/create`."""
@@ -160,7 +162,7 @@ async def _poll(service: Batchmode, ctx: ItemContext) -> dict[str, Any]:
             await service.gemini.cancel(name=job.name)
             state = JobState.EXPIRED
         else:
-            if record.get("state") != job.state:
+            if record.get("state") != job.state and job.state in JOB_STATES:
                 await service.jobs.merge(
                     job_id=ctx.job_id, fields={"state": job.state, "status": JobState(job.state).status}
                 )
@@ -170,7 +172,7 @@ async def _poll(service: Batchmode, ctx: ItemContext) -> dict[str, Any]:
             )
             raise ItemDeferred(f"Gemini job {job.name} is {job.state}", after=dt.timedelta(seconds=seconds))
     else:
-        state = JobState(job.state)
+        state = JobState(job.state) if job.state in JOB_STATES else JobState.FAILED
         rows = int(ctx.params["rows"])
         for answer in job.answers:
             # Matched by key, never by position: Gemini answers in any order.

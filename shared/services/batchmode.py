@@ -137,6 +137,10 @@ async def create(*, service: Batchmode, principal: Principal, body: bytes) -> di
     engine = service.running_engine
     now = engine.clock()
     job_id = uuid.uuid4().hex
+    balance, _ = await service.credits.balance(tenant=principal.tenant)
+    if balance < cost:  # before anything is uploaded; the commit checks the balance again
+        raise _insufficient(cost, balance)
+    inputs = [input_object(job_id, index) for index, image in enumerate(images) if image is not None]
     for index, image in enumerate(images):
         if image is not None:
             await service.objects.put(
@@ -162,7 +166,12 @@ async def create(*, service: Batchmode, principal: Principal, body: bytes) -> di
         "gemini_job": None,
         "notify_url": notify_url,
     }
-    await _debit_and_start(service=service, principal=principal, job_id=job_id, plan=plan, record=record)
+    try:
+        await _debit_and_start(service=service, principal=principal, job_id=job_id, plan=plan, record=record)
+    except InsufficientCredits:
+        # The balance moved since it was read: nothing of the job stays.
+        await asyncio.gather(*(service.objects.delete(object_name=name) for name in inputs))
+        raise
     if batch_mode:
         message = "Batch job created. Processing may take up to 24 hours (usually much faster)."
     else:
@@ -273,10 +282,7 @@ async def _debit_and_start(
     for _ in range(10):
         balance, version = await service.credits.balance(tenant=principal.tenant)
         if balance < cost:
-            raise InsufficientCredits(
-                f"the job costs {credits_of(cost):g} credits and the balance is {credits_of(balance):g}",
-                details=[{"creditCost": credits_of(cost), "balance": credits_of(balance)}],
-            )
+            raise _insufficient(cost, balance)
         debit = LedgerEntry(
             entry_id=f"{job_id}:debit",
             tenant=principal.tenant,
@@ -302,6 +308,13 @@ async def _debit_and_start(
             continue
         return
     raise Conflict("the balance kept changing while the job was created: try again")
+
+
+def _insufficient(cost: int, balance: int) -> InsufficientCredits:
+    return InsufficientCredits(
+        f"the job costs {credits_of(cost):g} credits and the balance is {credits_of(balance):g}",
+        details=[{"creditCost": credits_of(cost), "balance": credits_of(balance)}],
+    )
 
 
 async def check_webhook_url(url: str, *, local: bool) -> str:
