@@ -20,6 +20,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 from infra.emulators.gemini.content import png
 from shared.images import check_decodes
 from shared.models.auth import Role
+from shared.services.pricing import BATCH_MODE_FACTOR, estimate_cost_usd
 from tests.conftest import wait_for
 from tests.e2e.conftest import configure_gemini, new_api_key
 from tests.e2e.delivery import Gateway, free_port, usage_events
@@ -121,6 +122,11 @@ def test_each_type_runs_through_gemini_batch_mode_at_half_price(
     assert len(events) == 3 and {(e["endpoint"], e["method"]) for e in events} == {
         ("batchmode", "batchGenerateContent")
     }
+    for event in events:  # billed at the Batch Mode price: half the interactive one
+        full = estimate_cost_usd(
+            model=event["model"], input_tokens=event["input_tokens"], output_tokens=event["output_tokens"]
+        )
+        assert event["cost_usd"] == pytest.approx(full * BATCH_MODE_FACTOR) and full > 0
 
 
 def test_rows_match_their_answers_by_key_when_gemini_answers_out_of_order(
@@ -294,21 +300,27 @@ def test_history_is_newest_first_paginated_filtered_and_deletable(
     configure_gemini(gemini_control, **FAST)
     grant(admin, tenant_of(api), 20)
     ids = [create(api, {"type": t, "requests": [{"prompt": t}]})["id"] for t in ("text", "food", "text")]
-    for job_id in ids:
-        wait_final(api, job_id)
+    image_url = [wait_final(api, job_id)["results"][0] for job_id in ids][0]
+    gemini_job = firestore_db.collection("batchmode_jobs").document(ids[0]).get().get("gemini_job")
+    running = create(api, {"type": "text", "requests": [{"prompt": "still running"}]})
+    refused = api.delete(f"/batch/history/{running['id']}")
+    wait_final(api, running["id"])
 
     first = api.get("/batch/history", params={"limit": 2})
     second = api.get("/batch/history", params={"limit": 2, "cursor": first.headers["X-Next-Cursor"]})
     texts = api.get("/batch/history", params={"type": "text"}).json()
     deleted = api.delete(f"/batch/history/{ids[0]}")
 
-    assert [job["id"] for job in first.json() + second.json()] == ids[::-1]
-    assert "X-Next-Cursor" not in second.headers
-    assert [job["id"] for job in texts] == [ids[2], ids[0]]
+    assert refused.status_code == 409  # a job still running is cancelled first
+    assert [job["id"] for job in first.json() + second.json()] == [running["id"], *ids[::-1]][:4]
+    assert first.headers["X-Next-Cursor"] == ids[2]
+    assert [job["id"] for job in texts] == [running["id"], ids[2], ids[0]]
     assert deleted.status_code == 200
     assert api.get(f"/batch/status/{ids[0]}").status_code == 404
-    assert [job["id"] for job in api.get("/batch/history").json()] == ids[:0:-1]
-    assert assert_ledger_matches(api, firestore_db) == 20 - 2 * 3
+    assert ids[0] not in [job["id"] for job in api.get("/batch/history").json()]
+    assert httpx.get(image_url, timeout=30).status_code == 404  # its image is gone
+    assert gemini_control.get(f"/v1beta/{gemini_job}", headers={"x-goog-api-key": "k"}).status_code == 404
+    assert assert_ledger_matches(api, firestore_db) == 20 - 2 * 4
 
 
 class _Hooks(BaseHTTPRequestHandler):
