@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import logging
 import math
 import uuid
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from shared.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
+from shared.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, PlatformError
 from shared.kinds.base import Kind, KindRequest, Plan
 from shared.models.auth import AuditRecord, Principal
 from shared.models.batch import (
@@ -35,6 +36,8 @@ from shared.services.status import (
     summarize,
 )
 from shared.settings import Settings
+
+log = logging.getLogger(__name__)
 
 # A chunk document stays well below Firestore's 1 MiB limit.
 CHUNK_BYTE_BUDGET = 800 * 1024
@@ -338,7 +341,11 @@ async def cancel(*, engine: Engine, principal: Principal, batch_id: str, caller:
         raise NotFound(f"no batch {batch_id}")
     if not cancelled_now:
         raise Conflict(f"batch {batch_id} already {batch.status.value}")
-    await kind_of(engine, batch.kind).on_cancel(batch, ports=engine.ports)
+    try:
+        await kind_of(engine, batch.kind).on_cancel(batch, ports=engine.ports)
+    except PlatformError as exc:
+        # The batch is cancelled already; the kind's fan-in (`on_final`) gets another chance to stop its work.
+        log.warning("on_cancel of batch %s failed: %r", batch_id, exc)
     # The fan-in at once: a chunk waiting for a scheduled task (ItemDeferred) would otherwise hold it back
     # until that task runs. It waits for chunks still running under a lease, and acts only once; its own
     # name, so the `-final` task a running chunk enqueues when it stops is still taken.
