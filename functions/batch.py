@@ -1,6 +1,8 @@
 """Public API of the batch engine: POST /{kind} (generate, embeddings, analyze), GET /status/{id},
 GET /active, GET /jobs, GET /stats, DELETE /{id}; the embeddings' collections: GET /collections,
-DELETE /collections/{name}. Its document: GET /openapi.json, GET /docs."""
+DELETE /collections/{name}; Gemini Batch Mode jobs paid with credits: POST /create, GET /history,
+DELETE /history/{id}, GET /credits, POST /credits/grant, GET /webhook-secret. Its document:
+GET /openapi.json, GET /docs."""
 
 from __future__ import annotations
 
@@ -9,15 +11,16 @@ import functions_framework
 from pydantic import Field, JsonValue, field_validator
 
 from shared import runtime
-from shared.api import Api, Body, Call, QueryModel, Reply, Route
+from shared.api import Access, Api, Body, Call, QueryModel, Reply, Route
 from shared.app import platform
 from shared.http import caller_info, json_response, register_error_handlers
 from shared.kinds.embeddings import COLLECTION_NAME
 from shared.kinds.registry import KINDS
 from shared.models.api import ActiveBatches, CancelledBatch, DeletedCollection, ErrorBody, JsonObject
 from shared.models.batch import BatchStatus, BatchStatusResponse, JobList, SubmitResponse
+from shared.models.batchmode import CreateRequest, GrantRequest, JobStatusView, JobType
 from shared.models.common import ApiModel
-from shared.services import batches, collections
+from shared.services import batches, batchmode, collections
 from shared.services import status as reads
 from shared.services.collections import CollectionView
 
@@ -142,6 +145,67 @@ def _delete_collection(call: Call) -> flask.Response:
     return json_response({"message": "collection deleted", "name": call.args["name"]})
 
 
+# --- Gemini Batch Mode jobs (shared/services/batchmode.py); their status is GET /status/{id} -------------
+
+
+class HistoryQuery(QueryModel):
+    type: JobType | None = None
+    limit: int = Field(default=50, ge=1, le=batchmode.HISTORY_MAX_PAGE)
+    cursor: str | None = Field(default=None, pattern="^[A-Za-z0-9]{1,64}$")
+
+
+def _bm_create(call: Call) -> flask.Response:
+    created = batchmode.create(
+        service=platform().batchmode, principal=call.principal, body=call.request.get_data(cache=False)
+    )
+    return json_response(runtime.run(created), 202)
+
+
+def _bm_history(call: Call) -> flask.Response:
+    query = call.query_as(HistoryQuery)
+    listed, cursor = runtime.run(
+        batchmode.history(
+            service=platform().batchmode,
+            principal=call.principal,
+            job_type=query.type.value if query.type else None,
+            limit=query.limit,
+            cursor=query.cursor,
+        )
+    )
+    response = json_response(listed)
+    if cursor:
+        response.headers["X-Next-Cursor"] = cursor
+    return response
+
+
+def _bm_delete(call: Call) -> flask.Response:
+    job_id = call.args["job_id"]
+    runtime.run(batchmode.delete_job(service=platform().batchmode, principal=call.principal, job_id=job_id))
+    return json_response({"message": "batch job deleted", "id": job_id})
+
+
+def _bm_credits(call: Call) -> flask.Response:
+    return json_response(
+        runtime.run(batchmode.credits_view(service=platform().batchmode, principal=call.principal))
+    )
+
+
+def _bm_grant(call: Call) -> flask.Response:
+    granted = batchmode.grant(
+        service=platform().batchmode, principal=call.principal, body=call.request.get_data(cache=False)
+    )
+    return json_response(runtime.run(granted))
+
+
+def _bm_webhook_secret(call: Call) -> flask.Response:
+    tenant = call.principal.tenant
+    secret = batchmode.webhook_secret(settings=platform().batchmode.settings, tenant=tenant)
+    return json_response({"tenant": tenant, "secret": secret, "header": batchmode.SIGNATURE_HEADER})
+
+
+HISTORY_LIST = {"type": "array", "items": {"type": "object"}}
+
+
 API = Api(
     name="batch",
     title="Batch API",
@@ -162,6 +226,64 @@ API = Api(
             summary="Delete an embedding collection",
             replies=[Reply(status=200, model=DeletedCollection)],
             path_params={"name": {"type": "string", "pattern": COLLECTION_NAME}},
+        ),
+        Route(
+            method="POST",
+            path="/create",
+            handler=_bm_create,
+            summary="Create a Gemini Batch Mode job of images, paid with credits (an admin key: 403)",
+            replies=[Reply(status=202, model=JsonObject, description="created and debited")],
+            body=Body(
+                models=(CreateRequest,),
+                max_bytes=lambda settings: settings.batch_max_body_bytes,
+                parsed_by_service=True,
+            ),
+            errors=(402, 403),
+        ),
+        Route(
+            method="GET",
+            path="/history",
+            handler=_bm_history,
+            summary="The tenant's Batch Mode jobs, newest first (the next page's cursor in X-Next-Cursor)",
+            replies=[
+                Reply(
+                    status=200,
+                    schema=HISTORY_LIST,
+                    headers={"X-Next-Cursor": "the cursor of the next page, absent on the last"},
+                )
+            ],
+            query=HistoryQuery,
+        ),
+        Route(
+            method="DELETE",
+            path="/history/<job_id>",
+            handler=_bm_delete,
+            summary="Delete a finished Batch Mode job: its record, its Gemini job and its images",
+            replies=[Reply(status=200, model=JsonObject)],
+            errors=(409,),
+        ),
+        Route(
+            method="GET",
+            path="/credits",
+            handler=_bm_credits,
+            summary="The tenant's credit balance and its latest ledger entries",
+            replies=[Reply(status=200, model=JsonObject)],
+        ),
+        Route(
+            method="POST",
+            path="/credits/grant",
+            handler=_bm_grant,
+            summary="Grant credits to a tenant (admin only)",
+            replies=[Reply(status=200, model=JsonObject)],
+            access=Access.ADMIN,
+            body=Body(models=(GrantRequest,), parsed_by_service=True),
+        ),
+        Route(
+            method="GET",
+            path="/webhook-secret",
+            handler=_bm_webhook_secret,
+            summary="The tenant's secret for checking the signature of Batch Mode webhooks",
+            replies=[Reply(status=200, model=JsonObject)],
         ),
         Route(
             method="POST",
@@ -193,7 +315,7 @@ API = Api(
             path="/status/<batch_id>",
             handler=_status,
             summary="A batch's status, progress and one page of results",
-            replies=[Reply(status=200, model=BatchStatusResponse)],
+            replies=[Reply(status=200, model=BatchStatusResponse, alternatives=(JobStatusView,))],
             query=StatusQuery,
         ),
         Route(

@@ -80,6 +80,16 @@ def queues(settings: Settings) -> list[QueueSpec]:
             max_backoff_s=60,
             max_doublings=5,
         ),
+        # Batch Mode webhooks: one task per finished job to the tenant's URL, retried for about a day.
+        QueueSpec(
+            name=settings.batchmode_webhook_queue,
+            max_dispatches_per_second=50,
+            max_concurrent_dispatches=100,
+            max_attempts=20,
+            min_backoff_s=1,
+            max_backoff_s=3600,
+            max_doublings=8,
+        ),
     ]
 
 

@@ -77,6 +77,8 @@ class Reply:
 
     status: int
     model: type[BaseModel] | None = None
+    # Other shapes of the same answer (a kind that composes its own status): documented as anyOf.
+    alternatives: tuple[type[BaseModel], ...] = ()
     description: str = ""
     media_type: str = JSON
     schema: Mapping[str, Any] | None = None

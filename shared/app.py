@@ -14,6 +14,7 @@ from shared import runtime
 from shared.adapters.oidc_verifier import OidcVerifier
 from shared.ports import KeyStore, MetricsStore, SchedulerJobs, UsageStore
 from shared.services.auth import Authenticator, RateLimiter
+from shared.services.batchmode import Batchmode
 from shared.services.engine import Engine
 from shared.services.image_dispatch import ImageQueue
 from shared.services.reports import Reports
@@ -34,6 +35,7 @@ class Platform:
     usage: UsageStore
     metrics: MetricsStore
     scheduler: SchedulerJobs
+    batchmode: Batchmode
 
 
 def _local_signing_credentials(settings: Settings) -> object:
@@ -78,10 +80,12 @@ async def _build(settings: Settings) -> Platform:
     from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcAsyncIOTransport
     from google.genai import types
 
+    from shared.adapters.batchmode_store import FirestoreBatchmodeJobs, FirestoreCredits
     from shared.adapters.blob_store import GcsBlobStore
     from shared.adapters.catalog_store import FirestoreCatalogStore
     from shared.adapters.firestore_store import FirestoreStore
     from shared.adapters.gemini import GeminiEmbeddingModel, GeminiTextModel
+    from shared.adapters.gemini_batches import GeminiBatchJobs
     from shared.adapters.gemini_images import GeminiImageModel
     from shared.adapters.image_objects import GcsImageObjects
     from shared.adapters.metrics_store import FirestoreMetricsStore
@@ -148,17 +152,32 @@ async def _build(settings: Settings) -> Platform:
     queue_path = tasks_v2.CloudTasksAsyncClient.queue_path(
         settings.project_id, settings.region, settings.tasks_queue
     )
+    tasks_queue = CloudTasksQueue(
+        tasks_client,
+        queue_path=queue_path,
+        functions_base_url=settings.functions_base_url,
+        dispatch_deadline=dt.timedelta(seconds=settings.batch_dispatch_deadline_seconds),
+        queue_dispatch_deadlines={
+            settings.reports_tasks_queue: dt.timedelta(seconds=settings.reports_dispatch_deadline_seconds)
+        },
+    )
+    batchmode = Batchmode(
+        credits=FirestoreCredits(db),
+        jobs=FirestoreBatchmodeJobs(db),
+        gemini=GeminiBatchJobs(genai_client),
+        objects=GcsImageObjects(
+            storage_client,
+            bucket_name=settings.results_bucket,
+            signing_credentials=signing,  # type: ignore[arg-type]
+            api_access_endpoint=access_endpoint,
+        ),
+        webhooks=tasks_queue,
+        trees=report_store,
+        settings=settings,
+    )
     engine = Engine(
         store=store,
-        queue=CloudTasksQueue(
-            tasks_client,
-            queue_path=queue_path,
-            functions_base_url=settings.functions_base_url,
-            dispatch_deadline=dt.timedelta(seconds=settings.batch_dispatch_deadline_seconds),
-            queue_dispatch_deadlines={
-                settings.reports_tasks_queue: dt.timedelta(seconds=settings.reports_dispatch_deadline_seconds)
-            },
-        ),
+        queue=tasks_queue,
         blobs=GcsBlobStore(
             storage_client,
             bucket_name=settings.results_bucket,
@@ -173,10 +192,11 @@ async def _build(settings: Settings) -> Platform:
         records=report_store,
         files=report_files,
         images=GeminiImageModel(genai_client),
-        extras={"image_queue": image_queue},
+        extras={"image_queue": image_queue, "batchmode": batchmode},
         metrics=metrics,
     )
     image_queue.attach(engine)
+    batchmode.attach(engine)
     authenticator = Authenticator(keys=store, cache_seconds=settings.api_key_cache_seconds)
     rate_limiter = RateLimiter(
         keys=store,
@@ -198,6 +218,7 @@ async def _build(settings: Settings) -> Platform:
         scheduler=CloudSchedulerJobs(
             scheduler_client, parent=f"projects/{settings.project_id}/locations/{settings.region}"
         ),
+        batchmode=batchmode,
     )
 
 

@@ -38,7 +38,9 @@ def build_document(api: Api) -> dict[str, Any]:
             wanted += [(model, "validation") for model in route.body.models]
         if route.query is not None:
             wanted.append((route.query, "validation"))
-        wanted += [(reply.model, "serialization") for reply in route.replies if reply.model is not None]
+        for reply in route.replies:
+            models = ([reply.model] if reply.model is not None else []) + list(reply.alternatives)
+            wanted += [(model, "serialization") for model in models]
     unique = list(dict.fromkeys(wanted))
     found, top = models_json_schema(unique, ref_template=REF_TEMPLATE)
     refs: dict[tuple[type[BaseModel], Mode], Any] = {key: value for key, value in found.items()}  # type: ignore[misc]
@@ -108,6 +110,9 @@ def _operation(
         schema = dict(reply.schema) if reply.schema is not None else None
         if reply.model is not None:
             schema = refs[(reply.model, "serialization")]
+            if reply.alternatives:
+                shapes = [reply.model, *reply.alternatives]
+                schema = {"anyOf": [refs[(model, "serialization")] for model in shapes]}
         if schema is not None:
             answer["content"] = {reply.media_type: {"schema": schema}}
         if reply.headers:

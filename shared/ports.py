@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol
 
@@ -61,8 +61,33 @@ class ExpiredLease:
     claims: int
 
 
+@dataclass(frozen=True)
+class GuardedWrite:
+    """A write of a document outside the engine's, committed atomically with a batch's creation.
+
+    `path` is `collection/doc[/collection/doc...]`; `op` is `create` (fails if the document exists),
+    `set` (replaces it) or `update` (merges into it, with `version`: only if the document is still at that
+    version, as read)."""
+
+    path: str
+    op: str
+    data: dict[str, Any]
+    version: Any = None
+
+
+class PreconditionFailed(Exception):
+    """A guarded write found its document changed since it was read (read again and decide again)."""
+
+
 class BatchStore(Protocol):
-    async def create_batch(self, *, batch: BatchDoc, chunks: list[ChunkDoc], audit: AuditRecord) -> bool: ...
+    async def create_batch(
+        self,
+        *,
+        batch: BatchDoc,
+        chunks: list[ChunkDoc],
+        audit: AuditRecord,
+        writes: Sequence[GuardedWrite] = (),
+    ) -> bool: ...
     async def get_batch(self, batch_id: str) -> BatchDoc | None: ...
     async def read_batch(self, batch_id: str) -> BatchSnapshot | None: ...
     async def update_batch(
@@ -307,12 +332,13 @@ class ReportStore(KindRecords, Protocol):
 
 @dataclass(frozen=True)
 class ImageCall:
-    """An image model asked to remake `image` as `prompt` says (the image goes inline)."""
+    """An image model asked to remake `image` as `prompt` says (the image goes inline); with no image, to
+    draw what `prompt` says."""
 
     model: str
     prompt: str
-    image: bytes
-    mime_type: str
+    image: bytes | None
+    mime_type: str | None
     timeout_s: float
 
 
@@ -481,3 +507,121 @@ class ScheduledJob:
 
 class SchedulerJobs(Protocol):
     async def get_job(self, name: str) -> ScheduledJob | None: ...
+
+
+# --- Gemini Batch Mode jobs paid with credits (shared/kinds/batchmode.py, shared/services/batchmode.py) ----
+
+
+@dataclass(frozen=True)
+class BatchRow:
+    """One inline request of a Gemini batch job; `key` comes back with its answer (in any order)."""
+
+    key: str
+    prompt: str
+    image: bytes | None
+    mime_type: str | None
+
+
+@dataclass(frozen=True)
+class BatchAnswer:
+    """One inline response of a finished Gemini batch job: an image (and text), or an error."""
+
+    key: str
+    image: bytes | None
+    mime_type: str | None
+    text: str | None
+    error: str | None
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True)
+class GeminiBatchJob:
+    name: str
+    display_name: str
+    state: str  # JOB_STATE_PENDING, _RUNNING, _SUCCEEDED, _FAILED, _CANCELLED, _EXPIRED
+    answers: list[BatchAnswer]  # once succeeded
+
+    @property
+    def done(self) -> bool:
+        return self.state in FINAL_JOB_STATES
+
+
+FINAL_JOB_STATES = frozenset(
+    {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
+)
+
+
+class GeminiBatches(Protocol):
+    """Gemini's Batch Mode (google-genai's `batches`). Errors are ModelError, transient or not."""
+
+    async def create(self, *, model: str, rows: list[BatchRow], display_name: str) -> GeminiBatchJob: ...
+    async def get(self, *, name: str) -> GeminiBatchJob | None:
+        """The job, or None when Gemini no longer knows it."""
+        ...
+
+    async def find(self, *, display_name_part: str) -> GeminiBatchJob | None:
+        """A job whose display name contains `display_name_part` (an orphan of a crashed submit)."""
+        ...
+
+    async def cancel(self, *, name: str) -> None: ...
+    async def delete(self, *, name: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    entry_id: str  # `{job}:debit`, `{job}:refund:{row}`, `grant:{id}`
+    tenant: str
+    units: int  # hundredths of a credit, signed: a debit is negative
+    kind: str  # grant | debit | refund
+    reason: str
+    job_id: str | None
+    at: dt.datetime
+
+
+class Credits(Protocol):
+    """Each tenant's balance and its ledger. The balance always equals the sum of the tenant's entries: an
+    entry is created only if absent, in the same commit that moves the balance."""
+
+    async def balance(self, *, tenant: str) -> tuple[int, Any]:
+        """The tenant's balance (hundredths) and its version, for a debit guarded by it."""
+        ...
+
+    def debit_writes(self, *, entry: LedgerEntry, balance: int, version: Any) -> list[GuardedWrite]:
+        """The writes of a debit, committed with the job it pays for (they fail if the balance moved)."""
+        ...
+
+    async def post(self, *, entries: list[LedgerEntry]) -> int:
+        """Post the entries that are not in the ledger yet, moving the balance by their sum, in one
+        transaction; returns the units posted now (0 when every entry was already there)."""
+        ...
+
+    async def entries(self, *, tenant: str, limit: int) -> list[LedgerEntry]:
+        """The tenant's latest entries, newest first."""
+        ...
+
+    async def ledger_sum(self, *, tenant: str) -> int: ...
+
+
+class BatchmodeJobs(Protocol):
+    """The jobs of `POST /batch/create` (`batchmode_jobs/{id}`): what history lists and status adds."""
+
+    def create_write(self, *, job_id: str, data: dict[str, Any]) -> GuardedWrite: ...
+    async def get(self, *, job_id: str) -> dict[str, Any] | None: ...
+    async def merge(self, *, job_id: str, fields: dict[str, Any]) -> None: ...
+    async def history(
+        self, *, tenant: str, job_type: str | None, limit: int, after: str | None
+    ) -> list[dict[str, Any]]:
+        """The tenant's jobs newest first (after the job `after`, for the next page)."""
+        ...
+
+    async def delete(self, *, job_id: str) -> None: ...
+
+
+class WebhookQueue(Protocol):
+    async def enqueue_webhook(
+        self, *, task_id: str, url: str, body: bytes, headers: dict[str, str], queue_name: str
+    ) -> bool:
+        """A named Cloud Task POSTing `body` to an outside `url` (no OIDC token), retried by the queue; False
+        when that name was taken."""
+        ...

@@ -102,6 +102,19 @@ class Settings(BaseSettings):
     image_timeout_seconds: float = Field(default=120.0, ge=1, le=600)  # one model call
     image_retry_base_delay_ms: int = Field(default=1000, ge=10, le=60_000)  # backoff between attempts
 
+    # Gemini Batch Mode jobs paid with credits (shared/kinds/batchmode.py, `POST /batch/create`).
+    batchmode_max_requests: int = Field(default=20, ge=1, le=1000)  # rows of one job
+    batchmode_image_model: str = "gemini-2.5-flash-image"
+    batchmode_max_image_bytes: int = Field(default=7 * 1024 * 1024, ge=1024, le=20 * 1024 * 1024)
+    batchmode_max_inline_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)  # Gemini's inline batch cap
+    batchmode_poll_seconds: float = Field(default=30.0, gt=0, le=300)  # first poll interval, growing 1.5x
+    batchmode_max_poll_seconds: float = Field(default=300.0, gt=0, le=3600)
+    batchmode_max_hours: float = Field(default=24.0, gt=0, le=47)  # then JOB_STATE_EXPIRED
+    batchmode_min_rows: int = Field(default=3, ge=1)  # "mode": "auto" runs fewer rows interactively
+    batchmode_turnaround_seconds: int = Field(default=86_400, ge=1)  # Batch Mode's target turnaround
+    batchmode_webhook_queue: str = "batchmode-webhooks"
+    batchmode_webhook_key: SecretStr = SecretStr("")  # derives each tenant's webhook secret
+
     analytics_retention_days: int = Field(default=30, ge=1)
     # Usage analytics (functions/analytics.py, functions/analytics_rollup.py).
     analytics_realtime_interval: int = Field(default=5000, ge=100, le=600_000)  # ms between SSE events
@@ -167,6 +180,8 @@ class Settings(BaseSettings):
         project = self.project_id
         if not self.gemini_api_key.get_secret_value():
             self.gemini_api_key = SecretStr("local-emulator")
+        if not self.batchmode_webhook_key.get_secret_value():
+            self.batchmode_webhook_key = SecretStr("local-webhook-key")
         self.results_bucket = self.results_bucket or f"{project}-batch-results"
         self.tasks_service_account = (
             self.tasks_service_account or f"tasks-invoker@{project}.iam.gserviceaccount.com"
@@ -195,6 +210,8 @@ class Settings(BaseSettings):
             raise ValueError(f"emulator endpoints are not allowed in production: {', '.join(emulated)}")
         if self.gemini_api_key.get_secret_value() in {"local-emulator", "changethis"}:
             raise ValueError("GEMINI_API_KEY must be a real key in production")
+        if len(self.batchmode_webhook_key.get_secret_value()) < 32:
+            raise ValueError("BATCHMODE_WEBHOOK_KEY must be a secret of at least 32 characters in production")
 
     @property
     def is_local(self) -> bool:

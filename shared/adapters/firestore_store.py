@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from google.api_core import exceptions as gexc
@@ -34,7 +34,16 @@ from shared.models.batch import (
 )
 from shared.models.usage import UsageEvent, UsageRecord
 from shared.models.usage_stats import summarize
-from shared.ports import BatchSnapshot, BatchStop, ChunkSnapshot, ExpiredLease, LeaseView, ResultPage
+from shared.ports import (
+    BatchSnapshot,
+    BatchStop,
+    ChunkSnapshot,
+    ExpiredLease,
+    GuardedWrite,
+    LeaseView,
+    PreconditionFailed,
+    ResultPage,
+)
 
 BATCHES = "batches"
 CHUNKS = "chunks"
@@ -132,28 +141,51 @@ class FirestoreStore:
 
     # --- batches ----------------------------------------------------------------------------------
 
-    async def create_batch(self, *, batch: BatchDoc, chunks: list[ChunkDoc], audit: AuditRecord) -> bool:
+    async def create_batch(
+        self,
+        *,
+        batch: BatchDoc,
+        chunks: list[ChunkDoc],
+        audit: AuditRecord,
+        writes: Sequence[GuardedWrite] = (),
+    ) -> bool:
         """Write the batch, its chunks and the audit record; False when the batch id already exists.
 
         The batch document is created in the LAST commit, so a batch never appears before its chunks do: a
-        retried submit that finds the batch finds it whole.
+        retried submit that finds the batch finds it whole. The guarded `writes` go in that same commit, so
+        they happen exactly when the batch is created (PreconditionFailed when one's document changed).
         """
-        writes: list[tuple[Any, dict[str, Any], bool]] = [
-            (self._chunk_ref(batch.batch_id, c.index), _dump_chunk(c), False) for c in chunks
+        planned: list[tuple[Any, dict[str, Any], str, Any]] = [
+            (self._chunk_ref(batch.batch_id, c.index), _dump_chunk(c), "set", None) for c in chunks
         ]
-        writes.append((self._db.collection(AUDIT_LOG).document(), _dump(audit), False))
-        writes.append((self._batch_ref(batch.batch_id), _dump(batch), True))
+        planned.append((self._db.collection(AUDIT_LOG).document(), _dump(audit), "set", None))
+        last = [(self._db.document(w.path), w.data, w.op, w.version) for w in writes]
+        last.append((self._batch_ref(batch.batch_id), _dump(batch), "create", None))
+        if len(last) > MAX_WRITES_PER_COMMIT:
+            raise ValueError(f"at most {MAX_WRITES_PER_COMMIT - 1} guarded writes")
+        commits = [
+            planned[i : i + MAX_WRITES_PER_COMMIT] for i in range(0, len(planned), MAX_WRITES_PER_COMMIT)
+        ]
+        if commits and len(commits[-1]) + len(last) <= MAX_WRITES_PER_COMMIT:
+            commits[-1] = commits[-1] + last
+        else:
+            commits.append(last)
         try:
-            for start in range(0, len(writes), MAX_WRITES_PER_COMMIT):
+            for group in commits:
                 commit = self._db.batch()
-                for ref, data, create in writes[start : start + MAX_WRITES_PER_COMMIT]:
-                    if create:
+                for ref, data, op, version in group:
+                    if op == "create":
                         commit.create(ref, data)
+                    elif op == "update":
+                        option = self._db.write_option(last_update_time=version) if version else None
+                        commit.update(ref, data, option=option)
                     else:
                         commit.set(ref, data)
                 await commit.commit()
         except gexc.AlreadyExists:
             return False
+        except (gexc.FailedPrecondition, gexc.NotFound) as exc:
+            raise PreconditionFailed(str(exc)) from exc
         except TRANSIENT as exc:
             raise StoreUnavailable(f"cannot write batch: {exc.message}") from exc
         return True

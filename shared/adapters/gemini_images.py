@@ -17,10 +17,9 @@ class GeminiImageModel:
         self._models = client.aio.models
 
     async def edit(self, call: ImageCall) -> ImageReply:
-        contents = [
-            types.Part.from_text(text=call.prompt),
-            types.Part.from_bytes(data=call.image, mime_type=call.mime_type),
-        ]
+        contents = [types.Part.from_text(text=call.prompt)]
+        if call.image is not None:
+            contents.append(types.Part.from_bytes(data=call.image, mime_type=call.mime_type or "image/png"))
         config = types.GenerateContentConfig(response_modalities=["TEXT", "IMAGE"])
         async with _model_errors(call.timeout_s):
             response = await self._models.generate_content(model=call.model, contents=contents, config=config)

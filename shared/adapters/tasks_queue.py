@@ -69,3 +69,26 @@ class CloudTasksQueue:
         except (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.InternalServerError) as exc:
             raise QueueUnavailable(f"cannot enqueue {task_id}: {exc.message}") from exc
         return True
+
+    async def enqueue_webhook(
+        self, *, task_id: str, url: str, body: bytes, headers: dict[str, str], queue_name: str
+    ) -> bool:
+        """Implements WebhookQueue: an HTTP task to a tenant's URL, retried by the queue's retry config."""
+        queue_path = f"{self._queue_path.rsplit('/', 1)[0]}/{queue_name}"
+        task = tasks_v2.Task(
+            name=f"{queue_path}/tasks/{task_id}",
+            http_request=tasks_v2.HttpRequest(
+                url=url,
+                http_method=tasks_v2.HttpMethod.POST,
+                headers={"Content-Type": "application/json", **headers},
+                body=body,
+            ),
+            dispatch_deadline=duration_pb2.Duration(seconds=30),
+        )
+        try:
+            await self._client.create_task(parent=queue_path, task=task)
+        except gexc.AlreadyExists:
+            return False
+        except (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.InternalServerError) as exc:
+            raise QueueUnavailable(f"cannot enqueue {task_id}: {exc.message}") from exc
+        return True

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from pydantic import BaseModel, TypeAdapter
 
 from shared.errors import ModelError, PlatformError
-from shared.models.batch import BatchOptions
+from shared.models.batch import BatchDoc, BatchOptions, BatchStatus
 from shared.models.common import ClientModel
 from shared.models.usage import UsageEvent
 from shared.ports import (
@@ -51,6 +51,19 @@ class KindRequest(ClientModel):
     `BatchOptions`."""
 
     options: BatchOptions = BatchOptions()
+
+
+class ItemDeferred(PlatformError):
+    """The item cannot finish yet (it waits on something outside the platform, such as a Gemini batch job):
+    run it again `after` from now. The worker gives its chunk back and enqueues the chunk's task scheduled
+    for then; no attempt is counted and nothing is recorded, so no delivery sleeps while it waits."""
+
+    code = "deferred"
+    http_status = 202
+
+    def __init__(self, message: str, *, after: dt.timedelta) -> None:
+        super().__init__(message)
+        self.after = after
 
 
 class ItemFailed(PlatformError):
@@ -132,6 +145,7 @@ class ItemContext:
     timeout_s: float
     params: dict[str, Any]
     ports: Ports
+    deferrals: int = 0  # how many times this item's chunk was deferred (ItemDeferred) before this run
     events: list[UsageEvent] = field(default_factory=list)
     input_tokens: int = 0
     output_tokens: int = 0
@@ -164,6 +178,20 @@ class ItemContext:
             "batchEmbedContents",
             self.ports.embedder.embed(call),
             lambda reply: (reply.input_tokens, 0, 0),
+        )
+
+    def record_call(
+        self, *, model: str, method: str, input_tokens: int, output_tokens: int, price_factor: float = 1.0
+    ) -> None:
+        """Record the usage of a model call made outside this run (an answer of a Gemini batch job, billed at
+        `price_factor` of the interactive price), as a call of this item."""
+        self._record(
+            model,
+            method,
+            time.monotonic(),
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            price_factor=price_factor,
         )
 
     async def _tracked(
@@ -202,9 +230,10 @@ class ItemContext:
         input_tokens: int = 0,
         output_tokens: int = 0,
         cached_tokens: int = 0,
+        price_factor: float = 1.0,
     ) -> None:
         self.calls += 1
-        cost = estimate_cost_usd(
+        cost = price_factor * estimate_cost_usd(
             model=model, input_tokens=input_tokens, output_tokens=output_tokens, cached_tokens=cached_tokens
         )
         if error is None:
@@ -276,3 +305,23 @@ class Kind(ABC, Generic[RequestT, ItemT]):
     #: Whether `summarize` needs the entries: the fan-in then reads every result line (otherwise it copies
     #: them without parsing).
     summarizes: ClassVar[bool] = False
+
+    async def on_cancel(self, batch: BatchDoc, *, ports: Ports) -> None:
+        """Called once a batch of this kind is cancelled (`DELETE /batch/{id}`): stop work the kind started
+        outside the platform. Must be safe to run twice."""
+
+    async def on_final(
+        self, batch: BatchDoc, *, status: BatchStatus, entries: Sequence[dict[str, Any]] | None, ports: Ports
+    ) -> None:
+        """Called by the fan-in before it marks the batch final with `status` (the entries are given when the
+        kind `summarizes`). A fan-in that crashes runs it again: it must be safe to run twice."""
+
+    async def status_view(
+        self, batch: BatchDoc, *, entries: Sequence[dict[str, Any]], ports: Ports
+    ) -> dict[str, Any] | None:
+        """The status endpoint's answer for a batch of this kind, from its result entries (all of them); None:
+        the engine's own view."""
+        return None
+
+    #: Whether `status_view` shapes this kind's status (the engine then reads every entry for it).
+    shapes_status: ClassVar[bool] = False

@@ -9,6 +9,7 @@ from typing import Any
 
 from shared.kinds.analyze import Analyze
 from shared.kinds.base import Kind
+from shared.kinds.batchmode import BatchmodeKind
 from shared.kinds.embeddings import Embeddings
 from shared.kinds.generate import Generate
 from shared.kinds.images import Images
@@ -16,5 +17,6 @@ from shared.kinds.metrics import Metrics
 from shared.kinds.report import Report
 
 KINDS: Mapping[str, Kind[Any, Any]] = {
-    kind.name: kind for kind in (Generate(), Embeddings(), Analyze(), Images(), Metrics(), Report())
+    kind.name: kind
+    for kind in (Generate(), Embeddings(), Analyze(), Images(), Metrics(), Report(), BatchmodeKind())
 }

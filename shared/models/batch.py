@@ -180,6 +180,8 @@ class ChunkDoc(BaseModel):
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
     error: str | None = None
+    deferrals: int = 0  # times an item of the chunk asked to run later (ItemDeferred)
+    deferred_until: dt.datetime | None = None  # when the chunk's current segment's task is scheduled
 
 
 class ErrorInfo(ApiModel):

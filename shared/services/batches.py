@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import logging
 import math
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
-from shared.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
+from shared.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, PlatformError
 from shared.kinds.base import Kind, KindRequest, Plan
 from shared.models.auth import AuditRecord, Principal
 from shared.models.batch import (
@@ -23,7 +25,8 @@ from shared.models.batch import (
     Stage,
     SubmitResponse,
 )
-from shared.services.engine import Engine, enqueue_stage, kind_of
+from shared.ports import GuardedWrite
+from shared.services.engine import Engine, enqueue_finalize, enqueue_stage, kind_of
 from shared.services.status import (
     MAX_PAGE,
     current_totals,
@@ -34,9 +37,13 @@ from shared.services.status import (
 )
 from shared.settings import Settings
 
+log = logging.getLogger(__name__)
+
 # A chunk document stays well below Firestore's 1 MiB limit.
 CHUNK_BYTE_BUDGET = 800 * 1024
 MAX_DEADLINE = dt.timedelta(hours=24)
+# A kind's own deadline (Plan.deadline) may be longer: a Gemini batch job may take up to two days.
+MAX_PLANNED_DEADLINE = dt.timedelta(hours=48)
 DEADLINE_SLACK = dt.timedelta(minutes=5)
 
 
@@ -192,7 +199,7 @@ def _planned_batch(
     deadline_at = (
         _deadline(now, len(plan.items), options)
         if plan.deadline is None
-        else now + min(plan.deadline, MAX_DEADLINE)
+        else now + min(plan.deadline, MAX_PLANNED_DEADLINE)
     )
     batch = BatchDoc(
         batch_id=batch_id,
@@ -335,15 +342,33 @@ async def cancel(*, engine: Engine, principal: Principal, batch_id: str, caller:
         raise NotFound(f"no batch {batch_id}")
     if not cancelled_now:
         raise Conflict(f"batch {batch_id} already {batch.status.value}")
+    try:
+        await kind_of(engine, batch.kind).on_cancel(batch, ports=engine.ports)
+    except PlatformError as exc:
+        # The batch is cancelled already; the kind's fan-in (`on_final`) gets another chance to stop its work.
+        log.warning("on_cancel of batch %s failed: %r", batch_id, exc)
+    # The fan-in at once: a chunk waiting for a scheduled task (ItemDeferred) would otherwise hold it back
+    # until that task runs. It waits for chunks still running under a lease, and acts only once; its own
+    # name, so the `-final` task a running chunk enqueues when it stops is still taken.
+    await enqueue_finalize(engine=engine, batch_id=batch_id, suffix="-cancel")
     return batch
 
 
 async def start_planned(
-    *, engine: Engine, tenant: str, kind_name: str, batch_id: str, plan: Plan[Any], options: ResolvedOptions
+    *,
+    engine: Engine,
+    tenant: str,
+    kind_name: str,
+    batch_id: str,
+    plan: Plan[Any],
+    options: ResolvedOptions,
+    writes: Sequence[GuardedWrite] = (),
 ) -> bool:
     """Store and start a batch a service planned itself (not a client's body): for services that run a kind
     behind an API of their own, as the image queue does. Idempotent by `batch_id`: a second call creates
-    nothing and its enqueue is rejected by name. Returns whether this call created the batch."""
+    nothing and its enqueue is rejected by name. Returns whether this call created the batch. `writes` are
+    committed atomically with the batch document (a debit of the service's own ledger, a record of its own);
+    when one's precondition fails nothing is created and PreconditionFailed is raised."""
     kind = kind_of(engine, kind_name)
     now = engine.clock()
     batch, chunks = _planned_batch(
@@ -365,6 +390,6 @@ async def start_planned(
         remote_addr="internal",
         user_agent=kind.name,
     )
-    created = await engine.store.create_batch(batch=batch, chunks=chunks, audit=audit)
+    created = await engine.store.create_batch(batch=batch, chunks=chunks, audit=audit, writes=writes)
     await enqueue_stage(engine=engine, batch=batch, stage=batch.stages[0])
     return created

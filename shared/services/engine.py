@@ -88,16 +88,24 @@ def results_object(batch_id: str) -> str:
 
 
 async def enqueue_chunk(
-    *, engine: Engine, batch_id: str, chunk: int, segment: int, suffix: str = "", kind: str | None = None
+    *,
+    engine: Engine,
+    batch_id: str,
+    chunk: int,
+    segment: int,
+    suffix: str = "",
+    kind: str | None = None,
+    schedule_time: dt.datetime | None = None,
 ) -> bool:
-    """Enqueue a chunk's work under its deterministic task name, on its kind's queue; False when that name is
-    taken."""
+    """Enqueue a chunk's work under its deterministic task name, on its kind's queue (not before
+    `schedule_time`, when given); False when that name is taken."""
     return await engine.queue.enqueue(
         task_id=chunk_task_id(batch_id, chunk, segment, suffix),
         function_name=WORKER_FUNCTION,
         body=WorkMessage(batch_id=batch_id, chunk=chunk, segment=segment).model_dump_json().encode(),
         service_account=engine.settings.tasks_service_account,
         queue_name=engine.chunk_queue(kind) if kind is not None else None,
+        schedule_time=schedule_time,
     )
 
 

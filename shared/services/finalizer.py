@@ -4,6 +4,7 @@ summary and mark the batch final. Safe to run any number of times: it acts once,
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from pydantic_core import to_json
@@ -56,6 +57,9 @@ async def finalize(*, engine: Engine, batch_id: str) -> dict[str, Any]:
             lines = [to_json(result).decode() for result in results]
     jsonl = ("\n".join(lines) + "\n").encode() if lines else b""
     await engine.blobs.put(object_name=object_name, data=jsonl, content_type="application/x-ndjson")
+    # The kind's own fan-in (refunds, a notification) before the batch shows final: a crash in between runs
+    # it again with the next delivery of this task.
+    await kind.on_final(batch, status=_final_status(batch, totals, now), entries=results, ports=engine.ports)
 
     def _finalize(current: BatchDoc) -> dict[str, Any] | None:
         if current.finalized:
@@ -67,11 +71,9 @@ async def finalize(*, engine: Engine, batch_id: str) -> dict[str, Any]:
             "totals": totals.model_dump(),
         }
         if not status.is_final:
-            if current.deadline_at <= now and totals.finished < current.total:
-                status = BatchStatus.FAILED
+            status = _final_status(current, totals, now)
+            if status is BatchStatus.FAILED:
                 changes["stop_reason"] = "deadline exceeded"
-            else:
-                status = BatchStatus.COMPLETED
             changes["status"] = status.value
         finished_at = current.finished_at or now
         changes["finished_at"] = finished_at
@@ -82,6 +84,14 @@ async def finalize(*, engine: Engine, batch_id: str) -> dict[str, Any]:
 
     final = await store.update_batch(batch_id, _finalize, read=read)
     return {"outcome": final.status.value if final else "unknown batch"}
+
+
+def _final_status(batch: BatchDoc, totals: ResultTotals, now: dt.datetime) -> BatchStatus:
+    if batch.status.is_final:
+        return batch.status
+    if batch.deadline_at <= now and totals.finished < batch.total:
+        return BatchStatus.FAILED
+    return BatchStatus.COMPLETED
 
 
 async def _result_lines(*, engine: Engine, batch: BatchDoc) -> tuple[list[str], ResultTotals]:

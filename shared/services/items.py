@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from shared.errors import ModelError, PlatformError
-from shared.kinds.base import ItemContext, ItemFailed
+from shared.kinds.base import ItemContext, ItemDeferred, ItemFailed
 from shared.models.batch import BatchDoc, BatchStatus, ErrorInfo, ResolvedOptions, ResultTotals
 from shared.models.usage import UsageEvent
 from shared.ports import BatchStop
@@ -78,11 +78,16 @@ async def run_one(run: ChunkRun, index: int) -> None:
             timeout_s=options.timeout_ms / 1000,
             params=batch.params,
             ports=engine.ports,
+            deferrals=run.chunk.deferrals,
         )
         error: PlatformError | None = None
         fields: dict[str, Any] = {}
         try:
             fields = await run.kind.run(item, ctx)
+        except ItemDeferred as exc:
+            # Nothing is recorded: the chunk is handed back and its task enqueued for later (the worker).
+            run.deferred = exc.after if run.deferred is None else min(run.deferred, exc.after)
+            return
         except PlatformError as exc:
             error = exc
         events.extend(ctx.events)

@@ -63,6 +63,7 @@ class ChunkRun:
     carried_on: bool = False  # this delivery claimed the lane's next chunk and runs it
     carry_on_decided: asyncio.Event = field(default_factory=asyncio.Event)
     items: list[Any] | None = None  # the chunk's items, read with the kind's adapter on first use
+    deferred: dt.timedelta | None = None  # an item asked to run again this much later (ItemDeferred)
 
     @property
     def stopping(self) -> bool:
@@ -74,14 +75,28 @@ class ChunkRun:
         return self.items[index - self.chunk.start]
 
 
-async def claim(*, engine: Engine, batch_id: str, index: int, worker_id: str) -> tuple[ChunkDoc, Any]:
-    """Take the chunk's lease: the chunk as claimed and its version (a finished chunk is returned as is)."""
+class Superseded(Exception):
+    """A delivery of an earlier segment of a chunk that now waits for a later segment's task."""
+
+    def __init__(self, chunk: ChunkDoc) -> None:
+        super().__init__(f"chunk {chunk.index} of {chunk.batch_id} waits for segment {chunk.segment}")
+        self.chunk = chunk
+
+
+async def claim(
+    *, engine: Engine, batch_id: str, index: int, worker_id: str, segment: int | None = None
+) -> tuple[ChunkDoc, Any]:
+    """Take the chunk's lease: the chunk as claimed and its version (a finished chunk is returned as is).
+    With the delivery's `segment`: Superseded when the chunk was handed on to a later segment's task and waits
+    for it (a duplicate or late delivery must not run it beside that task)."""
     lease = dt.timedelta(seconds=engine.settings.batch_lease_seconds)
     for _ in range(5):
         snapshot = await engine.store.get_chunk(batch_id, index)
         if snapshot is None:
             raise LeaseHeld("chunk vanished", retry_after_s=1)
         chunk = snapshot.chunk
+        if segment is not None and chunk.state is ChunkState.PENDING and chunk.segment > segment:
+            raise Superseded(chunk)
         now = engine.clock()
         held_by_other = (
             chunk.state is ChunkState.RUNNING

@@ -59,3 +59,25 @@ def batch_mode_savings_usd(*, batch_mode_cost_usd: float) -> float:
 
 def input_price_per_million(model: str) -> float:
     return PRICES.get(model.removeprefix("models/"), DEFAULT_PRICE).input_per_million
+
+
+# --- credits: what a tenant pays for Gemini Batch Mode jobs (`POST /batch/create`), per row ---------------
+# The seed's price list: one image of each type costs these credits when generated interactively, and half in
+# Batch Mode. Amounts are kept in hundredths of a credit (CREDIT_UNITS) so that halves and grants add up
+# exactly in the ledger.
+CREDIT_UNITS = 100
+INTERACTIVE_CREDITS: dict[str, float] = {"character": 4, "food": 4, "product": 5, "text": 4}
+BATCH_CREDITS: dict[str, float] = {
+    job_type: credits * BATCH_MODE_FACTOR for job_type, credits in INTERACTIVE_CREDITS.items()
+}
+
+
+def row_price_units(*, job_type: str, batch_mode: bool) -> int:
+    """Hundredths of a credit for one row of `job_type`, at the Batch Mode or the interactive price."""
+    table = BATCH_CREDITS if batch_mode else INTERACTIVE_CREDITS
+    return round(table[job_type] * CREDIT_UNITS)
+
+
+def credits_of(units: int) -> float:
+    """Hundredths of a credit as credits (2.5, 20.0)."""
+    return units / CREDIT_UNITS

@@ -152,13 +152,20 @@ async def status(
     offset: int,
     limit: int,
     progress: ProgressCache | None = None,
-) -> BatchStatusResponse:
+) -> BatchStatusResponse | dict[str, Any]:
+    """The engine's status of a batch with a page of its results, or its kind's own view (`status_view`)."""
     if offset < 0 or not 1 <= limit <= MAX_PAGE:
         raise InvalidRequest(
             "invalid pagination",
             details=[{"field": "offset/limit", "problem": f"offset >= 0 and 1 <= limit <= {MAX_PAGE}"}],
         )
     batch = await get_owned_batch(engine=engine, principal=principal, batch_id=batch_id)
+    kind = kind_of(engine, batch.kind)
+    if kind.shapes_status:
+        every = await results_page(engine=engine, batch=batch, offset=0, limit=batch.entries)
+        view = await kind.status_view(batch, entries=every, ports=engine.ports)
+        if view is not None:
+            return view
     (totals, started), page = await asyncio.gather(
         current_totals(engine=engine, batch=batch, progress=progress),
         results_page(engine=engine, batch=batch, offset=offset, limit=limit),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import uuid
 from typing import Any
@@ -20,7 +21,16 @@ from shared.models.batch import BatchDoc, BatchStatus, ChunkState, ErrorInfo, Re
 from shared.ports import BatchSnapshot
 from shared.services.engine import Engine, enqueue_chunk, enqueue_finalize, enqueue_stage, kind_of
 from shared.services.items import run_items
-from shared.services.leases import ChunkRun, Outcome, claim, hand_back, release, result_page, set_chunk_state
+from shared.services.leases import (
+    ChunkRun,
+    Outcome,
+    Superseded,
+    claim,
+    hand_back,
+    release,
+    result_page,
+    set_chunk_state,
+)
 from shared.services.results import result_line
 
 log = logging.getLogger(__name__)
@@ -75,9 +85,26 @@ async def _run_delivery(
         )
         await _after_chunk(engine=engine, batch=batch, chunk_index=message.chunk)
         return {"outcome": f"batch {batch.status.value}"}
-    chunk, version = await claim(
-        engine=engine, batch_id=batch.batch_id, index=message.chunk, worker_id=worker_id
-    )
+    try:
+        chunk, version = await claim(
+            engine=engine,
+            batch_id=batch.batch_id,
+            index=message.chunk,
+            worker_id=worker_id,
+            segment=message.segment,
+        )
+    except Superseded as superseded:
+        # The later segment's task may be missing (its enqueue crashed): enqueue it again (a no-op by name).
+        waiting = superseded.chunk
+        await enqueue_chunk(
+            engine=engine,
+            batch_id=batch.batch_id,
+            chunk=waiting.index,
+            segment=waiting.segment,
+            kind=batch.kind,
+            schedule_time=waiting.deferred_until,
+        )
+        return {"outcome": f"superseded by segment {waiting.segment}"}
     if chunk.state.is_terminal:
         await _after_chunk(engine=engine, batch=batch, chunk_index=chunk.index)
         return {"outcome": f"chunk already {chunk.state.value}"}
@@ -130,6 +157,9 @@ async def _run_chunk(run: ChunkRun, lane: asyncio.Semaphore) -> dict[str, Any]:
         run.drained.set()
         if run.lease_lost:
             return {"chunk": chunk.index, "outcome": "lease lost; another worker owns the chunk"}
+        if run.deferred is not None and run.stopped is None:
+            until = await _defer(engine=engine, run=run, after=run.deferred)
+            return {"chunk": chunk.index, "outcome": "deferred", "until": until.isoformat()}
         if run.out_of_time and run.stopped is None:
             await _continue_later(engine=engine, run=run)
             return {"chunk": chunk.index, "outcome": "continued in a new segment", "recorded": run.recorded}
@@ -223,6 +253,29 @@ async def _continue_later(*, engine: Engine, run: ChunkRun) -> None:
             segment=segment,
             kind=run.batch.kind,
         )
+
+
+async def _defer(*, engine: Engine, run: ChunkRun, after: dt.timedelta) -> dt.datetime:
+    """An item asked to run later (ItemDeferred): record what finished, hand the chunk on to a new segment
+    and enqueue that segment's task scheduled for then. No delivery waits, and no attempt is counted."""
+    segment = run.chunk.segment + 1
+    until = engine.clock() + after
+    changes = {
+        "state": ChunkState.PENDING.value,
+        "segment": segment,
+        "deferrals": run.chunk.deferrals + 1,
+        "deferred_until": until,
+    }
+    if await release(run=run, changes=changes):
+        await enqueue_chunk(
+            engine=engine,
+            batch_id=run.batch.batch_id,
+            chunk=run.chunk.index,
+            segment=segment,
+            kind=run.batch.kind,
+            schedule_time=until,
+        )
+    return until
 
 
 async def _after_chunk(

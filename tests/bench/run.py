@@ -254,10 +254,16 @@ def main() -> int:
     parser.add_argument("--embed-documents", type=int, default=10_000, help="0 leaves embeddings out")
     parser.add_argument("--searches", type=int, default=50)
     parser.add_argument(
-        "--only", choices=["engine", "reports", "images", "metrics", "analytics"], help="run one section only"
+        "--only",
+        choices=["engine", "reports", "images", "metrics", "analytics", "batchmode"],
+        help="run one section only",
     )
     parser.add_argument("--report-sizes-mb", default="50,500", help="the reports section's input sizes")
     parser.add_argument("--images-items", type=int, default=200)
+    parser.add_argument("--batchmode-jobs", type=int, default=10)
+    parser.add_argument("--batchmode-rows", type=int, default=20)
+    parser.add_argument("--batchmode-gemini-ms", type=int, default=5000, help="a Gemini batch job's time")
+    parser.add_argument("--batchmode-poll-seconds", type=float, default=1.0)
     parser.add_argument("--images-latency-ms", type=int, default=1000)
     parser.add_argument("--images-concurrency", type=int, default=10)
     parser.add_argument("--analytics-events", type=int, default=1_000_000, help="0 leaves analytics out")
@@ -295,6 +301,19 @@ def main() -> int:
                     items=args.images_items,
                     latency_ms=args.images_latency_ms,
                     concurrency=args.images_concurrency,
+                )
+            )
+        if args.only in (None, "batchmode"):
+            from tests.bench import batchmode
+
+            reset_firestore(config)
+            batchmode.print_report(
+                batchmode.run(
+                    config=config,
+                    jobs=args.batchmode_jobs,
+                    rows=args.batchmode_rows,
+                    gemini_ms=args.batchmode_gemini_ms,
+                    poll_seconds=args.batchmode_poll_seconds,
                 )
             )
         if args.only in (None, "reports"):

@@ -143,7 +143,7 @@ def test_batch_mode_lifecycle_with_inline_responses(
     )
     assert done.dest and done.dest.inlined_responses and len(done.dest.inlined_responses) == 3
     direct = gemini.models.generate_content(model=MODEL, contents="item 0")
-    first = done.dest.inlined_responses[0].response
+    first = done.dest.inlined_responses[-1].response  # responses come back reversed by default
     assert first is not None and first.text == direct.text
     assert job.name in {b.name for b in gemini.batches.list()}
 

@@ -49,7 +49,7 @@ def docs(count: int, prefix: str = "doc") -> list[dict[str, Any]]:
 
 
 def test_every_kind_is_registered_under_its_name() -> None:
-    assert set(KINDS) == {"generate", "embeddings", "analyze", "images", "metrics", "report"}
+    assert set(KINDS) == {"generate", "embeddings", "analyze", "images", "metrics", "report", "batchmode"}
     assert all(name == kind.name for name, kind in KINDS.items())
 
 

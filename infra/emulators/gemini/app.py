@@ -55,6 +55,11 @@ class Config:
     retryDelayMs: int = 1000  # noqa: N815
     batchPendingMs: int = 300  # noqa: N815
     batchRunningMs: int = 300  # noqa: N815
+    # A batch not finished this long after its creation expires (0: never), as Google's do after 48 h.
+    batchExpireMs: int = 0  # noqa: N815
+    # Order of a finished batch's inline responses: "reversed" (default), "shuffled" or "in-order". Google
+    # does not promise the request order, so clients must match responses by their metadata keys.
+    batchResponseOrder: str = "reversed"  # noqa: N815
 
 
 @dataclass
@@ -66,6 +71,10 @@ class Batch:
     created: float
     create_time: str
     cancelled_at: float | None = None
+    pending_ms: int = 0
+    running_ms: int = 0
+    expire_ms: int = 0
+    responses: list[dict[str, Any]] | None = None  # computed once, when the batch first shows succeeded
 
 
 @dataclass
@@ -265,6 +274,8 @@ def build_app(state: State | None = None) -> Starlette:
                     raise ApiError(400, f"unknown config fields: {sorted(unknown)}")
                 if not 0 <= float(changes.get("errorRate", 0)) <= 1:
                     raise ApiError(400, "errorRate must be between 0 and 1")
+                if changes.get("batchResponseOrder", "reversed") not in ("reversed", "shuffled", "in-order"):
+                    raise ApiError(400, "batchResponseOrder must be reversed, shuffled or in-order")
                 for name, value in changes.items():
                     setattr(state.config, name, type(getattr(state.config, name))(value))
             except (ApiError, TypeError, ValueError) as error:
@@ -343,6 +354,8 @@ def _create_batch(state: State, model: str, body: dict[str, Any]) -> dict[str, A
         raise ApiError(400, "batch.inputConfig.requests.requests is required (inline requests)")
     now = time.time()
     name = f"batches/{uuid.uuid4().hex[:20]}"
+    config = state.config
+    # The timings are the configuration's when the batch is created: a later change does not move it.
     state.batches[name] = Batch(
         name=name,
         model=f"models/{model}",
@@ -350,6 +363,9 @@ def _create_batch(state: State, model: str, body: dict[str, Any]) -> dict[str, A
         requests=inline,
         created=now,
         create_time=_rfc3339(now),
+        pending_ms=config.batchPendingMs,
+        running_ms=config.batchRunningMs,
+        expire_ms=config.batchExpireMs,
     )
     return _batch_view(state, state.batches[name])
 
@@ -358,7 +374,9 @@ def _batch_state(state: State, batch: Batch) -> tuple[str, float | None]:
     if batch.cancelled_at is not None:
         return "BATCH_STATE_CANCELLED", batch.cancelled_at
     elapsed_ms = (time.time() - batch.created) * 1000
-    pending, running = state.config.batchPendingMs, state.config.batchRunningMs
+    pending, running = batch.pending_ms, batch.running_ms
+    if 0 < batch.expire_ms <= elapsed_ms and batch.expire_ms < pending + running:
+        return "BATCH_STATE_EXPIRED", batch.created + batch.expire_ms / 1000
     if elapsed_ms < pending:
         return "BATCH_STATE_PENDING", None
     if elapsed_ms < pending + running:
@@ -382,23 +400,50 @@ def _batch_view(state: State, batch: Batch) -> dict[str, Any]:
     if ended is not None:
         metadata["endTime"] = _rfc3339(ended)
     if batch_state == "BATCH_STATE_SUCCEEDED":
-        responses = []
-        model = batch.model.removeprefix("models/")
-        for item in batch.requests:
-            entry: dict[str, Any] = {}
-            if item.get("metadata"):
-                entry["metadata"] = item["metadata"]
-            try:
-                entry["response"] = generate(state, model, item.get("request") or {})
-            except ApiError as error:
-                entry["error"] = {"code": error.status, "message": error.message}
-            responses.append(entry)
+        if batch.responses is None:
+            batch.responses = _ordered(state, _batch_responses(state, batch))
+        responses = batch.responses
         metadata["output"] = {"inlinedResponses": {"inlinedResponses": responses}}
-        metadata["batchStats"]["successfulRequestCount"] = str(sum("response" in r for r in responses))
+        succeeded = sum("response" in r for r in responses)
+        metadata["batchStats"]["successfulRequestCount"] = str(succeeded)
+        if succeeded < len(responses):
+            metadata["batchStats"]["failedRequestCount"] = str(len(responses) - succeeded)
         view["done"] = True
-    elif batch_state == "BATCH_STATE_CANCELLED":
+    elif batch_state in ("BATCH_STATE_CANCELLED", "BATCH_STATE_EXPIRED"):
         view["done"] = True
     return view
+
+
+def _batch_responses(state: State, batch: Batch) -> list[dict[str, Any]]:
+    """One inline response per request, in request order: an answer, or the error a prompt marker asks for
+    (`EMULATOR_FAIL_<status>` fails that row alone, as a row of a real batch fails on its own)."""
+    responses = []
+    model = batch.model.removeprefix("models/")
+    for item in batch.requests:
+        entry: dict[str, Any] = {}
+        if item.get("metadata"):
+            entry["metadata"] = item["metadata"]
+        request_body = item.get("request") or {}
+        try:
+            fail = FAIL_MARKER.search(text_of(request_body.get("contents")))
+            if fail is not None:
+                raise ApiError(int(fail.group(1)), "Injected failure.")
+            entry["response"] = generate(state, model, request_body)
+        except ApiError as error:
+            entry["error"] = {"code": error.status, "message": error.message}
+        responses.append(entry)
+    return responses
+
+
+def _ordered(state: State, responses: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    order = state.config.batchResponseOrder
+    if order == "reversed":
+        return responses[::-1]
+    if order == "shuffled":
+        shuffled = list(responses)
+        state.rng.shuffle(shuffled)
+        return shuffled
+    return responses
 
 
 def _batches(state: State, request: Request) -> Response:
