@@ -179,7 +179,7 @@ def _bm_history(call: Call) -> flask.Response:
 
 
 def _bm_delete(call: Call) -> flask.Response:
-    job_id = call.args["job_id"]
+    job_id = call.args["batch_id"]  # a Batch Mode job is a batch: one id
     runtime.run(batchmode.delete_job(service=platform().batchmode, principal=call.principal, job_id=job_id))
     return json_response({"message": "batch job deleted", "id": job_id})
 
@@ -256,7 +256,7 @@ API = Api(
         ),
         Route(
             method="DELETE",
-            path="/history/<job_id>",
+            path="/history/<batch_id>",
             handler=_bm_delete,
             summary="Delete a finished Batch Mode job: its record, its Gemini job and its images",
             replies=[Reply(status=200, model=JsonObject)],

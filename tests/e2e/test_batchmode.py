@@ -404,7 +404,7 @@ def test_a_running_gemini_job_is_polled_by_scheduled_tasks_until_it_ends(
     gateway = Gateway(port=free_port(), queue=own_queue, lease_seconds=60)
     gateway.env["BATCHMODE_POLL_SECONDS"] = "0.3"
     gateway.start()
-    configure_gemini(gemini_control, batchPendingMs=1500, batchRunningMs=1500)
+    configure_gemini(gemini_control, batchPendingMs=1500, batchRunningMs=4000)  # polls at 0.3 s, 1.5x
     tenant = f"poll-{unique}"
     grant(admin, tenant, 10)
     key = new_api_key(tenant)
