@@ -327,3 +327,24 @@ def test_analytics_is_one_screen_of_the_tenants_calls(key: str, api: httpx.Clien
     assert body["insights"]["performance"]["status"] in ("good", "degraded", "critical")
     assert "calls       3 (3 ok" in screen.stdout and "latency ms" in screen.stdout
     assert len(screen.stdout.splitlines()) <= 40  # one screen
+
+
+def test_credits_shows_the_balance_and_the_ledger_of_a_batch_mode_job(
+    key: str, api: httpx.Client, gateway_url: str, unique: str
+) -> None:
+    tenant = "cli-" + unique
+    admin_key = new_api_key(f"admin-{unique}", Role.ADMIN)
+    with httpx.Client(base_url=gateway_url, headers={"Authorization": f"Bearer {admin_key}"}) as admin:
+        granted = admin.post("/batch/credits/grant", json={"tenant": tenant, "amount": 10, "reason": "trial"})
+    assert granted.status_code == 200, granted.text
+    created = api.post("/batch/create", json={"type": "product", "requests": [{"prompt": "a red brake pad"}]})
+    assert created.status_code == 202, created.text
+
+    shown = invoke("credits", "--json", key=key)
+    screen = invoke("credits", key=key)
+
+    assert shown.exit_code == 0, shown.output
+    body = json.loads(shown.stdout)
+    assert body["balance"] == 7.5  # 10 granted, 2.5 debited for one product row
+    assert [entry["kind"] for entry in body["entries"]] == ["debit", "grant"]
+    assert "7.5 credits" in screen.stdout and "debit" in screen.stdout
