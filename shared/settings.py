@@ -129,6 +129,10 @@ class Settings(BaseSettings):
     metrics_partition_hours: int = Field(default=6, ge=1, le=24)  # a run reads its range in slices this long
     metrics_run_deadline_minutes: int = Field(default=30, ge=5, le=120)
 
+    # Fault runs (tests/chaos): this instance's clock runs this many seconds ahead (negative: behind) of
+    # the true time, to test leases between instances whose clocks disagree. Local mode only.
+    clock_offset_seconds: float = Field(default=0.0, ge=-3600, le=3600)
+
     @field_validator("metrics_time_zone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
@@ -193,6 +197,8 @@ class Settings(BaseSettings):
         ]  # fmt: skip
         if emulated:
             raise ValueError(f"emulator endpoints are not allowed in production: {', '.join(emulated)}")
+        if self.clock_offset_seconds:
+            raise ValueError("CLOCK_OFFSET_SECONDS is for fault tests on the local cloud only")
         if self.gemini_api_key.get_secret_value() in {"local-emulator", "changethis"}:
             raise ValueError("GEMINI_API_KEY must be a real key in production")
 
