@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     batch_task_budget_seconds: float = Field(default=480.0, gt=0)
     batch_dispatch_deadline_seconds: int = Field(default=600, ge=15, le=1800)
     batch_task_max_attempts: int = Field(default=10, ge=1)
+    # A batch with no chunk running and nothing finished for this long has lost the task of its next step
+    # (Cloud Tasks deletes a task after its last attempt): the sweeper enqueues that step again.
+    batch_stall_seconds: float = Field(default=600.0, gt=0)
     results_url_ttl_seconds: int = Field(default=900, ge=60, le=7 * 24 * 3600)
 
     # Batch embeddings and analysis.

@@ -35,6 +35,7 @@ from tests.e2e.conftest import new_api_key
 CLOUD_ENV = {
     "BATCH_LEASE_SECONDS": "4",
     "BATCH_CHUNK_SIZE": "5",
+    "BATCH_STALL_SECONDS": "5",
     "IMAGE_MODEL_RPM": "100000",
     "IMAGE_RETRY_BASE_DELAY_MS": "200",
 }
