@@ -136,12 +136,12 @@ def check(
     verdict.jobs += len(jobs)
     finished = wait_final(cloud, jobs, bound_s=bound_s, verdict=verdict)
     verdict.time_to_final_s = max([verdict.time_to_final_s, *finished.values()])
+    answered = cloud.model_calls(f"EMULATOR_MARK_{tag}")
     calls = Counter(
-        marker
-        for call in cloud.model_calls(f"EMULATOR_MARK_{tag}")
-        for marker in call["markers"]
-        if marker.startswith(f"EMULATOR_MARK_{tag}")
+        marker for call in answered for marker in call["markers"] if marker.startswith(f"EMULATOR_MARK_{tag}")
     )
+    statuses = Counter(str(call["status"]) for call in answered)
+    verdict.fault_evidence["modelCalls"] = dict(sorted(statuses.items()))
     for job in jobs:
         _check_job(cloud, job, verdict=verdict, calls=calls, uploads=uploads, reruns_allowed=reruns_allowed)
     return verdict

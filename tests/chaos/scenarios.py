@@ -12,10 +12,12 @@ from __future__ import annotations
 import datetime as dt
 import random
 import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
+from google.cloud.firestore_v1.base_query import FieldFilter
 
 from infra.emulators.oidc import TokenMinter
 from shared.kinds.metrics import run_key
@@ -306,45 +308,54 @@ def slow_model(cloud: ChaosCloud, tag: str) -> Verdict:
 
 
 def _skewed(cloud: ChaosCloud, tag: str, name: str, offset_s: float, *, reruns_allowed: bool) -> Verdict:
-    """A second instance whose clock runs `offset_s` ahead races every chunk of the batches and sweeps."""
+    """A second instance whose clock runs `offset_s` ahead races every running chunk and sweeps, twice a
+    second, while the batches run on the cloud's own gateway."""
     queue = cloud.create_queue(f"chaos-skew-{tag}")
     skewed = Gateway(port=free_port(), queue=queue, lease_seconds=float(cloud.settings.batch_lease_seconds))
     skewed.env["CLOCK_OFFSET_SECONDS"] = str(offset_s)
     skewed.start()
+    # Warm it up (its first call builds the clients), so it races from the first second.
+    call_internal(skewed.url, "batch_worker", {"batch_id": f"warm-up-{tag}", "chunk": 0, "segment": 0})
     stop = threading.Event()
+    answers: Counter[str] = Counter()
+
+    def race_once(jobs: list[Job]) -> None:
+        for job in jobs:
+            chunks = cloud.db.collection("batches").document(job.batch_id).collection("chunks")
+            for chunk in chunks.where(filter=FieldFilter("state", "==", "running")).stream():
+                message = {
+                    "batch_id": job.batch_id,
+                    "chunk": chunk.get("index"),
+                    "segment": chunk.get("segment"),
+                }
+                answer = call_internal(skewed.url, "batch_worker", message)
+                outcome = answer.json().get("outcome", "") if answer.status_code == 200 else ""
+                answers[f"{answer.status_code} {outcome}".strip()] += 1
+        url = f"{skewed.url}/batch_sweeper"
+        token = TokenMinter().mint(
+            service_account_email=cloud.settings.scheduler_service_account, audience=url
+        )
+        swept = httpx.post(url, headers={"Authorization": f"Bearer {token}"}, timeout=30).json()
+        answers["skewed sweeper requeued"] += int(swept.get("requeuedChunks", 0))
 
     def fault(jobs: list[Job]) -> None:
         def racing() -> None:
             while not stop.is_set():
-                for job in jobs:
-                    if job.kind not in ("generate", "analyze", "embeddings"):
-                        continue
-                    chunks = cloud.db.collection("batches").document(job.batch_id).collection("chunks")
-                    for chunk in chunks.where("state", "==", "running").stream():
-                        message = {
-                            "batch_id": job.batch_id,
-                            "chunk": chunk.get("index"),
-                            "segment": chunk.get("segment"),
-                        }
-                        call_internal(skewed.url, "batch_worker", message)
-                sweep_skewed()
+                try:
+                    race_once(jobs)
+                except httpx.HTTPError:
+                    if not stop.is_set():
+                        answers["transport error"] += 1
                 stop.wait(0.5)
-
-        def sweep_skewed() -> None:
-            url = f"{skewed.url}/batch_sweeper"
-            token = TokenMinter().mint(
-                service_account_email=cloud.settings.scheduler_service_account, audience=url
-            )
-            httpx.post(url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
 
         threading.Thread(target=racing, daemon=True).start()
 
     try:
-        return _run_checked(
+        verdict = _run_checked(
             cloud,
             tag,
             name,
-            lambda: mixed(cloud, tag, prompt="EMULATOR_SLEEP_200", size=20),
+            lambda: mixed(cloud, tag, prompt="EMULATOR_SLEEP_1000", size=40),
             fault,
             reruns_allowed=reruns_allowed,
             bound_s=SLOW_BOUND_S,
@@ -352,6 +363,10 @@ def _skewed(cloud: ChaosCloud, tag: str, name: str, offset_s: float, *, reruns_a
     finally:
         stop.set()
         skewed.kill()
+    verdict.fault_evidence["skewedInstance"] = dict(answers)
+    if not sum(answers.values()):
+        verdict.problems.append("the fault did not happen: the skewed instance raced nothing")
+    return verdict
 
 
 def clock_skew(cloud: ChaosCloud, tag: str) -> Verdict:
