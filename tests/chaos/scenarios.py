@@ -23,7 +23,7 @@ from infra.emulators.oidc import TokenMinter
 from shared.kinds.metrics import run_key
 from tests.chaos import workloads
 from tests.chaos.checker import Verdict, check, race, sweep, tasks_evidence
-from tests.chaos.cloud import ChaosCloud, UploadWatch
+from tests.chaos.cloud import CLOUD_ENV, ChaosCloud, UploadWatch
 from tests.chaos.workloads import Job
 from tests.conftest import wait_for
 from tests.e2e.delivery import Gateway, call_internal, free_port
@@ -86,7 +86,7 @@ def _run_checked(
     tag: str,
     name: str,
     submit: Callable[[], list[Job]],
-    fault: Callable[[list[Job]], None] | None = None,
+    fault: Callable[[list[Job]], dict[str, object] | None] | None = None,
     *,
     reruns_allowed: bool = False,
     bound_s: float = BOUND_S,
@@ -95,7 +95,7 @@ def _run_checked(
     jobs = submit()
     with _watch(cloud, jobs) as watch:
         if fault is not None:
-            fault(jobs)
+            verdict.fault_evidence |= fault(jobs) or {}
         check(
             cloud,
             verdict=verdict,
@@ -127,7 +127,7 @@ def duplicate_delivery(cloud: ChaosCloud, tag: str) -> Verdict:
 def worker_race(cloud: ChaosCloud, tag: str) -> Verdict:
     """Two more workers race the delivery Cloud Tasks makes, on the first chunk of each batch."""
 
-    def fault(jobs: list[Job]) -> None:
+    def fault(jobs: list[Job]) -> dict[str, object]:
         statuses = [
             status
             for job in jobs
@@ -136,6 +136,7 @@ def worker_race(cloud: ChaosCloud, tag: str) -> Verdict:
         ]
         if not set(statuses) <= {200, 409}:
             raise AssertionError(f"racing deliveries answered {statuses}")
+        return {"racingDeliveries": dict(Counter(str(status) for status in statuses))}
 
     return _run_checked(
         cloud, tag, "worker_race", lambda: mixed(cloud, tag, prompt="EMULATOR_SLEEP_100"), fault
@@ -146,7 +147,8 @@ def gateway_sigkill(cloud: ChaosCloud, tag: str) -> Verdict:
     """The functions gateway (every instance at once) is SIGKILLed mid-chunk, three times, and restarted;
     the sweeper takes the expired leases back."""
 
-    def fault(jobs: list[Job]) -> None:
+    def fault(jobs: list[Job]) -> dict[str, object]:
+        down = []
         for kill in range(KILLS):
             floor = _finished(cloud, jobs)
             wait_for(
@@ -154,7 +156,8 @@ def gateway_sigkill(cloud: ChaosCloud, tag: str) -> Verdict:
                 timeout=60,
                 what=f"progress before kill {kill}",
             )
-            cloud.restart("functions")
+            down.append(round(cloud.restart("functions"), 1))
+        return {"gatewayKills": KILLS, "gatewayDownS": down}
 
     return _run_checked(
         cloud,
@@ -171,9 +174,9 @@ def firestore_restart(cloud: ChaosCloud, tag: str) -> Verdict:
     """The Firestore emulator is killed mid-batch and started again on its data (no acknowledged write
     lost, as with Google's)."""
 
-    def fault(jobs: list[Job]) -> None:
+    def fault(jobs: list[Job]) -> dict[str, object]:
         wait_for(lambda: _finished(cloud, jobs) > 3, timeout=60, what="progress before the restart")
-        cloud.restart_firestore_keeping_data()
+        return {"firestoreDownS": round(cloud.restart_firestore_keeping_data(), 1)}
 
     return _run_checked(
         cloud,
@@ -190,9 +193,9 @@ def tasks_restart(cloud: ChaosCloud, tag: str) -> Verdict:
     """The Tasks emulator is killed mid-batch and started again, empty (it keeps tasks in memory): tasks
     waiting in it are gone, handlers already running finish."""
 
-    def fault(jobs: list[Job]) -> None:
+    def fault(jobs: list[Job]) -> dict[str, object]:
         wait_for(lambda: _finished(cloud, jobs) > 3, timeout=60, what="progress before the restart")
-        cloud.restart("tasks")
+        return {"tasksDownS": round(cloud.restart("tasks"), 1)}
 
     return _run_checked(
         cloud,
@@ -264,6 +267,10 @@ def scheduler_twice(cloud: ChaosCloud, tag: str) -> Verdict:
             thread.start()
         for thread in threads:
             thread.join(120)
+        fired.update(
+            schedulerFirings=len(answers),
+            actions=dict(Counter(r["action"] for a in answers for r in a["runs"])),  # type: ignore[attr-defined]
+        )
         run_ids = {run["run"]["runId"] for answer in answers for run in answer["runs"]}  # type: ignore[index, attr-defined]
         jobs = []
         for run_id in sorted(run_ids):
@@ -281,7 +288,10 @@ def scheduler_twice(cloud: ChaosCloud, tag: str) -> Verdict:
             )
         return jobs
 
-    return _run_checked(cloud, tag, "scheduler_twice", submit)
+    fired: dict[str, object] = {}
+    verdict = _run_checked(cloud, tag, "scheduler_twice", submit)
+    verdict.fault_evidence |= fired
+    return verdict
 
 
 def rate_limit_storm(cloud: ChaosCloud, tag: str) -> Verdict:
@@ -301,7 +311,9 @@ def slow_model(cloud: ChaosCloud, tag: str) -> Verdict:
     while calls are slow, so no chunk is taken over and nothing runs twice."""
     cloud.configure_gemini(latencyMs=1000)
     try:
-        return _run_checked(cloud, tag, "slow_model", lambda: mixed(cloud, tag), bound_s=SLOW_BOUND_S)
+        verdict = _run_checked(cloud, tag, "slow_model", lambda: mixed(cloud, tag), bound_s=SLOW_BOUND_S)
+        verdict.fault_evidence["latencyMs"] = 1000
+        return verdict
     finally:
         cloud.configure_gemini()
 
@@ -310,7 +322,7 @@ def _skewed(cloud: ChaosCloud, tag: str, name: str, offset_s: float, *, reruns_a
     """A second instance whose clock runs `offset_s` ahead races every running chunk and sweeps, twice a
     second, while the batches run on the cloud's own gateway."""
     queue = cloud.create_queue(f"chaos-skew-{tag}")
-    skewed = Gateway(port=free_port(), queue=queue, lease_seconds=float(cloud.settings.batch_lease_seconds))
+    skewed = Gateway(port=free_port(), queue=queue, lease_seconds=float(CLOUD_ENV["BATCH_LEASE_SECONDS"]))
     skewed.env["CLOCK_OFFSET_SECONDS"] = str(offset_s)
     skewed.start()
     # Warm it up (its first call builds the clients), so it races from the first second.

@@ -42,7 +42,9 @@ def test_limits_are_validated() -> None:
         Settings(batch_max_concurrency=0)
 
 
-def test_a_clock_offset_is_refused_outside_local_mode() -> None:
+def test_a_clock_offset_is_refused_outside_local_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("FIRESTORE_EMULATOR_HOST", "STORAGE_EMULATOR_HOST"):  # set by other tests' local cloud
+        monkeypatch.delenv(name, raising=False)
     assert Settings(platform_env="local", clock_offset_seconds=5).clock_offset_seconds == 5
     with pytest.raises(ValidationError, match="CLOCK_OFFSET_SECONDS"):
         Settings(
