@@ -255,8 +255,9 @@ def tasks_evidence(cloud: ChaosCloud, jobs: list[Job]) -> dict[str, int]:
     }
 
 
-def race(cloud: ChaosCloud, job: Job, *, workers: int = 2) -> list[int]:
-    """`workers` more deliveries of the job's first chunk at once, racing the one Cloud Tasks makes."""
+def race(cloud: ChaosCloud, job: Job, *, workers: int = 2) -> list[str]:
+    """`workers` more deliveries of the job's first chunk at once, racing the one Cloud Tasks makes: each
+    answer's status and outcome."""
     from concurrent.futures import ThreadPoolExecutor
 
     message = {"batch_id": job.batch_id, "chunk": 0, "segment": 0}
@@ -264,4 +265,4 @@ def race(cloud: ChaosCloud, job: Job, *, workers: int = 2) -> list[int]:
         responses = list(
             pool.map(lambda _: call_internal(cloud.functions_url, "batch_worker", message), range(workers))
         )
-    return [r.status_code for r in responses]
+    return [f"{r.status_code} {r.json().get('outcome', '')}".strip() for r in responses]
