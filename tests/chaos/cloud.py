@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -74,6 +75,7 @@ class ChaosCloud:
     def stop(self) -> None:
         self.gemini.close()
         localcloud.stop()
+        shutil.rmtree(self.export_dir, ignore_errors=True)
 
     @property
     def functions_url(self) -> str:
