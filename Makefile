@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help venv check-tools run up down status test test-unit lint bench fuzz api-key seed-data clean report-data
+.PHONY: help venv check-tools run up down status test test-unit lint bench fuzz api-key seed-data clean report-data chaos
 
 help:
 	@echo "make run      start the local cloud and the functions gateway (foreground, Ctrl-C stops)"
@@ -14,6 +14,7 @@ help:
 	@echo "make lint     ruff and mypy (strict)"
 	@echo "make bench    benchmark the engine against the physical limit"
 	@echo "make fuzz     schemathesis against every public function's OpenAPI document [FUZZ_ARGS='--only batch --max-examples 40']"
+	@echo "make chaos [CHAOS_ARGS=--only name,name]   fault scenarios on a local cloud of its own, checked against the history"
 	@echo "make api-key TENANT=name [ROLE=admin]   create an API key (printed on the last line)"
 	@echo "make seed-data [DAYS=30 SOLICITUDES_POR_DIA=2000] [TENANT=catalogo COUNT=300]   the marketplace's dataset and a catalog of articles with images (local cloud up; the catalog's API key on the last line)"
 
@@ -66,6 +67,10 @@ bench: venv check-tools
 fuzz: venv check-tools
 	$(PY) -m tests.fuzz.run $(FUZZ_ARGS)
 
+# Fault scenarios against a local cloud the run starts itself (stop `make up`'s first); table and .chaos/results.json
+chaos: venv check-tools
+	$(PY) -m tests.chaos.run $(CHAOS_ARGS)
+
 api-key: venv
 	@test -n "$(TENANT)" || { echo "usage: make api-key TENANT=name [ROLE=admin]" >&2; exit 2; }
 	@$(PY) -m infra.api_key --tenant "$(TENANT)" --role "$(or $(ROLE),user)" $(if $(RATE_LIMIT),--rate-limit $(RATE_LIMIT))
@@ -79,4 +84,4 @@ seed-data: up
 	@$(PY) -m infra.seed_data --tenant "$(or $(TENANT),catalogo)" --count "$(or $(COUNT),300)"
 
 clean: down
-	rm -rf $(VENV) .localcloud .pytest_cache .mypy_cache .ruff_cache .bench .fuzz $(APIDOCS)/node_modules
+	rm -rf $(VENV) .localcloud .pytest_cache .mypy_cache .ruff_cache .bench .fuzz .chaos $(APIDOCS)/node_modules

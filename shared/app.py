@@ -6,12 +6,14 @@ import asyncio
 import datetime as dt
 import gc
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from shared import runtime
 from shared.adapters.oidc_verifier import OidcVerifier
+from shared.models.common import utcnow
 from shared.ports import KeyStore, MetricsStore, SchedulerJobs, UsageStore
 from shared.services.auth import Authenticator, RateLimiter
 from shared.services.batchmode import Batchmode
@@ -66,6 +68,15 @@ def _production_signing_credentials(settings: Settings) -> object:
         target_principal=target,
         target_scopes=["https://www.googleapis.com/auth/devstorage.read_only"],
     )
+
+
+def _clock(offset_seconds: float) -> Callable[[], dt.datetime]:
+    """The engine's clock: the true time, or (fault tests only, CLOCK_OFFSET_SECONDS) a clock that runs
+    ahead or behind."""
+    if not offset_seconds:
+        return utcnow
+    offset = dt.timedelta(seconds=offset_seconds)
+    return lambda: utcnow() + offset
 
 
 async def _build(settings: Settings) -> Platform:
@@ -194,6 +205,7 @@ async def _build(settings: Settings) -> Platform:
         images=GeminiImageModel(genai_client),
         extras={"image_queue": image_queue, "batchmode": batchmode},
         metrics=metrics,
+        clock=_clock(settings.clock_offset_seconds),
     )
     image_queue.attach(engine)
     batchmode.attach(engine)

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     batch_task_budget_seconds: float = Field(default=480.0, gt=0)
     batch_dispatch_deadline_seconds: int = Field(default=600, ge=15, le=1800)
     batch_task_max_attempts: int = Field(default=10, ge=1)
+    # A batch with no chunk running and nothing finished for this long has lost the task of its next step
+    # (Cloud Tasks deletes a task after its last attempt): the sweeper enqueues that step again.
+    batch_stall_seconds: float = Field(default=600.0, gt=0)
     results_url_ttl_seconds: int = Field(default=900, ge=60, le=7 * 24 * 3600)
 
     # Batch embeddings and analysis.
@@ -142,6 +145,10 @@ class Settings(BaseSettings):
     metrics_partition_hours: int = Field(default=6, ge=1, le=24)  # a run reads its range in slices this long
     metrics_run_deadline_minutes: int = Field(default=30, ge=5, le=120)
 
+    # Fault runs (tests/chaos): this instance's clock runs this many seconds ahead (negative: behind) of
+    # the true time, to test leases between instances whose clocks disagree. Local mode only.
+    clock_offset_seconds: float = Field(default=0.0, ge=-3600, le=3600)
+
     @field_validator("metrics_time_zone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
@@ -208,6 +215,8 @@ class Settings(BaseSettings):
         ]  # fmt: skip
         if emulated:
             raise ValueError(f"emulator endpoints are not allowed in production: {', '.join(emulated)}")
+        if self.clock_offset_seconds:
+            raise ValueError("CLOCK_OFFSET_SECONDS is for fault tests on the local cloud only")
         if self.gemini_api_key.get_secret_value() in {"local-emulator", "changethis"}:
             raise ValueError("GEMINI_API_KEY must be a real key in production")
         if len(self.batchmode_webhook_key.get_secret_value()) < 32:

@@ -34,6 +34,18 @@ class GcsBlobStore:
         except gexc.GoogleAPICallError as exc:
             raise BlobUnavailable(f"cannot write gs://{self._bucket.name}/{object_name}: {exc}") from exc
 
+    async def create(self, *, object_name: str, data: bytes, content_type: str) -> bool:
+        blob = self._bucket.blob(object_name)
+        try:
+            await asyncio.to_thread(
+                blob.upload_from_string, data, content_type=content_type, if_generation_match=0
+            )
+        except gexc.PreconditionFailed:
+            return False
+        except gexc.GoogleAPICallError as exc:
+            raise BlobUnavailable(f"cannot write gs://{self._bucket.name}/{object_name}: {exc}") from exc
+        return True
+
     async def get(self, *, object_name: str) -> bytes:
         blob = self._bucket.blob(object_name)
         try:

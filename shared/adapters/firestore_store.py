@@ -300,6 +300,15 @@ class FirestoreStore:
         )
         return [BatchDoc.model_validate(s.to_dict()) async for s in query.stream()]
 
+    async def unfinished_batches(self, created_before: dt.datetime, limit: int) -> list[BatchDoc]:
+        query = (
+            self._db.collection(BATCHES)
+            .where(filter=FieldFilter("finalized", "==", False))
+            .where(filter=FieldFilter("created_at", "<", created_before))
+            .limit(limit)
+        )
+        return [BatchDoc.model_validate(s.to_dict()) async for s in query.stream()]
+
     # --- chunks -----------------------------------------------------------------------------------
 
     async def get_chunk(self, batch_id: str, chunk: int) -> ChunkSnapshot | None:
@@ -357,7 +366,7 @@ class FirestoreStore:
         query = (
             self._batch_ref(batch_id)
             .collection(CHUNKS)
-            .select(["index", "state", "claims", "progress", "lease_expires_at"])
+            .select(["index", "state", "claims", "progress", "lease_expires_at", "segment", "finished_at"])
         )
         return [ChunkProgress.model_validate(s.to_dict()) async for s in query.stream()]
 

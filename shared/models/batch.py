@@ -160,6 +160,8 @@ class ChunkProgress(BaseModel):
     claims: int
     progress: ResultTotals
     lease_expires_at: dt.datetime | None = None
+    segment: int = 0
+    finished_at: dt.datetime | None = None
 
 
 class ChunkDoc(BaseModel):

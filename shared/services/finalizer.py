@@ -56,7 +56,14 @@ async def finalize(*, engine: Engine, batch_id: str) -> dict[str, Any]:
         if batch.entry_starts is not None:
             lines = [to_json(result).decode() for result in results]
     jsonl = ("\n".join(lines) + "\n").encode() if lines else b""
-    await engine.blobs.put(object_name=object_name, data=jsonl, content_type="application/x-ndjson")
+    # Uploaded once: of two finalizers racing (a duplicate delivery), or an attempt that stopped before its
+    # commit and its retry, the first upload stands (the pages of a finished batch no longer change). Only a
+    # file that differs (left by an earlier batch of the same id) is replaced.
+    created = await engine.blobs.create(
+        object_name=object_name, data=jsonl, content_type="application/x-ndjson"
+    )
+    if not created and await engine.blobs.get(object_name=object_name) != jsonl:
+        await engine.blobs.put(object_name=object_name, data=jsonl, content_type="application/x-ndjson")
     # The kind's own fan-in (refunds, a notification) before the batch shows final: a crash in between runs
     # it again with the next delivery of this task.
     await kind.on_final(batch, status=_final_status(batch, totals, now), entries=results, ports=engine.ports)

@@ -1,13 +1,15 @@
-"""The stall sweeper (run every minute by Cloud Scheduler): re-enqueue chunks whose lease expired, stop
-batches past their deadline (keeping partial results). Safe to run twice: task names carry the claim count or
-the minute, so a double fire enqueues nothing new.
+"""The stall sweeper (run every minute by Cloud Scheduler): re-enqueue chunks whose lease expired, enqueue
+again the next step of a batch whose task was lost, stop batches past their deadline (keeping partial
+results). Safe to run twice: task names carry the claim count, the stall window or the minute, so a double
+fire enqueues nothing new.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
-from shared.models.batch import BatchDoc, BatchStatus
+from shared.models.batch import BatchDoc, BatchStatus, ChunkState
 from shared.services.engine import Engine, enqueue_chunk, enqueue_finalize
 
 SWEEP_LIMIT = 200
@@ -30,6 +32,9 @@ async def sweep(*, engine: Engine) -> dict[str, Any]:
             suffix=f"-r{lease.claims}",
             kind=kinds[lease.batch_id],
         )
+    stall = dt.timedelta(seconds=engine.settings.batch_stall_seconds)
+    for stalled_batch in await engine.store.unfinished_batches(now - stall, SWEEP_LIMIT):
+        requeued += await _resume_stalled(engine=engine, batch=stalled_batch, now=now, stall=stall)
     expired = 0
     for batch in await engine.store.overdue_batches(now, SWEEP_LIMIT):
 
@@ -45,3 +50,36 @@ async def sweep(*, engine: Engine) -> dict[str, Any]:
         await engine.store.update_batch(batch.batch_id, _expire)
         expired += await enqueue_finalize(engine=engine, batch_id=batch.batch_id, suffix=f"-{now:%Y%m%d%H%M}")
     return {"requeuedChunks": requeued, "expiredBatches": expired}
+
+
+async def _resume_stalled(*, engine: Engine, batch: BatchDoc, now: dt.datetime, stall: dt.timedelta) -> int:
+    """A batch whose chain of tasks broke: no chunk is running and none finished for `stall`, yet it is not
+    fanned in. Each chunk is enqueued by the end of the one before it, so a task lost for good (deleted
+    after its last attempt, or gone with the queue) would stop its lane until the deadline: enqueue again
+    the chunks due to run (the first open chunk of each lane of the current stage), or the fan-in when every
+    chunk is finished. One task per stall window, so repeated sweeps enqueue nothing new; a surplus task
+    finds its chunk leased or finished and does nothing."""
+    chunks = sorted(await engine.store.chunk_progress(batch.batch_id), key=lambda c: c.index)
+    if any(chunk.state is ChunkState.RUNNING for chunk in chunks):
+        return 0  # working under a live lease, or an expired one the sweep above has re-enqueued
+    last_change = max((c.finished_at for c in chunks if c.finished_at), default=batch.created_at)
+    if now - last_change < stall:
+        return 0
+    suffix = f"-w{int((now - last_change) / stall)}"
+    open_chunks = [chunk for chunk in chunks if not chunk.state.is_terminal]
+    if batch.status.is_final or not open_chunks:
+        return int(await enqueue_finalize(engine=engine, batch_id=batch.batch_id, suffix=suffix))
+    stage = batch.stage_of(open_chunks[0].index)
+    requeued = 0
+    for lane in range(stage.first, stage.first + stage.lanes):
+        due = next((c for c in open_chunks if c.index >= lane and (c.index - lane) % stage.lanes == 0), None)
+        if due is not None and due.index < stage.end:
+            requeued += await enqueue_chunk(
+                engine=engine,
+                batch_id=batch.batch_id,
+                chunk=due.index,
+                segment=due.segment,
+                suffix=suffix,
+                kind=batch.kind,
+            )
+    return requeued

@@ -409,3 +409,26 @@ def test_break_schema_marker_gives_json_the_schema_rejects(gemini: genai.Client)
         Sentiment.model_validate(answer)
     failures = {(e["loc"][0], e["type"]) for e in caught.value.errors()}
     assert failures == {("label", "literal_error"), ("score", "less_than_equal"), ("confidence", "missing")}
+
+
+def test_the_call_log_counts_every_answered_call_by_its_marker(
+    gemini: genai.Client, gemini_control: httpx.Client, unique: str
+) -> None:
+    marker = f"EMULATOR_MARK_log{unique}"
+    gemini.models.generate_content(model=MODEL, contents=f"Describe {marker}-0 a brake disc")
+    gemini.models.embed_content(
+        model="gemini-embedding-001", contents=[f"{marker}-1 gear", f"{marker}-2 pad"]
+    )
+    with pytest.raises(errors.ClientError):
+        gemini.models.generate_content(model=MODEL, contents=f"{marker}-3 EMULATOR_FAIL_429")
+    gemini.models.generate_content(model=MODEL, contents="no marker at all")
+
+    calls = gemini_control.get("/emulator/calls", params={"marker": marker}).json()["calls"]
+
+    assert [(c["method"], c["status"], c["markers"]) for c in calls] == [
+        ("generateContent", 200, [f"{marker}-0"]),
+        ("batchEmbedContents", 200, [f"{marker}-1", f"{marker}-2"]),
+        ("generateContent", 429, [f"{marker}-3"]),
+    ]
+    gemini_control.delete("/emulator/calls").raise_for_status()
+    assert gemini_control.get("/emulator/calls", params={"marker": marker}).json()["calls"] == []

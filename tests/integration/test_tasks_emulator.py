@@ -742,3 +742,34 @@ def test_invalid_requests_are_rejected(client: tasks_v2.CloudTasksClient, parent
         with pytest.raises(gexc.InvalidArgument):
             client.create_task(parent=queue, task=task)
     assert list(client.list_tasks(parent=queue)) == []
+
+
+# --- the duplicate-delivery fault ------------------------------------------------------------------------
+
+
+def test_the_duplicate_deliveries_fault_sends_every_attempt_twice(
+    tmp_path: Path, parent: str, unique: str, recorder: Recorder
+) -> None:
+    process, duplicating = _start_emulator(tmp_path / "emulator.log", "--duplicate-deliveries")
+    try:
+        queue = make_queue(duplicating.client, parent, f"dup-{unique}")
+        name = f"{queue}/tasks/twice-{unique}"
+        duplicating.client.create_task(parent=queue, task=http_task(recorder.url + "/twice", name=name))
+
+        wait_for(lambda: gone(duplicating.client, name), timeout=10)
+        deliveries = wait_for(
+            lambda: (
+                len(duplicating.deliveries(f"twice-{unique}")) == 2
+                and duplicating.deliveries(f"twice-{unique}")
+            ),
+            timeout=5,
+        )
+
+        assert sorted((r["attempt"], r["duplicate"]) for r in deliveries) == [(1, False), (1, True)]
+        arrivals = wait_for(lambda: arrived(recorder, "/twice", 2), timeout=5)
+        assert [a.headers["X-CloudTasks-TaskName"] for a in arrivals] == [f"twice-{unique}"] * 2
+        assert [a.headers["X-CloudTasks-TaskRetryCount"] for a in arrivals] == ["0", "0"]
+    finally:
+        duplicating.client.transport.close()
+        process.terminate()
+        process.wait(10)

@@ -40,3 +40,21 @@ def test_production_refuses_emulator_endpoints() -> None:
 def test_limits_are_validated() -> None:
     with pytest.raises(ValidationError):
         Settings(batch_max_concurrency=0)
+
+
+def test_a_clock_offset_is_refused_outside_local_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("FIRESTORE_EMULATOR_HOST", "STORAGE_EMULATOR_HOST"):  # set by other tests' local cloud
+        monkeypatch.delenv(name, raising=False)
+    assert Settings(platform_env="local", clock_offset_seconds=5).clock_offset_seconds == 5
+    with pytest.raises(ValidationError, match="CLOCK_OFFSET_SECONDS"):
+        Settings(
+            platform_env="production",
+            project_id="p",
+            region="europe-west1",
+            functions_base_url="https://example.run.app",
+            results_bucket="b",
+            tasks_service_account="t@p.iam.gserviceaccount.com",
+            scheduler_service_account="s@p.iam.gserviceaccount.com",
+            gemini_api_key="real-key",
+            clock_offset_seconds=5,
+        )

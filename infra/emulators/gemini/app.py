@@ -12,6 +12,7 @@ import random
 import re
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +46,10 @@ STATUS_NAMES = {
 }  # fmt: skip
 FAIL_MARKER = re.compile(r"EMULATOR_FAIL_(\d{3})")
 SLEEP_MARKER = re.compile(r"EMULATOR_SLEEP_(\d+)")
+# A request marker a test puts in its prompts, so it can count the calls the emulator answered for each item
+# (GET /emulator/calls): the ground truth of how many times a model call really ran.
+CALL_MARKER = re.compile(rb"EMULATOR_MARK_[A-Za-z0-9_-]+")
+CALL_LOG_LIMIT = 500_000  # the oldest calls are dropped past this many
 
 
 @dataclass
@@ -83,6 +88,7 @@ class State:
     rng: random.Random = field(default_factory=lambda: random.Random(0))
     seen_prefixes: set[str] = field(default_factory=set)
     batches: dict[str, Batch] = field(default_factory=dict)
+    calls: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=CALL_LOG_LIMIT))
 
 
 class ApiError(Exception):
@@ -230,6 +236,21 @@ def build_app(state: State | None = None) -> Starlette:
     state = state or State()
 
     async def model_call(request: Request) -> Response:
+        response = await _model_call(request)
+        markers = sorted({m.decode() for m in CALL_MARKER.findall(await request.body())})
+        if markers:
+            state.calls.append(
+                {
+                    "method": request.path_params["method"],
+                    "model": request.path_params["model"],
+                    "status": response.status_code,
+                    "markers": markers,
+                    "at": _rfc3339(time.time()),
+                }
+            )
+        return response
+
+    async def _model_call(request: Request) -> Response:
         try:
             _check_key(request)
             model = _model_id(request.path_params["model"])
@@ -282,7 +303,16 @@ def build_app(state: State | None = None) -> Starlette:
                 return _error_response(error if isinstance(error, ApiError) else ApiError(400, str(error)))
         return JSONResponse(state.config.__dict__)
 
+    async def calls(request: Request) -> Response:
+        prefix = request.query_params.get("marker", "EMULATOR_MARK_")
+        if request.method == "DELETE":
+            state.calls.clear()
+            return JSONResponse({"calls": []})
+        matching = [call for call in state.calls if any(m.startswith(prefix) for m in call["markers"])]
+        return JSONResponse({"calls": matching})
+
     async def reset(request: Request) -> Response:
+        state.calls.clear()
         state.config = Config()
         state.rng = random.Random(0)
         state.seen_prefixes.clear()
@@ -296,6 +326,7 @@ def build_app(state: State | None = None) -> Starlette:
         Route("/health", health),
         Route("/emulator/config", config, methods=["GET", "POST"]),
         Route("/emulator/reset", reset, methods=["POST"]),
+        Route("/emulator/calls", calls, methods=["GET", "DELETE"]),
     ]
     for version in ("v1", "v1beta", "v1alpha"):
         routes += [

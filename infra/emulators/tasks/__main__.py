@@ -1,6 +1,8 @@
 """python -m infra.emulators.tasks [--port N] [--dedupe-window-seconds S] [--min-dispatch-deadline-seconds S]
+[--duplicate-deliveries]
 
-The last option exists for tests only (Google's minimum is 15 s).
+The last two options exist for tests only (Google's minimum is 15 s; Google delivers a task twice rarely, this
+delivers every attempt twice).
 """
 
 from __future__ import annotations
@@ -26,7 +28,14 @@ log = logging.getLogger("tasks-emulator")
 DEDUPE_WINDOW_S = 3600.0  # Google reserves a task name for about an hour after it ran or was deleted
 
 
-async def serve(*, host: str, port: int, dedupe_window_s: float, min_dispatch_deadline_s: float) -> None:
+async def serve(
+    *,
+    host: str,
+    port: int,
+    dedupe_window_s: float,
+    min_dispatch_deadline_s: float,
+    duplicate_deliveries: bool = False,
+) -> None:
     # Up to 5,000 concurrent dispatches per queue; no client-side timeout, the dispatch deadline rules.
     # Each attempt opens its own connection: Google's front end routes every request to an instance anew,
     # so a kept-alive connection must not pin deliveries to one gateway worker process (one "instance").
@@ -36,6 +45,7 @@ async def serve(*, host: str, port: int, dedupe_window_s: float, min_dispatch_de
             deliverer=Deliverer(http=http, minter=TokenMinter()),
             dedupe_window_s=dedupe_window_s,
             min_dispatch_deadline_s=min_dispatch_deadline_s,
+            duplicate_deliveries=duplicate_deliveries,
         )
         server = await serve_grpc(handler=handler(state), host=host, port=port)
         log.info(
@@ -45,6 +55,7 @@ async def serve(*, host: str, port: int, dedupe_window_s: float, min_dispatch_de
                     "message": f"cloud tasks emulator on {host}:{port}",
                     "dedupe_window_s": dedupe_window_s,
                     "min_dispatch_deadline_s": min_dispatch_deadline_s,
+                    "duplicate_deliveries": duplicate_deliveries,
                 }
             )
         )
@@ -67,6 +78,11 @@ def main() -> None:
         default=MIN_DISPATCH_DEADLINE_S,
         help="shortest dispatch_deadline accepted (Google: 15 s); lowered only so deadline tests run fast",
     )
+    parser.add_argument(
+        "--duplicate-deliveries",
+        action="store_true",
+        help="deliver every attempt twice at once (a fault for tests; the second response is ignored)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -77,6 +93,7 @@ def main() -> None:
                 port=args.port,
                 dedupe_window_s=args.dedupe_window_seconds,
                 min_dispatch_deadline_s=args.min_dispatch_deadline_seconds,
+                duplicate_deliveries=args.duplicate_deliveries,
             )
         )
 

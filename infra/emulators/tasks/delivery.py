@@ -40,6 +40,7 @@ class Delivery:
     eta: float  # the task's schedule_time, seconds since the epoch
     previous_response: int | None
     deadline_s: float
+    duplicate: bool = False  # a second delivery of the attempt (the --duplicate-deliveries fault)
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,7 @@ def _log_delivery(*, delivery: Delivery, outcome: Outcome, started: float, late:
                 "url": delivery.http_request.url,
                 "status": outcome.status_code if outcome.status_code is not None else outcome.error,
                 "attempt": delivery.attempt,
+                "duplicate": delivery.duplicate,
                 "latency_ms": int((time.monotonic() - started) * 1000),
             }
         )

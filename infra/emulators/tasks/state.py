@@ -7,6 +7,7 @@ atomic with respect to dispatches.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import heapq
 import itertools
@@ -86,9 +87,17 @@ class Tombstones:
 
 class TasksState:
     def __init__(
-        self, *, deliverer: Deliverer, dedupe_window_s: float, min_dispatch_deadline_s: float
+        self,
+        *,
+        deliverer: Deliverer,
+        dedupe_window_s: float,
+        min_dispatch_deadline_s: float,
+        duplicate_deliveries: bool = False,
     ) -> None:
         self.deliverer = deliverer
+        # A fault for tests of at-least-once handlers: every attempt is also sent a second time, at once,
+        # and the second one's response is ignored (Cloud Tasks may deliver a task more than once).
+        self.duplicate_deliveries = duplicate_deliveries
         self.min_dispatch_deadline_s = min_dispatch_deadline_s
         self.queues: dict[str, QueueEntry] = {}
         self.tombstones = Tombstones(window_s=dedupe_window_s)
@@ -313,6 +322,16 @@ class TasksState:
         attempt = asyncio.get_running_loop().create_task(self._attempt(entry, task, delivery))
         self._attempts.add(attempt)
         attempt.add_done_callback(self._attempts.discard)
+        if self.duplicate_deliveries:
+            duplicate = asyncio.get_running_loop().create_task(
+                self._duplicate(dataclasses.replace(delivery, duplicate=True))
+            )
+            self._attempts.add(duplicate)
+            duplicate.add_done_callback(self._attempts.discard)
+
+    async def _duplicate(self, delivery: Delivery) -> None:
+        """A second delivery of the same attempt: logged, its outcome otherwise ignored."""
+        await self.deliverer.deliver(delivery=delivery)
 
     async def _attempt(self, entry: QueueEntry, task: TaskEntry, delivery: Delivery) -> None:
         try:

@@ -1,0 +1,79 @@
+"""Two finalizers racing (found by `make chaos`: every task delivered twice) upload the results file once,
+against the real Firestore and Cloud Storage adapters; the test plays the deliveries itself."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any
+
+import pytest
+
+from shared import runtime
+from shared.app import platform
+from shared.emulator_config import EmulatorConfig
+from shared.models.batch import WorkMessage
+from shared.services.engine import Engine, results_object
+from shared.services.finalizer import finalize
+from shared.services.worker import process_chunk
+from tests.integration.engine_harness import RecordingQueue, submit
+
+
+class CountingBlobs:
+    """The real blob store, counting the uploads that really wrote an object."""
+
+    def __init__(self, blobs: Any) -> None:
+        self._blobs = blobs
+        self.uploads = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._blobs, name)
+
+    async def put(self, **kwargs: Any) -> None:
+        await self._blobs.put(**kwargs)
+        self.uploads += 1
+
+    async def create(self, **kwargs: Any) -> bool:
+        created: bool = await self._blobs.create(**kwargs)
+        self.uploads += created
+        return created
+
+
+@pytest.fixture
+def engine(local_cloud: EmulatorConfig) -> Engine:
+    real = platform().engine
+    return dataclasses.replace(real, queue=RecordingQueue(), blobs=CountingBlobs(real.blobs))  # type: ignore[arg-type]
+
+
+def _finished_batch(engine: Engine, tenant: str) -> str:
+    batch_id = submit(engine, tenant, [{"prompt": f"p{i}", "customId": f"c{i}"} for i in range(3)])
+    runtime.run(process_chunk(engine=engine, message=WorkMessage(batch_id=batch_id, chunk=0), retry_count=0))
+    return batch_id
+
+
+def test_two_finalizers_at_once_upload_the_results_once(engine: Engine, unique: str) -> None:
+    batch_id = _finished_batch(engine, f"fan-in-{unique}")
+
+    async def both() -> list[dict[str, Any]]:
+        return list(await asyncio.gather(*(finalize(engine=engine, batch_id=batch_id) for _ in range(2))))
+
+    outcomes = runtime.run(both())
+    late = runtime.run(finalize(engine=engine, batch_id=batch_id))
+
+    assert {o["outcome"] for o in outcomes} <= {"completed", "already final"}
+    assert late["outcome"] == "already final"
+    assert isinstance(engine.blobs, CountingBlobs) and engine.blobs.uploads == 1
+    lines = runtime.run(engine.blobs.get(object_name=results_object(batch_id))).decode().splitlines()
+    assert [line.count('"customId":"c') for line in lines] == [1, 1, 1]
+
+
+def test_a_stale_file_of_the_same_name_is_replaced(engine: Engine, unique: str) -> None:
+    batch_id = _finished_batch(engine, f"stale-{unique}")
+    runtime.run(
+        engine.blobs.put(object_name=results_object(batch_id), data=b"stale\n", content_type="text/plain")
+    )
+
+    runtime.run(finalize(engine=engine, batch_id=batch_id))
+
+    text = runtime.run(engine.blobs.get(object_name=results_object(batch_id))).decode()
+    assert "stale" not in text and len(text.splitlines()) == 3
