@@ -428,7 +428,9 @@ def test_a_handler_slower_than_the_dispatch_deadline_counts_as_a_failed_attempt(
     first, retry = wait_for(lambda: arrived(recorder, "/late", 2), timeout=15)
 
     # The attempt failed at the deadline and was retried while the first handler still ran: not stopped.
-    assert retry.started - first.started >= 0.95
+    # Measured between the handler's starts, each of which lags its dispatch by up to ~0.2 s on a loaded
+    # machine: a retry 1 s deadline + 0.1 s backoff after the first dispatch starts at least 0.8 s after it.
+    assert retry.started - first.started >= 0.8
     assert retry.started < first.finished
     assert retry.headers["X-CloudTasks-TaskRetryCount"] == "1"
     assert retry.headers["X-CloudTasks-TaskExecutionCount"] == "0"
