@@ -237,11 +237,38 @@ def _check_job(
         ):
             verdict.doubled += 1
             verdict.problems.append(f"{name}: {object_name} uploaded again after the batch was final")
+    if job.tenant is not None:
+        _check_credits(cloud, job, verdict=verdict, final=final)
     if job.run_id is not None:
         run = cloud.db.collection("metricas_runs").document(run_key(job.run_id)).get()
         if run.exists and run.get("intento") != 1:
             verdict.doubled += 1
             verdict.problems.append(f"metric run {job.run_id}: {run.get('intento')} attempts")
+
+
+def _check_credits(cloud: ChaosCloud, job: Job, *, verdict: Verdict, final: bool) -> None:
+    """A Batch Mode job's credits: debited once, its failed rows refunded once each, and the tenant's balance
+    the sum of its ledger."""
+    name = f"{job.kind} {job.batch_id}"
+    balance_ref = cloud.db.collection("credit_balances").document(str(job.tenant))
+    ledger = [entry.to_dict() or {} for entry in balance_ref.collection("ledger").stream()]
+    mine = [entry for entry in ledger if entry.get("job_id") == job.batch_id]
+    debits = [entry for entry in mine if entry["kind"] == "debit"]
+    refunds = Counter(entry["entry_id"] for entry in mine if entry["kind"] == "refund")
+    if len(debits) != 1:
+        verdict.doubled += max(0, len(debits) - 1)
+        verdict.lost += 0 if debits else 1
+        verdict.problems.append(f"{name}: {len(debits)} debits")
+    failed_rows = len(job.failing)
+    if final and len(refunds) != failed_rows:
+        verdict.problems.append(f"{name}: {len(refunds)} rows refunded, {failed_rows} failed")
+        verdict.lost += max(0, failed_rows - len(refunds))
+        verdict.doubled += max(0, len(refunds) - failed_rows)
+    balance = balance_ref.get()
+    units = int((balance.to_dict() or {}).get("units", 0)) if balance.exists else 0
+    if units != sum(int(entry["units"]) for entry in ledger):
+        verdict.problems.append(f"{name}: balance {units} is not the sum of the ledger")
+    verdict.fault_evidence["creditRefunds"] = verdict.fault_evidence.get("creditRefunds", 0) + len(refunds)
 
 
 def tasks_evidence(cloud: ChaosCloud, jobs: list[Job]) -> dict[str, int]:

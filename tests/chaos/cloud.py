@@ -27,6 +27,7 @@ from google.protobuf import duration_pb2
 from infra import localcloud
 from infra.resources import apply_local
 from shared.emulator_config import REPO_ROOT, EmulatorConfig, load_emulator_config
+from shared.models.auth import Role
 from shared.settings import get_settings
 from tests.conftest import wait_for
 from tests.e2e.conftest import new_api_key
@@ -37,6 +38,7 @@ CLOUD_ENV = {
     "BATCH_LEASE_SECONDS": "4",
     "BATCH_CHUNK_SIZE": "5",
     "BATCH_STALL_SECONDS": "5",
+    "BATCHMODE_POLL_SECONDS": "0.5",  # Batch Mode jobs polled every 0.5 s (growing 1.5x), not 30 s
     "IMAGE_MODEL_RPM": "100000",
     "IMAGE_RETRY_BASE_DELAY_MS": "200",
 }
@@ -107,8 +109,8 @@ class ChaosCloud:
             )
         return self._tasks
 
-    def api(self, tenant: str) -> httpx.Client:
-        key = new_api_key(tenant)
+    def api(self, tenant: str, role: Role = Role.USER) -> httpx.Client:
+        key = new_api_key(tenant, role)
         return httpx.Client(
             base_url=self.functions_url, headers={"Authorization": f"Bearer {key}"}, timeout=120
         )

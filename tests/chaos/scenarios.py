@@ -21,6 +21,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from infra.emulators.oidc import TokenMinter
 from shared.kinds.metrics import run_key
+from shared.models.auth import Role
 from tests.chaos import workloads
 from tests.chaos.checker import Verdict, check, race, sweep, tasks_evidence
 from tests.chaos.cloud import CLOUD_ENV, ChaosCloud, UploadWatch
@@ -43,11 +44,15 @@ class Scenario:
 
 
 def mixed(cloud: ChaosCloud, tag: str, *, prompt: str = "", size: int = 12) -> list[Job]:
-    """One job of every workload the engine runs for clients: generate, analyze, embeddings, a report, and
-    two image-queue items."""
-    api = cloud.api(f"chaos-{tag}")
+    """One job of every workload the engine runs for clients: generate, analyze, embeddings, a report, two
+    image-queue items and a Batch Mode job paid with credits."""
+    tenant = f"chaos-{tag}"
+    api = cloud.api(tenant)
     base = random.randrange(10_000_000)
+    with cloud.api(f"chaos-admin-{tag}", Role.ADMIN) as admin:
+        paid = workloads.batchmode(api, admin, tenant, f"{tag}b", rows=4)
     jobs = [
+        paid,
         workloads.generate(api, f"{tag}g", size, prompt=prompt),
         workloads.analyze(api, f"{tag}a", max(2, size // 2), prompt=prompt),
         workloads.embeddings(api, f"{tag}e", max(2, size // 3), prompt=prompt),

@@ -31,6 +31,7 @@ class Job:
     failing: set[int] = field(default_factory=set)  # items meant to fail (a poison item)
     objects: list[tuple[str, str]] = field(default_factory=list)  # (bucket, name) its effect uploads
     queue_item: str | None = None  # an image-queue item: image_queue/{id}
+    tenant: str | None = None  # a Batch Mode job: the tenant whose credits paid for it
     run_id: str | None = None  # a metric run: metricas_runs/{id}
 
 
@@ -177,6 +178,32 @@ def fire_metrics_schedule(functions_url: str, job_id: str, fired_at: dt.datetime
 
 
 METRIC_JOBS = (DAILY, WEEKLY)
+
+
+# The engine items of a Batch Mode job besides its rows: one submit, one poll.
+BATCHMODE_STEPS = 2
+
+
+def batchmode(api: httpx.Client, admin: httpx.Client, tenant: str, tag: str, rows: int) -> Job:
+    """A Batch Mode job of `rows` product shots paid with credits granted for it; its last row fails (a
+    refund). Its rows are answered inside the emulator's batch job, not as calls of the log."""
+    granted = admin.post("/batch/credits/grant", json={"tenant": tenant, "amount": 100, "reason": "chaos"})
+    assert granted.status_code == 200, granted.text
+    prompts = [f"{marker(tag, i)} product shot {i}" for i in range(rows - 1)]
+    prompts.append(f"{marker(tag, rows - 1)} EMULATOR_FAIL_400 product shot")
+    response = api.post(
+        "/batch/create", json={"type": "product", "requests": [{"prompt": p} for p in prompts]}
+    )
+    assert response.status_code == 202, response.text
+    batch_id: str = response.json()["id"]
+    return Job(
+        kind="batchmode",
+        batch_id=batch_id,
+        items=BATCHMODE_STEPS + rows,
+        failing={BATCHMODE_STEPS + rows - 1},
+        objects=[(get_settings().results_bucket, f"batches/{batch_id}/results.jsonl")],
+        tenant=tenant,
+    )
 
 
 def _submit(api: httpx.Client, path: str, body: dict[str, Any]) -> str:
