@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help venv check-tools run up down status test test-unit lint bench api-key seed-data clean report-data
+.PHONY: help venv check-tools check-browser run up down status test test-unit lint bench api-key seed-data clean report-data
 
 help:
 	@echo "make run      start the local cloud and the functions gateway (foreground, Ctrl-C stops)"
@@ -22,11 +22,23 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@touch $@
 
-venv: $(VENV)/.installed
+# The dashboard's browser libraries, pinned in dashboard/package-lock.json, vendored for functions/dashboard.py.
+DASHBOARD_VENDOR := dashboard/node_modules/.installed
+$(DASHBOARD_VENDOR): dashboard/package.json dashboard/package-lock.json
+	@command -v npm >/dev/null || { echo "error: npm not found; the dashboard's libraries come from the npm registry (apt-get install nodejs npm)" >&2; exit 1; }
+	cd dashboard && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+	@touch $@
+
+venv: $(VENV)/.installed $(DASHBOARD_VENDOR)
 
 check-tools:
 	@command -v java >/dev/null || { echo "error: java not found; the Firestore emulator needs Java 11+ (apt-get install openjdk-17-jre-headless)" >&2; exit 1; }
 	@test -f "$${FIRESTORE_EMULATOR_JAR:-/usr/lib/google-cloud-sdk/platform/cloud-firestore-emulator/cloud-firestore-emulator.jar}" || { echo "error: the Cloud Firestore emulator is missing; install the Google Cloud CLI and its firestore emulator (apt-get install google-cloud-cli google-cloud-cli-firestore-emulator)" >&2; exit 1; }
+	@test -x "$${DASHBOARD_CHROMIUM:-/usr/bin/chromium}" || echo "warning: chromium not found; make test needs it for the dashboard's browser test (apt-get install chromium)" >&2
+
+# The dashboard's browser test drives Debian's chromium (never a downloaded browser build).
+check-browser:
+	@test -x "$${DASHBOARD_CHROMIUM:-/usr/bin/chromium}" || { echo "error: chromium not found; the dashboard's browser test drives Debian's chromium (apt-get install chromium)" >&2; exit 1; }
 
 run: venv check-tools
 	$(PY) -m infra.localcloud run
@@ -40,7 +52,7 @@ down:
 status: venv
 	$(PY) -m infra.localcloud status
 
-test: venv check-tools
+test: venv check-tools check-browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: venv
@@ -67,4 +79,4 @@ seed-data: up
 	@$(PY) -m infra.seed_data --tenant "$(or $(TENANT),catalogo)" --count "$(or $(COUNT),300)"
 
 clean: down
-	rm -rf $(VENV) .localcloud .pytest_cache .mypy_cache .ruff_cache .bench
+	rm -rf $(VENV) .localcloud .pytest_cache .mypy_cache .ruff_cache .bench .artifacts dashboard/node_modules

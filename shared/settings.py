@@ -129,6 +129,11 @@ class Settings(BaseSettings):
     metrics_partition_hours: int = Field(default=6, ge=1, le=24)  # a run reads its range in slices this long
     metrics_run_deadline_minutes: int = Field(default=30, ge=5, le=120)
 
+    # The web dashboard (functions/dashboard.py).
+    dashboard_poll_ms: int = Field(default=1000, ge=1000, le=60_000)  # live views poll at most once a second
+    # Where the page sends API calls; empty: the functions' root on the page's own origin (the gateway).
+    dashboard_api_base_url: str = ""
+
     @field_validator("metrics_time_zone")
     @classmethod
     def _known_zone(cls, value: str) -> str:

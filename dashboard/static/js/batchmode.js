@@ -1,0 +1,70 @@
+// Gemini Batch Mode jobs paid with credits (issue 14's contract): the balance and its latest ledger entries
+// (GET /batch/credits) and the jobs, newest first (GET /batch/history?type=), each one's status on demand
+// (GET /batch/status/{id}). A deployment without Batch Mode answers 404 or 405: the tab says so.
+import { useState } from "preact/hooks";
+import { api } from "./api.js";
+import { html, usePoll, Badge, Card, ErrorBox, Empty, fmt, when, shortId } from "./ui.js";
+
+const TYPES = ["character", "food", "product", "text"];
+
+const missing = (error) => error && (error.status === 404 || error.status === 405);
+const firstList = (value, names) =>
+  Array.isArray(value) ? value : (names.map((n) => value && value[n]).find(Array.isArray) || []);
+
+function JobDetails({ id }) {
+  const [job, error] = usePoll(() => api("/batch/status/" + encodeURIComponent(id)), [id], { intervalMs: 5000 });
+  if (error) return html`<${ErrorBox} error=${error} />`;
+  if (!job) return html`<span class="muted">Loading…</span>`;
+  const results = job.results || [];
+  return html`<div>
+    <p class="tabular">State <span class="mono">${job.state || job.status}</span> · ${fmt(job.successCount)} succeeded,
+      ${fmt(job.failCount)} failed of ${fmt(job.requestCount)} · cost ${fmt(job.creditCost, 1)} credits,
+      refunded ${fmt(job.creditsRefunded, 1)}</p>
+    <ol>${results.map((url, i) => html`<li key=${i}>${url ? html`<a href=${url} target="_blank" rel="noopener">image ${i + 1}</a>`
+      : html`<span class="muted">failed${job.errors && job.errors[i] ? ": " + JSON.stringify(job.errors[i]) : ""}</span>`}</li>`)}</ol>
+  </div>`;
+}
+
+export function BatchModeView() {
+  const [type, setType] = useState("");
+  const [open, setOpen] = useState(null);
+  const [credits, creditsError] = usePoll(() => api("/batch/credits"), [], { intervalMs: 10000 });
+  const [history, historyError] = usePoll(() => api("/batch/history", { params: { type } }), [type], { intervalMs: 5000 });
+  if (missing(creditsError) && missing(historyError)) {
+    return html`<section class="panel"><h1>Batch Mode</h1>
+      <p class="notice">Gemini Batch Mode jobs (half-price image and text generation paid with credits) are not
+        available on this deployment yet. When they are, this tab shows the credit balance, its ledger and the jobs.</p></section>`;
+  }
+  const ledger = firstList(credits, ["ledger", "entries", "latest"]);
+  const jobs = firstList(history, ["history", "jobs", "items", "data"]);
+  return html`
+    <h1>Batch Mode</h1>
+    <div class="cards"><${Card} label="Credit balance" value=${credits ? fmt(credits.balance, 1) : "–"} /></div>
+    <${ErrorBox} error=${creditsError && !missing(creditsError) ? creditsError : null} />
+    <section class="panel" aria-labelledby="bm-jobs-title">
+      <div class="panel-head"><h2 id="bm-jobs-title">Jobs</h2>
+        <div class="field"><label for="bm-type">Type</label>
+          <select id="bm-type" value=${type} onChange=${(e) => setType(e.target.value)}>
+            <option value="">All types</option>${TYPES.map((t) => html`<option value=${t}>${t}</option>`)}</select></div></div>
+      <${ErrorBox} error=${historyError} />
+      ${jobs.length ? html`<div class="table-wrap"><table>
+        <thead><tr><th>Job</th><th>Type</th><th>Status</th><th class="num">Rows</th><th class="num">Succeeded</th>
+          <th class="num">Credits</th><th>Created</th><th></th></tr></thead>
+        <tbody>${jobs.map((job) => html`<tr key=${job.id}>
+          <td class="mono" title=${job.id}>${shortId(job.id)}</td><td>${job.type}</td><td><${Badge} value=${job.status} /></td>
+          <td class="num">${fmt(job.requestCount)}</td><td class="num">${fmt(job.successCount)}</td>
+          <td class="num">${fmt(job.creditCost, 1)}</td><td>${when(job.createdAt)}</td>
+          <td><button class="secondary" aria-expanded=${open === job.id} onClick=${() => setOpen(open === job.id ? null : job.id)}>
+            ${open === job.id ? "Hide" : "Details"}</button></td></tr>`)}</tbody></table></div>`
+        : html`<${Empty}>${history ? "No Batch Mode jobs yet." : "Loading…"}<//>`}
+      ${open && html`<${JobDetails} id=${open} />`}
+    </section>
+    <section class="panel" aria-labelledby="ledger-title"><h2 id="ledger-title">Latest ledger entries</h2>
+      ${ledger.length ? html`<div class="table-wrap"><table>
+        <thead><tr><th>When</th><th class="num">Amount</th><th>Reason</th><th>Job</th></tr></thead>
+        <tbody>${ledger.map((entry, i) => html`<tr key=${entry.id || i}><td>${when(entry.createdAt || entry.at)}</td>
+          <td class="num">${fmt(entry.amount, 1)}</td><td>${entry.reason || entry.type || ""}</td>
+          <td class="mono">${entry.jobId ? shortId(entry.jobId) : ""}</td></tr>`)}</tbody></table></div>`
+        : html`<${Empty}>No ledger entries.<//>`}
+    </section>`;
+}
