@@ -17,7 +17,8 @@ register_error_handlers(functions_framework.errorhandler)
 ROUTES = Map(
     [
         Rule("/", endpoint="page"),
-        Rule("/static/<path:relative>", endpoint="static"),
+        # Not /static: functions-framework's Flask app keeps that path for its own static folder.
+        Rule("/assets/<path:relative>", endpoint="static"),
         Rule("/vendor/<path:relative>", endpoint="vendor"),
     ]
 )
@@ -45,7 +46,9 @@ def dashboard(request: flask.Request) -> flask.Response:
         response.headers["Content-Security-Policy"] = page.content_security_policy
         response.headers["Cache-Control"] = "no-store"
     elif endpoint in ("static", "vendor"):
-        path = site.static_file(args["relative"]) if endpoint == "static" else site.vendor_file(args["relative"])
+        path = (
+            site.static_file(args["relative"]) if endpoint == "static" else site.vendor_file(args["relative"])
+        )
         response = flask.send_file(path, mimetype=site.content_type(path), conditional=True, max_age=0)
         # Vendored files are pinned; the page's own files change with a deploy: revalidate both (ETag).
         response.headers["Cache-Control"] = "no-cache"

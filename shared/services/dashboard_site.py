@@ -63,7 +63,9 @@ def import_map(*, base_path: str) -> str:
 def render_page(*, base_path: str, api_base_url: str, poll_ms: int) -> Page:
     """The page for a function mounted at `base_path` (`/dashboard` behind the gateway, `` alone)."""
     if not (VENDOR_DIR / IMPORTS["preact"]).is_file():
-        raise AssetsMissing("the dashboard's libraries are not installed: run `make venv` (npm ci in dashboard/)")
+        raise AssetsMissing(
+            "the dashboard's libraries are not installed: run `make venv` (npm ci in dashboard/)"
+        )
     template = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
     imports = import_map(base_path=base_path)
     config = json.dumps({"apiBase": api_base_url, "pollMs": poll_ms, "basePath": base_path})
@@ -116,7 +118,9 @@ def vendor_file(relative: str) -> Path:
     if not relative.startswith(VENDOR_PREFIXES):
         raise NotFound("no such file")
     if not VENDOR_DIR.is_dir():
-        raise AssetsMissing("the dashboard's libraries are not installed: run `make venv` (npm ci in dashboard/)")
+        raise AssetsMissing(
+            "the dashboard's libraries are not installed: run `make venv` (npm ci in dashboard/)"
+        )
     return _inside(VENDOR_DIR, relative)
 
 

@@ -152,7 +152,8 @@ export function AnalyticsView() {
     <div class="cards">
       <${Card} label="Calls" value=${whole && fmt(whole.requests.total)} />
       <${Card} label="Success rate" value=${whole && fmt(whole.requests.successRate, 1) + "%"} />
-      <${Card} label="p50 / p95 ms" value=${whole && `${fmt(whole.performance.p50ResponseTime)} / ${fmt(whole.performance.p95ResponseTime)}`} />
+      <${Card} label="p50 latency" value=${whole && fmt(whole.performance.p50ResponseTime) + " ms"} />
+      <${Card} label="p95 latency" value=${whole && fmt(whole.performance.p95ResponseTime) + " ms"} />
       <${Card} label="Tokens" value=${whole && fmt(whole.usage.totalTokens)} />
       <${Card} label="Cost" value=${whole && usd(whole.usage.estimatedCost)} />
       <${Card} label="Cache hit rate" value=${whole && fmt(whole.cache.hitRate, 1) + "%"} />

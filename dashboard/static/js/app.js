@@ -45,7 +45,7 @@ function SignIn({ onSignedIn, reason }) {
     }
   };
   return html`<main><section class="panel signin" aria-labelledby="signin-title">
-    <h1 id="signin-title"><img src=${basePath + "/static/favicon.svg"} alt="" width="24" height="24" /> Batch platform</h1>
+    <h1 id="signin-title"><img src=${basePath + "/assets/favicon.svg"} alt="" width="24" height="24" /> Batch platform</h1>
     <p class="muted">Sign in with your API key. It stays in this browser tab's session storage and is sent only
       to the platform's API.</p>
     <form onSubmit=${submit}>
@@ -82,7 +82,7 @@ function Shell({ onSignOut }) {
   else view = html`<section class="panel"><h1>Not found</h1><p><a href="#/jobs">Back to jobs</a></p></section>`;
   return html`
     <header class="topbar">
-      <div class="brand"><img src=${basePath + "/static/favicon.svg"} alt="" /> Batch platform</div>
+      <div class="brand"><img src=${basePath + "/assets/favicon.svg"} alt="" /> Batch platform</div>
       <nav class="tabs" aria-label="Sections">
         ${TABS.map(([name, title]) => html`<a href=${"#/" + name} aria-current=${tab === name ? "page" : null}>${title}</a>`)}
       </nav>

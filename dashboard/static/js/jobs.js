@@ -10,21 +10,24 @@ const LIVE = new Set(["queued", "running"]);
 const PAGE = 50;
 
 export function JobsTable({ jobs, caption }) {
-  if (!jobs.length) return html`<${Empty}>No jobs yet.<//>`;
-  return html`<div class="table-wrap"><table>
+  if (!jobs.length) return html`<${Empty}>No jobs match.<//>`;
+  return html`<div class="table-wrap"><table class="stack">
     <caption class="visually-hidden">${caption}</caption>
     <thead><tr><th>Job</th><th>Kind</th><th>Status</th><th>Progress</th><th class="num">Done</th>
-      <th class="num">Failed</th><th>Created</th><th>Updated</th></tr></thead>
-    <tbody>${jobs.map((job) => html`<tr key=${job.batchId} data-batch-id=${job.batchId}>
-      <td class="mono"><a href=${"#/jobs/" + encodeURIComponent(job.batchId)} title=${job.batchId}>${shortId(job.batchId)}</a></td>
-      <td>${job.kind}</td>
-      <td><${Badge} value=${job.status} /></td>
-      <td><${ProgressBar} percent=${job.percentage} failed=${job.failed} total=${job.total} label=${"progress of " + job.batchId} /></td>
-      <td class="num">${fmt(job.completed)} / ${fmt(job.total)}</td>
-      <td class="num">${fmt(job.failed)}</td>
-      <td>${when(job.createdAt)}</td>
-      <td>${when(job.updatedAt)}</td>
-    </tr>`)}</tbody>
+      <th class="num">Failed</th><th>Created</th><th>Finished</th></tr></thead>
+    <tbody>${jobs.map((job) => {
+      const p = job.progress || {};
+      return html`<tr key=${job.batchId} data-batch-id=${job.batchId}>
+      <td class="mono" data-label="Job"><a href=${"#/jobs/" + encodeURIComponent(job.batchId)} title=${job.batchId}>${shortId(job.batchId)}</a></td>
+      <td data-label="Kind">${job.kind}</td>
+      <td data-label="Status"><${Badge} value=${job.status} /></td>
+      <td class="wide" data-label="Progress"><${ProgressBar} percent=${p.percent} failed=${p.failed} total=${p.total} label=${"progress of " + job.batchId} /></td>
+      <td class="num" data-label="Done">${fmt(p.finished)} / ${fmt(p.total)}</td>
+      <td class="num" data-label="Failed">${fmt(p.failed)}</td>
+      <td data-label="Created">${when(job.createdAt)}</td>
+      <td data-label="Finished">${job.finishedAt ? when(job.finishedAt) : "–"}</td>
+    </tr>`;
+    })}</tbody>
   </table></div>`;
 }
 
@@ -151,15 +154,16 @@ export function JobView({ batchId }) {
           <input type="checkbox" checked=${onlyErrors} onChange=${(e) => setOnlyErrors(e.target.checked)} />
           Only errors on this page</label>
       </div>
-      <div class="table-wrap"><table>
+      <div class="table-wrap"><table class="stack">
         <caption class="visually-hidden">Results of the job, in request order</caption>
         <thead><tr><th class="num">#</th><th>Custom id</th><th>Status</th><th>Result or error</th>
           <th class="num">Tokens</th><th class="num">ms</th><th class="num">Attempts</th></tr></thead>
         <tbody>${results.map((r) => html`<tr key=${r.index} class=${r.status === "failed" ? "failed" : ""}>
-          <td class="num">${r.index}</td><td class="mono">${r.customId || "–"}</td>
-          <td><${Badge} value=${r.status} /></td><td class="wrap"><${ResultCell} result=${r} /></td>
-          <td class="num">${fmt(r.tokensUsed)}</td><td class="num">${fmt(r.processingTime)}</td>
-          <td class="num">${fmt(r.attempts)}</td></tr>`)}</tbody>
+          <td class="num" data-label="#">${r.index}</td><td class="mono" data-label="Custom id">${r.customId || "–"}</td>
+          <td data-label="Status"><${Badge} value=${r.status} /></td>
+          <td class="wrap wide" data-label="Result or error"><${ResultCell} result=${r} /></td>
+          <td class="num" data-label="Tokens">${fmt(r.tokensUsed)}</td><td class="num" data-label="ms">${fmt(r.processingTime)}</td>
+          <td class="num" data-label="Attempts">${fmt(r.attempts)}</td></tr>`)}</tbody>
       </table></div>
       ${!results.length && html`<${Empty}>${onlyErrors ? "No errors on this page." : "No results yet."}<//>`}
       <${Pager} offset=${offset} limit=${limit} total=${job.pagination.total} next=${job.pagination.nextOffset}

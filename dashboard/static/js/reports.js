@@ -83,12 +83,13 @@ export function ReportsView() {
       <${ErrorBox} error=${jobsError} />
       ${rows.length ? html`<div class="table-wrap"><table>
         <caption class="visually-hidden">Report jobs, newest first, with download links</caption>
-        <thead><tr><th>Job</th><th>Status</th><th>Progress</th><th>Created</th><th>Updated</th><th>Download</th></tr></thead>
+        <thead><tr><th>Job</th><th>Status</th><th>Progress</th><th>Created</th><th>Finished</th><th>Download</th></tr></thead>
         <tbody>${rows.map((job) => html`<tr key=${job.batchId}>
           <td class="mono"><a href=${"#/jobs/" + encodeURIComponent(job.batchId)} title=${job.batchId}>${shortId(job.batchId)}</a></td>
           <td><${Badge} value=${job.status} /></td>
-          <td><${ProgressBar} percent=${job.percentage} failed=${job.failed} total=${job.total} label=${"progress of report " + job.batchId} /></td>
-          <td>${when(job.createdAt)}</td><td>${when(job.updatedAt)}</td>
+          <td><${ProgressBar} percent=${job.progress.percent} failed=${job.progress.failed} total=${job.progress.total}
+            label=${"progress of report " + job.batchId} /></td>
+          <td>${when(job.createdAt)}</td><td>${job.finishedAt ? when(job.finishedAt) : "–"}</td>
           <td><${DownloadCell} jobId=${job.batchId} status=${job.status} /></td></tr>`)}</tbody>
       </table></div>` : html`<${Empty}>${jobs ? "No reports yet." : "Loading…"}<//>`}
     </section>

@@ -48,7 +48,7 @@ export function ProgressBar({ percent, failed = 0, total = 0, large = false, lab
     <div class=${"bar" + (value >= 100 ? " done" : "")} role="progressbar" aria-label=${label || "progress"}
       aria-valuemin="0" aria-valuemax="100" aria-valuenow=${Math.round(value)}>
       <span style=${`width:${value}%`}></span>
-      ${failedShare > 0 && html`<span class="failed" style=${`width:${failedShare}%`}></span>`}
+      ${failedShare > 0 && html`<span class="failed" style=${`left:${Math.max(0, value - failedShare)}%;width:${failedShare}%`}></span>`}
     </div>
     <span class="pct">${value.toFixed(value >= 100 || value === 0 ? 0 : 1)}%</span>
   </div>`;
