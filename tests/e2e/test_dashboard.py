@@ -5,18 +5,26 @@ read the jobs list with its filters, and see the analytics charts drawn with dat
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
+import random
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, Response, expect, sync_playwright
 
+from infra.report_data import invoices
 from shared.emulator_config import REPO_ROOT
+from shared.models.auth import Role
+from tests.e2e.articulos_client import catalog
 from tests.e2e.batch_client import status, submit, wait_final
 from tests.e2e.conftest import new_api_key
+from tests.e2e.test_metric_batches import wait_run, write_day
 
 CHROMIUM = os.environ.get("DASHBOARD_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -36,6 +44,8 @@ PROMPTS = [
     "Translate to German: oil filter",
     "EMULATOR_FAIL_400 broken",
 ]
+CHART_HAS_DATA = """label => Number(
+    document.querySelector(`canvas[aria-label^="${label}"]`)?.dataset.total) > 0"""
 JOB_PERCENT_ABOVE_ZERO = """() => Number(
     document.querySelector('[aria-label="job progress"]').getAttribute('aria-valuenow')) > 0"""
 
@@ -194,10 +204,7 @@ def test_submit_watch_results_cancel_filter_and_analytics(page: Page, gateway_ur
     for chart in ("Calls by model over time", "Latency percentiles over time", "Tokens by model over time"):
         canvas = page.locator(f'canvas[aria-label^="{chart}"]')
         expect(canvas).to_be_visible()
-        page.wait_for_function(
-            'label => Number(document.querySelector(`canvas[aria-label^="${label}"]`).dataset.total) > 0',
-            arg=chart,
-        )
+        page.wait_for_function(CHART_HAS_DATA, arg=chart)
     assert (
         float(page.locator('canvas[aria-label^="Cost by model over time"]').get_attribute("data-total") or 0)
         > 0
@@ -206,6 +213,68 @@ def test_submit_watch_results_cancel_filter_and_analytics(page: Page, gateway_ur
     expect(page.get_by_role("heading", name="Insights")).to_be_visible()
     expect(page.locator(".insight").first).to_contain_text("Performance")
     _shot(page, "05-analytics")
+
+
+def test_the_image_queue_reports_and_metrics_views_work_with_the_tenants_data(
+    page: Page, gateway_url: str, key: str, firestore_db: Any, unique: str
+) -> None:
+    with _api(gateway_url, key) as api:
+        catalog(api, [1, 2])
+    # A marketplace day of its own (a random past day, unique ids) and its daily run, started by an admin.
+    day = dt.date(2001, 1, 1) + dt.timedelta(days=random.randrange(7300))
+    write_day(firestore_db, day, unique)
+    with _api(gateway_url, new_api_key(f"dash-admin-{unique}", Role.ADMIN)) as admin:
+        started = admin.post("/dashboards/batch-jobs/daily", params={"fecha": day.isoformat()})
+        assert started.status_code == 202, started.text
+        assert wait_run(admin, f"daily_metrics_batch/{day.isoformat()}")["status"] == "completed"
+    _sign_in(page, gateway_url, key)
+
+    # Image queue: add two articles from the page; the history shows them completed.
+    _tab(page, "Image queue")
+    page.get_by_label("Article ids").fill("1, 2, 99")
+    page.get_by_label("Priority").fill("5")
+    page.get_by_role("button", name="Add to queue").click()
+    expect(page.get_by_text("Added 2, skipped 1")).to_be_visible()
+    history = page.get_by_role("table", name="Queue history, newest first").locator("tbody tr")
+    expect(history).to_have_count(2)
+    expect(history.filter(has_text="completed")).to_have_count(2)
+    expect(page.locator(".card", has_text="Completed")).to_contain_text("2")
+    _shot(page, "06-image-queue")
+
+    # Reports: queue one from JSON on the page, then get its download link once it is completed.
+    _tab(page, "Reports")
+    page.get_by_label("User name").fill("ana@empresa.com")
+    stream = invoices(seed=3)
+    page.get_by_label("Invoices").fill(json.dumps([next(stream) for _ in range(20)]))
+    page.get_by_role("button", name="Queue report").click()
+    expect(page.get_by_role("status")).to_contain_text("Queued report")
+    rows = page.get_by_role("table", name="Report jobs, newest first, with download links").locator(
+        "tbody tr"
+    )
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("completed")
+    rows.first.get_by_role("button", name=re.compile("Get the download link")).click()
+    link = page.get_by_role("link", name=re.compile(r"reporte_facturacion\.zip"))
+    expect(link).to_be_visible()
+    with httpx.Client(timeout=30) as plain:  # the link's token is the credential: no API key
+        assert plain.get(link.get_attribute("href") or "").status_code == 302
+    _shot(page, "07-reports")
+
+    # Metrics: the scheduled jobs from Cloud Scheduler; starting a run needs an admin key, and says so.
+    _tab(page, "Metrics")
+    runs = page.get_by_role("table", name="Scheduled metric jobs and their last run")
+    for job_id in ("daily_metrics_batch", "weekly_metrics_batch", "cleanup_metrics"):
+        expect(runs).to_contain_text(job_id)
+    page.get_by_role("button", name="Run daily_metrics_batch now").click()
+    expect(page.get_by_role("alert")).to_contain_text("admin")
+    # The latest calculated values of a metric, as a chart and a table.
+    page.get_by_label("Metric", exact=True).select_option("ranking_asesores_diario")
+    page.wait_for_function(CHART_HAS_DATA, arg="ranking_asesores_diario by dimension")
+    values = page.get_by_role("table", name="ranking_asesores_diario of the latest period").locator(
+        "tbody tr"
+    )
+    expect(values.first).to_be_visible()
+    _shot(page, "08-metrics")
 
 
 def test_every_view_renders_and_reads_well_on_a_phone(browser: Browser, gateway_url: str, key: str) -> None:

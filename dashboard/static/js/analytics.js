@@ -96,7 +96,7 @@ function Live() {
           { label: "last minute", data: points.map((p) => p.realtime.lastMinute.callsPerSecond) },
           { label: "last 5 minutes", data: points.map((p) => p.realtime.last5Minutes.callsPerSecond) },
         ]} />
-      <div class="table-wrap" style="max-height:260px;overflow:auto">
+      <div class="table-wrap scroll-box">
         ${inFlight.length ? html`<table><caption class="visually-hidden">Batches in flight</caption>
           <thead><tr><th>Batch</th><th>Kind</th><th>Progress</th></tr></thead>
           <tbody>${inFlight.map((b) => html`<tr key=${b.batchId}><td class="mono"><a href=${"#/jobs/" + encodeURIComponent(b.batchId)}>${b.batchId.slice(0, 10)}</a></td>

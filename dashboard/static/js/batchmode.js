@@ -3,7 +3,7 @@
 // (GET /batch/status/{id}). A deployment without Batch Mode answers 404 or 405: the tab says so.
 import { useState } from "preact/hooks";
 import { api } from "./api.js";
-import { html, usePoll, Badge, Card, ErrorBox, Empty, fmt, when, shortId } from "./ui.js";
+import { html, usePoll, Badge, Card, ErrorBox, Empty, Table, fmt, when, shortId } from "./ui.js";
 
 const TYPES = ["character", "food", "product", "text"];
 
@@ -47,24 +47,27 @@ export function BatchModeView() {
           <select id="bm-type" value=${type} onChange=${(e) => setType(e.target.value)}>
             <option value="">All types</option>${TYPES.map((t) => html`<option value=${t}>${t}</option>`)}</select></div></div>
       <${ErrorBox} error=${historyError} />
-      ${jobs.length ? html`<div class="table-wrap"><table>
-        <thead><tr><th>Job</th><th>Type</th><th>Status</th><th class="num">Rows</th><th class="num">Succeeded</th>
-          <th class="num">Credits</th><th>Created</th><th></th></tr></thead>
-        <tbody>${jobs.map((job) => html`<tr key=${job.id}>
-          <td class="mono" title=${job.id}>${shortId(job.id)}</td><td>${job.type}</td><td><${Badge} value=${job.status} /></td>
-          <td class="num">${fmt(job.requestCount)}</td><td class="num">${fmt(job.successCount)}</td>
-          <td class="num">${fmt(job.creditCost, 1)}</td><td>${when(job.createdAt)}</td>
-          <td><button class="secondary" aria-expanded=${open === job.id} onClick=${() => setOpen(open === job.id ? null : job.id)}>
-            ${open === job.id ? "Hide" : "Details"}</button></td></tr>`)}</tbody></table></div>`
+      ${jobs.length ? html`<${Table} caption="Batch Mode jobs, newest first" rows=${jobs} rowKey=${(j) => j.id} columns=${[
+          { label: "Job", mono: true, cell: (j) => html`<span title=${j.id}>${shortId(j.id)}</span>` },
+          { label: "Type", cell: (j) => j.type },
+          { label: "Status", cell: (j) => html`<${Badge} value=${j.status} />` },
+          { label: "Rows", num: true, cell: (j) => fmt(j.requestCount) },
+          { label: "Succeeded", num: true, cell: (j) => fmt(j.successCount) },
+          { label: "Credits", num: true, cell: (j) => fmt(j.creditCost, 1) },
+          { label: "Created", cell: (j) => when(j.createdAt) },
+          { label: "Details", cell: (j) => html`<button class="secondary" aria-expanded=${open === j.id}
+            onClick=${() => setOpen(open === j.id ? null : j.id)}>${open === j.id ? "Hide" : "Details"}</button>` },
+        ]} />`
         : html`<${Empty}>${history ? "No Batch Mode jobs yet." : "Loading…"}<//>`}
       ${open && html`<${JobDetails} id=${open} />`}
     </section>
     <section class="panel" aria-labelledby="ledger-title"><h2 id="ledger-title">Latest ledger entries</h2>
-      ${ledger.length ? html`<div class="table-wrap"><table>
-        <thead><tr><th>When</th><th class="num">Amount</th><th>Reason</th><th>Job</th></tr></thead>
-        <tbody>${ledger.map((entry, i) => html`<tr key=${entry.id || i}><td>${when(entry.createdAt || entry.at)}</td>
-          <td class="num">${fmt(entry.amount, 1)}</td><td>${entry.reason || entry.type || ""}</td>
-          <td class="mono">${entry.jobId ? shortId(entry.jobId) : ""}</td></tr>`)}</tbody></table></div>`
+      ${ledger.length ? html`<${Table} caption="Latest ledger entries" rows=${ledger} columns=${[
+          { label: "When", cell: (e) => when(e.createdAt || e.at) },
+          { label: "Amount", num: true, cell: (e) => fmt(e.amount, 1) },
+          { label: "Reason", cell: (e) => e.reason || e.type || "" },
+          { label: "Job", mono: true, cell: (e) => (e.jobId ? shortId(e.jobId) : "") },
+        ]} />`
         : html`<${Empty}>No ledger entries.<//>`}
     </section>`;
 }

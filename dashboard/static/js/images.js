@@ -2,7 +2,7 @@
 // articles to the queue.
 import { useState } from "preact/hooks";
 import { api } from "./api.js";
-import { html, usePoll, Badge, Card, ErrorBox, Empty, Pager, fmt, when } from "./ui.js";
+import { html, usePoll, Badge, Card, ErrorBox, Empty, Pager, Table, fmt, when } from "./ui.js";
 
 const STATES = ["pending", "processing", "completed", "failed"];
 const LIMIT = 20;
@@ -28,12 +28,12 @@ function AddForm({ onAdded }) {
     }
   };
   return html`<form onSubmit=${submit} class="row" aria-label="Add articles to the queue">
-    <div class="field" style="flex:1"><label for="articulo-ids">Article ids (comma or space separated)</label>
+    <div class="field grow"><label for="articulo-ids">Article ids (comma or space separated)</label>
       <input id="articulo-ids" required value=${ids} onInput=${(e) => setIds(e.target.value)} placeholder="1, 2, 3" /></div>
     <div class="field"><label for="prioridad">Priority (-1000..1000)</label>
       <input id="prioridad" type="number" min="-1000" max="1000" value=${prioridad} onInput=${(e) => setPrioridad(e.target.value)} /></div>
     <button type="submit">Add to queue</button>
-    <div style="flex-basis:100%">
+    <div class="full">
       <${ErrorBox} error=${error} />
       ${result && html`<p class="notice">Added ${result.agregados}, skipped ${result.omitidos}
         ${result.detalles.omitidos.length > 0 && html`: ${result.detalles.omitidos.map((o) => `#${o.articuloId} (${o.motivo})`).join(", ")}`}</p>`}
@@ -78,13 +78,14 @@ export function ImagesView() {
     <section class="panel" aria-labelledby="current-title">
       <h2 id="current-title">In progress</h2>
       <${ErrorBox} error=${statusError} />
-      ${current.length ? html`<div class="table-wrap"><table>
-        <thead><tr><th>Queue id</th><th class="num">Article</th><th>Name</th><th>Started</th>
-          <th class="num">Seconds</th><th class="num">Attempts</th></tr></thead>
-        <tbody>${current.map((item) => html`<tr key=${item.id}>
-          <td class="mono">${item.id}</td><td class="num">${item.articulo_id}</td><td>${item.articulo_nombre}</td>
-          <td>${when(item.started_at)}</td><td class="num">${fmt(item.segundos_procesando, 1)}</td>
-          <td class="num">${item.intentos}</td></tr>`)}</tbody></table></div>`
+      ${current.length ? html`<${Table} caption="Items in progress" rows=${current} rowKey=${(i) => i.id} columns=${[
+          { label: "Queue id", mono: true, cell: (i) => i.id },
+          { label: "Article", num: true, cell: (i) => i.articulo_id },
+          { label: "Name", cell: (i) => i.articulo_nombre },
+          { label: "Started", cell: (i) => when(i.started_at) },
+          { label: "Seconds", num: true, cell: (i) => fmt(i.segundos_procesando, 1) },
+          { label: "Attempts", num: true, cell: (i) => i.intentos },
+        ]} />`
         : html`<${Empty}>Nothing is being processed right now.<//>`}
     </section>
     <section class="panel" aria-labelledby="history-title">
@@ -94,18 +95,22 @@ export function ImagesView() {
             <option value="">All states</option>${STATES.map((s) => html`<option value=${s}>${s}</option>`)}
           </select></div></div>
       <${ErrorBox} error=${actionError || historyError} />
-      <div class="table-wrap"><table>
-        <thead><tr><th>Queue id</th><th class="num">Article</th><th>Name</th><th>State</th><th class="num">Priority</th>
-          <th class="num">Attempts</th><th>Created</th><th class="num">Seconds</th><th>Error</th><th></th></tr></thead>
-        <tbody>${rows.map((item) => html`<tr key=${item.id}>
-          <td class="mono">${item.id}</td><td class="num">${item.articulo_id}</td><td>${item.articulo_nombre}</td>
-          <td><${Badge} value=${item.estado} /></td><td class="num">${item.prioridad}</td>
-          <td class="num">${item.intentos} / ${item.max_intentos}</td><td>${when(item.created_at)}</td>
-          <td class="num">${fmt(item.duracion_segundos, 1)}</td><td class="wrap">${item.error_message || ""}</td>
-          <td>${item.estado === "failed" && html`<button class="secondary" onClick=${() => retry(item.id)}
-            aria-label=${"Retry queue item " + item.id}>Retry</button>`}</td></tr>`)}</tbody></table></div>
+      <${Table} caption="Queue history, newest first" rows=${rows} rowKey=${(i) => i.id}
+        rowClass=${(i) => (i.estado === "failed" ? "failed" : "")} columns=${[
+          { label: "Queue id", mono: true, cell: (i) => i.id },
+          { label: "Article", num: true, cell: (i) => i.articulo_id },
+          { label: "Name", cell: (i) => i.articulo_nombre },
+          { label: "State", cell: (i) => html`<${Badge} value=${i.estado} />` },
+          { label: "Priority", num: true, cell: (i) => i.prioridad },
+          { label: "Attempts", num: true, cell: (i) => `${i.intentos} / ${i.max_intentos}` },
+          { label: "Created", cell: (i) => when(i.created_at) },
+          { label: "Seconds", num: true, cell: (i) => fmt(i.duracion_segundos, 1) },
+          { label: "Error", wide: true, cell: (i) => i.error_message || "" },
+          { label: "Retry", cell: (i) => i.estado === "failed" && html`<button class="secondary" onClick=${() => retry(i.id)}
+            aria-label=${"Retry queue item " + i.id}>Retry</button>` },
+        ]} />
       ${history && !rows.length && html`<${Empty}>No items.<//>`}
-      <${Pager} offset=${offset} limit=${LIMIT} total=${null} label="history"
+      <${Pager} offset=${offset} limit=${LIMIT} total=${null} count=${rows.length} label="history"
         next=${rows.length === LIMIT ? offset + LIMIT : null} onPage=${setOffset} />
     </section>`;
 }

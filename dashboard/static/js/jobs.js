@@ -135,7 +135,7 @@ export function JobView({ batchId }) {
       </div>
       <${ErrorBox} error=${cancelError || error} />
       <${ProgressBar} large percent=${p.percent} failed=${p.failed} total=${p.total} label="job progress" />
-      <div class="cards" style="margin-top:1rem">
+      <div class="cards spaced">
         <${Card} label="Kind" value=${job.kind} />
         <${Card} label="Finished" value=${`${fmt(p.finished)} / ${fmt(p.total)}`} />
         <${Card} label="Successful" value=${fmt(p.successful)} />
@@ -150,7 +150,7 @@ export function JobView({ batchId }) {
     <section class="panel" aria-labelledby="results-title">
       <div class="panel-head">
         <h2 id="results-title">Results</h2>
-        <label class="row" style="align-items:center;gap:.4rem;margin:0">
+        <label class="check">
           <input type="checkbox" checked=${onlyErrors} onChange=${(e) => setOnlyErrors(e.target.checked)} />
           Only errors on this page</label>
       </div>

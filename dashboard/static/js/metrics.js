@@ -2,7 +2,7 @@
 // their last run, and one metric's values as a table and a chart.
 import { useState } from "preact/hooks";
 import { api } from "./api.js";
-import { html, usePoll, Badge, ErrorBox, Empty, ChartView, fmt, when } from "./ui.js";
+import { html, usePoll, Badge, ErrorBox, Empty, ChartView, Table, fmt, when } from "./ui.js";
 
 const LABEL_KEYS = ["asesor_id", "ciudad", "categoria_repuesto", "alcance", "dia_semana", "hora"];
 
@@ -12,37 +12,34 @@ function dimensionLabel(dimensiones) {
 }
 
 function RunsTable({ jobs, onTrigger }) {
-  return html`<div class="table-wrap"><table>
-    <caption class="visually-hidden">Scheduled metric jobs and their last run</caption>
-    <thead><tr><th>Job</th><th>Schedule</th><th>Scheduler</th><th>Next run</th><th>Last run</th><th>Period</th>
-      <th>Status</th><th class="num">Records read</th><th class="num">Seconds</th><th></th></tr></thead>
-    <tbody>${jobs.map((job) => {
-      const run = job.lastRun;
-      return html`<tr key=${job.id}>
-        <td><strong>${job.id}</strong><div class="muted">${job.description}</div></td>
-        <td class="mono">${job.schedule} <span class="muted">${job.timeZone}</span></td>
-        <td><${Badge} value=${job.schedulerState === "ENABLED" ? "ok" : job.schedulerState} /></td>
-        <td>${when(job.nextRun)}</td>
-        <td>${run ? when(run.startedAt) : "never"}</td>
-        <td>${run ? run.period : "–"}</td>
-        <td>${run ? html`<${Badge} value=${run.status} />` : "–"}</td>
-        <td class="num">${run ? fmt(run.recordsRead) : "–"}</td>
-        <td class="num">${run ? fmt(run.durationS, 1) : "–"}</td>
-        <td><button class="secondary" onClick=${() => onTrigger(job.id)} aria-label=${"Run " + job.id + " now"}>Run now</button></td>
-      </tr>`;
-    })}</tbody></table></div>`;
+  const run = (job) => job.lastRun || {};
+  return html`<${Table} caption="Scheduled metric jobs and their last run" rows=${jobs} rowKey=${(j) => j.id} columns=${[
+    { label: "Job", cell: (j) => html`<strong>${j.id}</strong><div class="muted">${j.description}</div>` },
+    { label: "Schedule", mono: true, cell: (j) => html`${j.schedule} <span class="muted">${j.timeZone}</span>` },
+    { label: "Scheduler", cell: (j) => html`<${Badge} value=${j.schedulerState} tone=${j.schedulerState === "ENABLED" ? "ok" : "failed"} />` },
+    { label: "Next run", cell: (j) => when(j.nextRun) },
+    { label: "Last run", cell: (j) => (j.lastRun ? when(run(j).startedAt) : "never") },
+    { label: "Period", cell: (j) => run(j).period || "–" },
+    { label: "Status", cell: (j) => (j.lastRun ? html`<${Badge} value=${run(j).status} />` : "–") },
+    { label: "Records read", num: true, cell: (j) => fmt(run(j).recordsRead) },
+    { label: "Seconds", num: true, cell: (j) => fmt(run(j).durationS, 1) },
+    { label: "Run", cell: (j) => html`<button class="secondary" onClick=${() => onTrigger(j.id)}
+      aria-label=${"Run " + j.id + " now"}>Run now</button>` },
+  ]} />`;
 }
 
 function LastRunMetrics({ jobs }) {
   const rows = jobs.filter((j) => j.lastRun && j.lastRun.metrics).flatMap((j) =>
     Object.entries(j.lastRun.metrics).map(([name, m]) => ({ job: j.id, name, ...m })));
   if (!rows.length) return html`<${Empty}>No run has recorded metrics yet.<//>`;
-  return html`<div class="table-wrap"><table>
-    <caption class="visually-hidden">Each metric of each job's last run</caption>
-    <thead><tr><th>Job</th><th>Metric</th><th>Status</th><th class="num">Records</th><th class="num">ms</th><th>Error</th></tr></thead>
-    <tbody>${rows.map((r) => html`<tr key=${r.job + r.name}><td>${r.job}</td><td class="mono">${r.name}</td>
-      <td><${Badge} value=${r.status} /></td><td class="num">${fmt(r.records)}</td><td class="num">${fmt(r.durationMs)}</td>
-      <td class="wrap">${r.error || ""}</td></tr>`)}</tbody></table></div>`;
+  return html`<${Table} caption="Each metric of each job's last run" rows=${rows} rowKey=${(r) => r.job + r.name} columns=${[
+    { label: "Job", cell: (r) => r.job },
+    { label: "Metric", mono: true, cell: (r) => r.name },
+    { label: "Status", cell: (r) => html`<${Badge} value=${r.status} />` },
+    { label: "Records", num: true, cell: (r) => fmt(r.records) },
+    { label: "ms", num: true, cell: (r) => fmt(r.durationMs) },
+    { label: "Error", wide: true, cell: (r) => r.error || "" },
+  ]} />`;
 }
 
 export function MetricsView() {
@@ -79,7 +76,7 @@ export function MetricsView() {
       <${ErrorBox} error=${actionError || statusError} />
       ${notice && html`<p class="notice" role="status">${notice}</p>`}
       ${status ? html`<${RunsTable} jobs=${jobs} onTrigger=${trigger} />` : html`<${Empty}>Loading…<//>`}
-      <h3 style="margin-top:1rem">Metrics of the last runs</h3>
+      <h3 class="spaced">Metrics of the last runs</h3>
       <${LastRunMetrics} jobs=${jobs} />
     </section>
     <section class="panel" aria-labelledby="calculated-title">
@@ -91,18 +88,18 @@ export function MetricsView() {
       <${ErrorBox} error=${calculatedError} />
       ${latest.length ? html`<p class="muted">${latest[0].descripcion} · period ${latest[0].periodo_inicio} to
         ${latest[0].periodo_fin} · unit ${latest[0].unidad}</p>` : ""}
-      <div class="grid-2">
+      ${latest.length ? html`<div class="grid-2">
         <${ChartView} type="bar" label=${metric + " by dimension"} labels=${top.map((m) => String(dimensionLabel(m.dimensiones)))}
           datasets=${[{ label: metric, data: top.map((m) => Number(m.valor)) }]} options=${{ indexAxis: "y" }} />
-        <div class="table-wrap" style="max-height:260px;overflow:auto"><table>
-          <caption class="visually-hidden">${metric} of the latest period</caption>
-          <thead><tr><th>Dimension</th><th class="num">Value</th><th>Details</th></tr></thead>
-          <tbody>${latest.map((m) => html`<tr key=${m.id}><td>${dimensionLabel(m.dimensiones)}</td>
-            <td class="num">${fmt(m.valor, 3)}</td>
-            <td class="mono wrap">${Object.entries(m.dimensiones || {}).filter(([k]) => !LABEL_KEYS.includes(k))
-              .map(([k, v]) => `${k}=${typeof v === "number" ? fmt(v, 3) : v}`).join(", ")}</td></tr>`)}</tbody>
-        </table></div>
-      </div>
-      ${calculated && !latest.length && html`<${Empty}>No calculated values of ${metric} yet.<//>`}
+        <div class="table-wrap scroll-box">
+          <${Table} caption=${metric + " of the latest period"} rows=${latest} rowKey=${(m) => m.id} columns=${[
+            { label: "Dimension", cell: (m) => dimensionLabel(m.dimensiones) },
+            { label: "Value", num: true, cell: (m) => fmt(m.valor, 3) },
+            { label: "Details", mono: true, wide: true, cell: (m) => Object.entries(m.dimensiones || {})
+              .filter(([k]) => !LABEL_KEYS.includes(k))
+              .map(([k, v]) => `${k}=${typeof v === "number" ? fmt(v, 3) : v}`).join(", ") },
+          ]} />
+        </div>
+      </div>` : html`<${Empty}>${calculated ? `No calculated values of ${metric} yet.` : "Loading…"}<//>`}
     </section>`;
 }

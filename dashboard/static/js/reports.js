@@ -3,7 +3,7 @@
 // and cache figures, and a small form to queue a report from JSON.
 import { useState } from "preact/hooks";
 import { api } from "./api.js";
-import { html, usePoll, Badge, Card, ErrorBox, Empty, ProgressBar, fmt, when, shortId } from "./ui.js";
+import { html, usePoll, Badge, Card, ErrorBox, Empty, ProgressBar, Table, fmt, size, when, shortId } from "./ui.js";
 
 const TYPES = ["FacturacionMasiva", "VentasPorCiudad"];
 
@@ -28,7 +28,7 @@ function DownloadCell({ jobId, status }) {
     aria-label=${"Get the download link of report " + jobId}>${busy ? "…" : "Get link"}</button>`;
   if (!report.downloadUrl) return html`<span>${report.message}</span>`;
   return html`<a class="button" href=${report.downloadUrl} download=${report.fileName || true}>
-    ${report.fileName} (${fmt((report.fileSizeBytes || 0) / 1e6, 1)} MB)</a>`;
+    ${report.fileName} (${size(report.fileSizeBytes)})</a>`;
 }
 
 function QueueForm({ onQueued }) {
@@ -55,10 +55,10 @@ function QueueForm({ onQueued }) {
       <div class="field"><label for="report-type">Report type</label>
         <select id="report-type" value=${reportType} onChange=${(e) => setReportType(e.target.value)}>
           ${TYPES.map((t) => html`<option value=${t}>${t}</option>`)}</select></div>
-      <div class="field" style="flex:1"><label for="user-name">User name</label>
+      <div class="field grow"><label for="user-name">User name</label>
         <input id="user-name" required type="email" value=${userName} onInput=${(e) => setUserName(e.target.value)} /></div>
     </div>
-    <label for="json-data" style="margin-top:.6rem">Invoices (JSON, up to the request limit; larger files through upload sessions)</label>
+    <label for="json-data" class="spaced">Invoices (JSON, up to the request limit; larger files through upload sessions)</label>
     <textarea id="json-data" value=${jsonData} onInput=${(e) => setJsonData(e.target.value)}></textarea>
     <${ErrorBox} error=${error} />
     ${queued && html`<p class="notice" role="status">Queued report <span class="mono">${queued}</span>.</p>`}
@@ -81,17 +81,16 @@ export function ReportsView() {
     <section class="panel" aria-labelledby="reports-title">
       <h2 id="reports-title">Report jobs</h2>
       <${ErrorBox} error=${jobsError} />
-      ${rows.length ? html`<div class="table-wrap"><table>
-        <caption class="visually-hidden">Report jobs, newest first, with download links</caption>
-        <thead><tr><th>Job</th><th>Status</th><th>Progress</th><th>Created</th><th>Finished</th><th>Download</th></tr></thead>
-        <tbody>${rows.map((job) => html`<tr key=${job.batchId}>
-          <td class="mono"><a href=${"#/jobs/" + encodeURIComponent(job.batchId)} title=${job.batchId}>${shortId(job.batchId)}</a></td>
-          <td><${Badge} value=${job.status} /></td>
-          <td><${ProgressBar} percent=${job.progress.percent} failed=${job.progress.failed} total=${job.progress.total}
-            label=${"progress of report " + job.batchId} /></td>
-          <td>${when(job.createdAt)}</td><td>${job.finishedAt ? when(job.finishedAt) : "–"}</td>
-          <td><${DownloadCell} jobId=${job.batchId} status=${job.status} /></td></tr>`)}</tbody>
-      </table></div>` : html`<${Empty}>${jobs ? "No reports yet." : "Loading…"}<//>`}
+      ${rows.length ? html`<${Table} caption="Report jobs, newest first, with download links" rows=${rows}
+        rowKey=${(j) => j.batchId} columns=${[
+          { label: "Job", mono: true, cell: (j) => html`<a href=${"#/jobs/" + encodeURIComponent(j.batchId)} title=${j.batchId}>${shortId(j.batchId)}</a>` },
+          { label: "Status", cell: (j) => html`<${Badge} value=${j.status} />` },
+          { label: "Progress", wide: true, cell: (j) => html`<${ProgressBar} percent=${j.progress.percent} failed=${j.progress.failed}
+            total=${j.progress.total} label=${"progress of report " + j.batchId} />` },
+          { label: "Created", cell: (j) => when(j.createdAt) },
+          { label: "Finished", cell: (j) => (j.finishedAt ? when(j.finishedAt) : "–") },
+          { label: "Download", wide: true, cell: (j) => html`<${DownloadCell} jobId=${j.batchId} status=${j.status} />` },
+        ]} />` : html`<${Empty}>${jobs ? "No reports yet." : "Loading…"}<//>`}
     </section>
     <section class="panel" aria-labelledby="queue-title"><h2 id="queue-title">New report from JSON</h2>
       <${QueueForm} onQueued=${reloadJobs} /></section>`;

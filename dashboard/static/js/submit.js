@@ -53,7 +53,7 @@ export function SubmitView() {
         <div class="field"><label for="concurrency">Concurrency (optional)</label>
           <input id="concurrency" type="number" min="1" max="100" inputmode="numeric" value=${concurrency}
             onInput=${(e) => setConcurrency(e.target.value)} /></div>
-        <div class="field" style="flex:1"><label for="system-instruction">System instruction (optional)</label>
+        <div class="field grow"><label for="system-instruction">System instruction (optional)</label>
           <input id="system-instruction" value=${systemInstruction} onInput=${(e) => setSystemInstruction(e.target.value)} /></div>
       </div>
       <${ErrorBox} error=${error} />

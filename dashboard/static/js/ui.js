@@ -54,9 +54,16 @@ export function ProgressBar({ percent, failed = 0, total = 0, large = false, lab
   </div>`;
 }
 
-export function Badge({ value }) {
+export function Badge({ value, tone }) {
   const text = String(value ?? "-");
-  return html`<span class=${"badge " + text.toLowerCase()}>${text}</span>`;
+  return html`<span class=${"badge " + (tone || text.toLowerCase())}>${text}</span>`;
+}
+
+export function size(bytes) {
+  const n = Number(bytes) || 0;
+  if (n < 1e3) return `${n} B`;
+  if (n < 1e6) return `${fmt(n / 1e3, 1)} KB`;
+  return `${fmt(n / 1e6, 1)} MB`;
 }
 
 export function ErrorBox({ error }) {
@@ -149,12 +156,25 @@ export function shortId(id) {
   return text.length > 14 ? text.slice(0, 8) + "…" + text.slice(-4) : text;
 }
 
-export function Pager({ offset, limit, total, next, onPage, label = "results" }) {
-  const from = total === 0 ? 0 : offset + 1;
-  const to = Math.min(offset + limit, total ?? offset + limit);
+export function Pager({ offset, limit, total, count, next, onPage, label = "results" }) {
+  const shown = count ?? Math.min(limit, Math.max(0, (total ?? 0) - offset));
+  const range = shown ? `${offset + 1}–${offset + shown}` : "none";
   return html`<nav class="pager" aria-label=${"pages of " + label}>
-    <span class="muted tabular">${from}–${to}${total != null ? ` of ${fmt(total)}` : ""}</span>
+    <span class="muted tabular">${range}${total != null ? ` of ${fmt(total)}` : ""}</span>
     <button class="secondary" disabled=${offset <= 0} onClick=${() => onPage(Math.max(0, offset - limit))}>Previous</button>
     <button class="secondary" disabled=${next == null} onClick=${() => onPage(next)}>Next</button>
   </nav>`;
+}
+
+// A table that reads well on a phone: each column is {label, cell: (row) => content, num?, wide?, mono?};
+// on a narrow screen each row becomes a small card of labelled fields (CSS `table.stack`).
+export function Table({ caption, columns, rows, rowKey, rowClass }) {
+  return html`<div class="table-wrap"><table class="stack">
+    <caption class="visually-hidden">${caption}</caption>
+    <thead><tr>${columns.map((c) => html`<th class=${c.num ? "num" : ""} scope="col">${c.label}</th>`)}</tr></thead>
+    <tbody>${rows.map((row, i) => html`<tr key=${rowKey ? rowKey(row) : i} class=${rowClass ? rowClass(row) : ""}>
+      ${columns.map((c) => html`<td data-label=${c.label}
+        class=${[c.num && "num", c.wide && "wide wrap", c.mono && "mono"].filter(Boolean).join(" ")}>${c.cell(row)}</td>`)}
+    </tr>`)}</tbody>
+  </table></div>`;
 }
