@@ -120,7 +120,11 @@ export function JobView({ batchId }) {
       ${error ? html`<${ErrorBox} error=${error} />` : html`<${Empty}>Loading job…<//>`}</section>`;
   }
   const p = job.progress || {};
-  const results = onlyErrors ? job.results.filter((r) => r.status === "failed") : job.results;
+  // Every engine kind answers with result objects; a kind with a contract of its own (Batch Mode lists image
+  // URLs) shows its own fields in its tab.
+  const all = (job.results || []).filter((r) => r && typeof r === "object");
+  const results = onlyErrors ? all.filter((r) => r.status === "failed") : all;
+  const pagination = job.pagination || { total: all.length, nextOffset: null };
   return html`
     <p><a href="#/jobs">← Jobs</a></p>
     <section class="panel" aria-labelledby="job-title">
@@ -166,7 +170,7 @@ export function JobView({ batchId }) {
           <td class="num" data-label="Attempts">${fmt(r.attempts)}</td></tr>`)}</tbody>
       </table></div>
       ${!results.length && html`<${Empty}>${onlyErrors ? "No errors on this page." : "No results yet."}<//>`}
-      <${Pager} offset=${offset} limit=${limit} total=${job.pagination.total} next=${job.pagination.nextOffset}
+      <${Pager} offset=${offset} limit=${limit} total=${pagination.total} next=${pagination.nextOffset}
         onPage=${(o) => { setOffset(o); setLive(true); }} />
     </section>`;
 }
