@@ -35,7 +35,7 @@ function SignIn({ onSignedIn, reason }) {
     setBusy(true);
     setError(null);
     try {
-      await api("/batch/stats", { key: key.trim() });
+      await api("/batch/jobs", { key: key.trim(), params: { limit: 1 } });
       saveKey(key.trim());
       onSignedIn();
     } catch (failure) {

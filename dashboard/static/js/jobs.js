@@ -1,6 +1,6 @@
 // Jobs of every kind (GET /batch/jobs) with live progress, and one job's page (GET /batch/status/{id}):
 // its progress, results page by page, errors and cancel.
-import { useState } from "preact/hooks";
+import { useRef, useState } from "preact/hooks";
 import { api } from "./api.js";
 import { html, usePoll, ProgressBar, Badge, ErrorBox, Empty, Card, Pager, fmt, usd, when, shortId } from "./ui.js";
 
@@ -8,6 +8,7 @@ export const KINDS = ["generate", "embeddings", "analyze", "report", "images", "
 export const STATUSES = ["queued", "running", "completed", "failed", "cancelled"];
 const LIVE = new Set(["queued", "running"]);
 const PAGE = 50;
+const FINAL_READS = 30;
 
 export function JobsTable({ jobs, caption }) {
   if (!jobs.length) return html`<${Empty}>No jobs match.<//>`;
@@ -92,11 +93,15 @@ export function JobView({ batchId }) {
   const [cancelError, setCancelError] = useState(null);
   const [cancelling, setCancelling] = useState(false);
   const [live, setLive] = useState(true);
+  const finalReads = useRef(0);
   const limit = 20;
   const [job, error, reload] = usePoll(
     async () => {
       const data = await api("/batch/status/" + encodeURIComponent(batchId), { params: { offset, limit } });
-      setLive(LIVE.has(data.status));
+      // A job just stopped is fanned in a moment later (its results file, pending requests marked cancelled):
+      // keep reading until then, for at most FINAL_READS polls.
+      finalReads.current = LIVE.has(data.status) ? 0 : finalReads.current + 1;
+      setLive(LIVE.has(data.status) || (!data.resultsUrl && finalReads.current < FINAL_READS));
       return data;
     },
     [batchId, offset],
