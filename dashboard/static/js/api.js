@@ -43,7 +43,8 @@ export function url(path, params) {
   return apiBase + path + (text ? "?" + text : "");
 }
 
-export async function api(path, { method = "GET", params, body, signal, key } = {}) {
+// `withHeaders`: answer {data, headers} (Batch Mode's history pages with an X-Next-Cursor header).
+export async function api(path, { method = "GET", params, body, signal, key, withHeaders = false } = {}) {
   const headers = { Authorization: "Bearer " + (key || apiKey()) };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const response = await fetch(url(path, params), {
@@ -65,7 +66,7 @@ export async function api(path, { method = "GET", params, body, signal, key } = 
     if (response.status === 401 && !key) onUnauthorized(error);
     throw error;
   }
-  return payload;
+  return withHeaders ? { data: payload, headers: response.headers } : payload;
 }
 
 // Server-Sent Events with the Authorization header (EventSource cannot send one): read the stream with

@@ -4,7 +4,7 @@ import { useRef, useState } from "preact/hooks";
 import { api } from "./api.js";
 import { html, usePoll, ProgressBar, Badge, ErrorBox, Empty, Card, Pager, fmt, usd, when, shortId } from "./ui.js";
 
-export const KINDS = ["generate", "embeddings", "analyze", "report", "images", "metrics"];
+export const KINDS = ["generate", "embeddings", "analyze", "report", "images", "metrics", "batchmode"];
 export const STATUSES = ["queued", "running", "completed", "failed", "cancelled"];
 const LIVE = new Set(["queued", "running"]);
 const PAGE = 50;
@@ -17,7 +17,18 @@ export function JobsTable({ jobs, caption }) {
     <thead><tr><th>Job</th><th>Kind</th><th>Status</th><th>Progress</th><th class="num">Done</th>
       <th class="num">Failed</th><th>Created</th><th>Finished</th></tr></thead>
     <tbody>${jobs.map((job) => {
-      const p = job.progress || {};
+      if (!job.progress) {
+    // A kind with a status of its own (Batch Mode: state, counts, image URLs): its tab shows it in full.
+    return html`<p><a href="#/jobs">← Jobs</a></p>
+      <section class="panel" aria-labelledby="job-title">
+        <div class="panel-head"><h1 id="job-title">Job <span class="mono">${batchId}</span></h1>
+          <${Badge} value=${job.status} /></div>
+        <p class="tabular">${job.state || ""} · ${fmt(job.successCount)} succeeded, ${fmt(job.failCount)} failed of
+          ${fmt(job.requestCount)}</p>
+        <p><a href="#/batch-mode">Open the Batch Mode tab</a> for its images, credits and refunds.</p>
+      </section>`;
+  }
+  const p = job.progress;
       return html`<tr key=${job.batchId} data-batch-id=${job.batchId}>
       <td class="mono" data-label="Job"><a href=${"#/jobs/" + encodeURIComponent(job.batchId)} title=${job.batchId}>${shortId(job.batchId)}</a></td>
       <td data-label="Kind">${job.kind}</td>
@@ -124,7 +135,18 @@ export function JobView({ batchId }) {
     return html`<section class="panel"><p><a href="#/jobs">← Jobs</a></p>
       ${error ? html`<${ErrorBox} error=${error} />` : html`<${Empty}>Loading job…<//>`}</section>`;
   }
-  const p = job.progress || {};
+  if (!job.progress) {
+    // A kind with a status of its own (Batch Mode: state, counts, image URLs): its tab shows it in full.
+    return html`<p><a href="#/jobs">← Jobs</a></p>
+      <section class="panel" aria-labelledby="job-title">
+        <div class="panel-head"><h1 id="job-title">Job <span class="mono">${batchId}</span></h1>
+          <${Badge} value=${job.status} /></div>
+        <p class="tabular">${job.state || ""} · ${fmt(job.successCount)} succeeded, ${fmt(job.failCount)} failed of
+          ${fmt(job.requestCount)}</p>
+        <p><a href="#/batch-mode">Open the Batch Mode tab</a> for its images, credits and refunds.</p>
+      </section>`;
+  }
+  const p = job.progress;
   // Every engine kind answers with result objects; a kind with a contract of its own (Batch Mode lists image
   // URLs) shows its own fields in its tab.
   const all = (job.results || []).filter((r) => r && typeof r === "object");
