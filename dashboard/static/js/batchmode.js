@@ -23,7 +23,9 @@ function JobDetails({ id }) {
       ${fmt(job.failCount)} failed of ${fmt(job.requestCount)} · cost ${fmt(job.creditCost, 1)} credits,
       refunded ${fmt(job.creditsRefunded, 1)}</p>
     <ol>${results.map((url, i) => html`<li key=${i}>${url ? html`<a href=${url} target="_blank" rel="noopener">image ${i + 1}</a>`
-      : html`<span class="muted">failed${job.errors && job.errors[i] ? ": " + JSON.stringify(job.errors[i]) : ""}</span>`}</li>`)}</ol>
+      : html`<span class="muted">no image</span>`}</li>`)}</ol>
+    ${(job.errors || []).length > 0 && html`<div class="error"><strong>Errors</strong>
+      <ul>${job.errors.map((e, i) => html`<li key=${i}>${typeof e === "string" ? e : JSON.stringify(e)}</li>`)}</ul></div>`}
   </div>`;
 }
 
