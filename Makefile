@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help venv check-tools run up down status test test-unit lint bench fuzz api-key seed-data clean report-data chaos
+.PHONY: help venv check-tools check-browser run up down status test test-unit lint bench fuzz chaos api-key seed-data clean report-data
 
 help:
 	@echo "make run      start the local cloud and the functions gateway (foreground, Ctrl-C stops)"
@@ -25,18 +25,25 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@
 
-# Swagger UI for GET /<function>/docs, from the npm registry (pinned in shared/apidocs/package-lock.json);
-# --ignore-scripts: nothing runs at install time.
+# Browser libraries from the npm registry, each folder pinned by its package-lock.json (--ignore-scripts:
+# nothing runs at install time): Swagger UI for GET /<function>/docs, and the dashboard's Preact, htm and
+# Chart.js, served by functions/dashboard.py.
 APIDOCS := shared/apidocs
-$(APIDOCS)/node_modules/.package-lock.json: $(APIDOCS)/package.json $(APIDOCS)/package-lock.json
+DASHBOARD := shared/dashboard
+%/node_modules/.package-lock.json: %/package.json %/package-lock.json
 	@command -v npm >/dev/null || { echo "error: npm not found; install Node.js 20 (apt-get install nodejs npm)" >&2; exit 1; }
-	cd $(APIDOCS) && npm ci --ignore-scripts --no-audit --no-fund --silent
+	cd $* && npm ci --ignore-scripts --no-audit --no-fund --silent
 
-venv: $(VENV)/.installed $(APIDOCS)/node_modules/.package-lock.json
+venv: $(VENV)/.installed $(APIDOCS)/node_modules/.package-lock.json $(DASHBOARD)/node_modules/.package-lock.json
 
 check-tools:
 	@command -v java >/dev/null || { echo "error: java not found; the Firestore emulator needs Java 11+ (apt-get install openjdk-17-jre-headless)" >&2; exit 1; }
 	@test -f "$${FIRESTORE_EMULATOR_JAR:-/usr/lib/google-cloud-sdk/platform/cloud-firestore-emulator/cloud-firestore-emulator.jar}" || { echo "error: the Cloud Firestore emulator is missing; install the Google Cloud CLI and its firestore emulator (apt-get install google-cloud-cli google-cloud-cli-firestore-emulator)" >&2; exit 1; }
+	@test -x "$${DASHBOARD_CHROMIUM:-/usr/bin/chromium}" || echo "warning: chromium not found; make test needs it for the dashboard's browser test (apt-get install chromium)" >&2
+
+# The dashboard's browser test drives Debian's chromium (never a downloaded browser build).
+check-browser:
+	@test -x "$${DASHBOARD_CHROMIUM:-/usr/bin/chromium}" || { echo "error: chromium not found; the dashboard's browser test drives Debian's chromium (apt-get install chromium)" >&2; exit 1; }
 
 run: venv check-tools
 	$(PY) -m infra.localcloud run
@@ -50,7 +57,7 @@ down:
 status: venv
 	$(PY) -m infra.localcloud status
 
-test: venv check-tools
+test: venv check-tools check-browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: venv
@@ -84,4 +91,4 @@ seed-data: up
 	@$(PY) -m infra.seed_data --tenant "$(or $(TENANT),catalogo)" --count "$(or $(COUNT),300)"
 
 clean: down
-	rm -rf $(VENV) .localcloud .pytest_cache .mypy_cache .ruff_cache .bench .fuzz .chaos $(APIDOCS)/node_modules
+	rm -rf $(VENV) .localcloud .pytest_cache .mypy_cache .ruff_cache .bench .fuzz .chaos .artifacts $(APIDOCS)/node_modules $(DASHBOARD)/node_modules

@@ -284,6 +284,8 @@ def describe(config: EmulatorConfig) -> str:
             f"  oidc certs {config.oidc_certs_url}",
             f"  logs       {LOG_DIR}",
             "",
+            f"dashboard: {functions_url}/dashboard/  (sign in with an API key: make -s api-key TENANT=me)",
+            "",
             "try:",
             f"  curl {functions_url}/health",
             "  KEY=$(make -s api-key TENANT=me | tail -n 1)",

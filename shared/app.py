@@ -8,7 +8,7 @@ import gc
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 from shared import runtime
@@ -234,10 +234,17 @@ async def _build(settings: Settings) -> Platform:
     )
 
 
-@lru_cache(maxsize=2)
 def platform(loop_name: str = runtime.API_LOOP) -> Platform:
     """The instance's wired platform for one of its loops, built on first use (lazy globals, as Cloud
     Functions recommends): async clients belong to the loop they were built on."""
+    # Cached by the loop's name, however the call is spelled (`platform()`, `platform(API_LOOP)`,
+    # `platform(loop_name=...)`): a cache keyed by the call's form held three entries in two slots, evicted
+    # one and rebuilt it, from inside the API loop when `analytics` streamed, blocking that loop for good.
+    return _platform_for(loop_name)
+
+
+@cache
+def _platform_for(loop_name: str) -> Platform:
     wired = runtime.run(_build(get_settings()), loop_name=loop_name)
     # The modules, schemas and clients built so far live as long as the instance: keep them out of the
     # collector's full passes, which otherwise pause every thread for up to 150 ms on a busy instance.

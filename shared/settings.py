@@ -148,6 +148,10 @@ class Settings(BaseSettings):
     # Fault runs (tests/chaos): this instance's clock runs this many seconds ahead (negative: behind) of
     # the true time, to test leases between instances whose clocks disagree. Local mode only.
     clock_offset_seconds: float = Field(default=0.0, ge=-3600, le=3600)
+    # The web dashboard (functions/dashboard.py).
+    dashboard_poll_ms: int = Field(default=1000, ge=1000, le=60_000)  # live views poll at most once a second
+    # Where the page sends API calls; empty: the functions' root on the page's own origin (the gateway).
+    dashboard_api_base_url: str = ""
 
     @field_validator("metrics_time_zone")
     @classmethod

@@ -32,3 +32,11 @@ def test_a_missing_firestore_emulator_says_what_to_install(monkeypatch: pytest.M
     monkeypatch.setenv("FIRESTORE_EMULATOR_JAR", "/nonexistent/cloud-firestore-emulator.jar")
     with pytest.raises(localcloud.LocalCloudError, match="install the Google Cloud CLI"):
         localcloud.pieces(load_emulator_config())
+
+
+def test_the_banner_prints_the_dashboards_url() -> None:
+    config = load_emulator_config()
+
+    banner = localcloud.describe(config)
+
+    assert f"dashboard: {config.emulators.functions.url}/dashboard/" in banner
