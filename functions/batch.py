@@ -1,20 +1,23 @@
 """Public API of the batch engine: POST /{kind} (generate, embeddings, analyze), GET /status/{id},
 GET /active, GET /stats, DELETE /{id}; the embeddings' collections: GET /collections,
-DELETE /collections/{name}."""
+DELETE /collections/{name}; upload sessions for inputs past one body: POST /uploads."""
 
 from __future__ import annotations
 
 import flask
 import functions_framework
+from pydantic import ValidationError
 from werkzeug.exceptions import NotFound
 from werkzeug.routing import Map, Rule
 
 from shared import runtime
 from shared.app import platform
-from shared.errors import PayloadTooLarge
+from shared.errors import InvalidRequest, PayloadTooLarge
 from shared.http import authenticate, caller_info, int_arg, json_response, register_error_handlers
-from shared.services import batches, collections
+from shared.models.batch_inputs import InputUploadRequest
+from shared.services import batch_inputs, batches, collections
 from shared.services import status as reads
+from shared.services.batches import validation_details
 
 register_error_handlers(functions_framework.errorhandler)
 
@@ -22,6 +25,7 @@ ROUTES = Map(
     [
         Rule("/collections", methods=["GET"], endpoint="collections"),
         Rule("/collections/<name>", methods=["DELETE"], endpoint="delete_collection"),
+        Rule("/uploads", methods=["POST"], endpoint="uploads"),
         Rule("/<kind>", methods=["POST"], endpoint="submit"),
         Rule("/status/<batch_id>", methods=["GET"], endpoint="status"),
         Rule("/active", methods=["GET"], endpoint="active"),
@@ -29,6 +33,13 @@ ROUTES = Map(
         Rule("/<batch_id>", methods=["DELETE"], endpoint="cancel"),
     ]
 )
+
+
+def _upload_request(body: bytes) -> InputUploadRequest:
+    try:
+        return InputUploadRequest.model_validate_json(body or b"{}")
+    except ValidationError as exc:
+        raise InvalidRequest("the request body is not valid", details=validation_details(exc)) from exc
 
 
 @functions_framework.http
@@ -56,6 +67,18 @@ def batch(request: flask.Request) -> flask.Response:
             )
         )
         return json_response(response, status)
+    if endpoint == "uploads":
+        upload = _upload_request(request.get_data(cache=False))
+        opened = runtime.run(
+            batch_inputs.open_input_upload(
+                engine=engine,
+                principal=principal,
+                size_bytes=upload.size_bytes,
+                origin=request.headers.get("Origin"),
+                caller=caller_info(request),
+            )
+        )
+        return json_response(opened, 201)
     if endpoint == "status":
         offset, limit = int_arg(request.args, "offset", 0), int_arg(request.args, "limit", 100)
         return json_response(

@@ -44,6 +44,7 @@ API_KEYS = "api_keys"
 RATE_LIMITS = "rate_limits"
 AUDIT_LOG = "audit_log"
 MAX_WRITES_PER_COMMIT = 500
+COMMIT_MAX_BYTES = 8 * 1024 * 1024
 TRANSIENT = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.InternalServerError, gexc.Aborted)
 
 
@@ -108,6 +109,24 @@ def _dump_usage(record: UsageRecord) -> dict[str, Any]:
     return data
 
 
+def _commit_groups(
+    writes: list[tuple[Any, dict[str, Any], bool]],
+) -> list[list[tuple[Any, dict[str, Any], bool]]]:
+    """Writes in order, grouped into commits of at most 500 writes and about COMMIT_MAX_BYTES of chunk
+    payload (a Firestore request takes at most 10 MiB: a 32 MB submit's chunks need several commits)."""
+    groups: list[list[tuple[Any, dict[str, Any], bool]]] = [[]]
+    size = 0
+    for write in writes:
+        data = write[1]
+        payload = len(data.get("items") or b"") + len(data.get("custom_ids") or b"") + 1024
+        if groups[-1] and (len(groups[-1]) >= MAX_WRITES_PER_COMMIT or size + payload > COMMIT_MAX_BYTES):
+            groups.append([])
+            size = 0
+        groups[-1].append(write)
+        size += payload
+    return groups
+
+
 def _dump(model: Any) -> dict[str, Any]:
     data: dict[str, Any] = model.model_dump(mode="python", by_alias=False)
     return data
@@ -144,9 +163,9 @@ class FirestoreStore:
         writes.append((self._db.collection(AUDIT_LOG).document(), _dump(audit), False))
         writes.append((self._batch_ref(batch.batch_id), _dump(batch), True))
         try:
-            for start in range(0, len(writes), MAX_WRITES_PER_COMMIT):
+            for group in _commit_groups(writes):
                 commit = self._db.batch()
-                for ref, data, create in writes[start : start + MAX_WRITES_PER_COMMIT]:
+                for ref, data, create in group:
                     if create:
                         commit.create(ref, data)
                     else:
@@ -157,6 +176,18 @@ class FirestoreStore:
         except TRANSIENT as exc:
             raise StoreUnavailable(f"cannot write batch: {exc.message}") from exc
         return True
+
+    async def put_chunks(self, *, batch_id: str, chunks: list[ChunkDoc]) -> None:
+        """Write chunks ahead of their batch document (see `create_batch`)."""
+        writes = [(self._chunk_ref(batch_id, c.index), _dump_chunk(c), False) for c in chunks]
+        try:
+            for group in _commit_groups(writes):
+                commit = self._db.batch()
+                for ref, data, _ in group:
+                    commit.set(ref, data)
+                await commit.commit()
+        except TRANSIENT as exc:
+            raise StoreUnavailable(f"cannot write chunks: {exc.message}") from exc
 
     async def get_batch(self, batch_id: str) -> BatchDoc | None:
         read = await self.read_batch(batch_id)

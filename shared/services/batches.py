@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import to_json
 
 from shared.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
-from shared.kinds.base import Kind, KindRequest, Plan
+from shared.kinds.base import Kind, KindRequest, Plan, StreamedItems
 from shared.models.auth import AuditRecord, Principal
 from shared.models.batch import (
     BatchDoc,
@@ -123,8 +124,91 @@ def lane_concurrency(*, chunk: int, lanes: int, concurrency: int) -> int:
     return concurrency // lanes + (1 if lane < concurrency % lanes else 0)
 
 
+class _Chunker:
+    """Packs a stage's items, in order, into chunks of at most `size` items and CHUNK_BYTE_BUDGET bytes."""
+
+    def __init__(self, *, batch_id: str, owner: str, size: int, first_chunk: int, start: int) -> None:
+        self.batch_id, self.owner, self.size = batch_id, owner, size
+        self.next_chunk, self.start = first_chunk, start
+        self.items: list[bytes] = []
+        self.custom_ids: list[str | None] = []
+        self.bytes = 0
+
+    def add(self, encoded: bytes, custom_id: str | None) -> ChunkDoc | None:
+        """Add one item; the chunk it closed, if it starts a new one."""
+        closed = None
+        if self.items and (len(self.items) >= self.size or self.bytes + len(encoded) > CHUNK_BYTE_BUDGET):
+            closed = self.close()
+        self.items.append(encoded)
+        self.custom_ids.append(custom_id)
+        self.bytes += len(encoded)
+        return closed
+
+    def close(self) -> ChunkDoc:
+        chunk = ChunkDoc(
+            batch_id=self.batch_id,
+            owner=self.owner,
+            index=self.next_chunk,
+            start=self.start,
+            end=self.start + len(self.items),
+            items=b"[" + b",".join(self.items) + b"]",
+            custom_ids=self.custom_ids,
+        )
+        self.next_chunk, self.start = self.next_chunk + 1, chunk.end
+        self.items, self.custom_ids, self.bytes = [], [], 0
+        return chunk
+
+
+def _encoded(item: Any) -> bytes:
+    encoded: bytes = item.model_dump_json(exclude_none=True).encode()
+    return encoded
+
+
+def _stage_chunks(
+    *,
+    batch_id: str,
+    owner: str,
+    plan: Plan[Any],
+    first: int,
+    span: range,
+    size: int,
+) -> list[ChunkDoc]:
+    """One stage's chunks: each `size` items encoded in one call (as each item's `model_dump_json`, joined),
+    unless a chunk would pass its byte budget; then the stage is packed item by item, by count and bytes."""
+    chunks: list[ChunkDoc] = []
+    for start in range(span.start, span.stop, size):
+        end = min(start + size, span.stop)
+        encoded = to_json(plan.items[start:end], exclude_none=True)
+        if len(encoded) > CHUNK_BYTE_BUDGET:
+            break
+        chunk = ChunkDoc(
+            batch_id=batch_id,
+            owner=owner,
+            index=first + len(chunks),
+            start=start,
+            end=end,
+            items=encoded,
+            custom_ids=plan.custom_ids[start:end],
+        )
+        chunks.append(chunk)
+    else:
+        return chunks
+    chunker = _Chunker(batch_id=batch_id, owner=owner, size=size, first_chunk=first, start=span.start)
+    chunks = []
+    for index in span:
+        closed = chunker.add(_encoded(plan.items[index]), plan.custom_ids[index])
+        if closed is not None:
+            chunks.append(closed)
+    return [*chunks, chunker.close()]
+
+
 def _build_chunks(
-    *, batch_id: str, owner: str, plan: Plan[Any], concurrency: int, settings: Settings
+    *,
+    batch_id: str,
+    owner: str,
+    plan: Plan[Any],
+    concurrency: int,
+    settings: Settings,
 ) -> tuple[list[ChunkDoc], list[Stage], int]:
     """Split each stage's items into chunks by count and bytes (a chunk never spans two stages), and plan
     each stage's lanes. Returns the chunks, the stages and the largest chunk size."""
@@ -138,17 +222,14 @@ def _build_chunks(
         )
         largest = max(largest, chunk_size)
         first = len(chunks)
-        current: list[bytes] = []
-        current_bytes = 0
-        start = stage_start
-        for index in range(stage_start, stage_end):
-            encoded = plan.items[index].model_dump_json(exclude_none=True).encode()
-            if current and (len(current) >= chunk_size or current_bytes + len(encoded) > CHUNK_BYTE_BUDGET):
-                chunks.append(_chunk(batch_id, owner, len(chunks), start, current, plan.custom_ids))
-                start, current, current_bytes = index, [], 0
-            current.append(encoded)
-            current_bytes += len(encoded)
-        chunks.append(_chunk(batch_id, owner, len(chunks), start, current, plan.custom_ids))
+        chunks += _stage_chunks(
+            batch_id=batch_id,
+            owner=owner,
+            plan=plan,
+            first=first,
+            span=range(stage_start, stage_end),
+            size=chunk_size,
+        )
         lanes = min(lanes, len(chunks) - first)
         stages.append(Stage(first=first, count=len(chunks) - first, lanes=lanes))
         for chunk in chunks[first:]:
@@ -158,21 +239,41 @@ def _build_chunks(
     return chunks, stages, largest
 
 
-def _chunk(
-    batch_id: str, owner: str, index: int, start: int, items: list[bytes], custom_ids: list[str | None]
-) -> ChunkDoc:
-    return ChunkDoc(
-        batch_id=batch_id,
-        owner=owner,
-        index=index,
-        start=start,
-        end=start + len(items),
-        items=b"[" + b",".join(items) + b"]",
-        custom_ids=custom_ids[start : start + len(items)],
-    )
+# A streamed plan's chunks are written in groups of about this many bytes (a Firestore commit takes at most
+# 10 MiB), so memory holds one group, whatever the batch's size.
+STREAM_WRITE_BYTES = 4 * 1024 * 1024
 
 
-def _planned_batch(
+async def _write_streamed_chunks(
+    *, engine: Engine, batch_id: str, owner: str, streamed: StreamedItems[Any], concurrency: int
+) -> tuple[list[Stage], int]:
+    """Write a streamed plan's chunks as its items are read (one stage). Returns the stage and chunk size."""
+    lanes, chunk_size = plan_lanes(total=streamed.total, concurrency=concurrency, settings=engine.settings)
+    chunker = _Chunker(batch_id=batch_id, owner=owner, size=chunk_size, first_chunk=0, start=0)
+    group: list[ChunkDoc] = []
+
+    async def _add(chunk: ChunkDoc) -> None:
+        chunk.concurrency = lane_concurrency(chunk=chunk.index, lanes=lanes, concurrency=concurrency)
+        group.append(chunk)
+        if sum(len(c.items) for c in group) >= STREAM_WRITE_BYTES:
+            await engine.store.put_chunks(batch_id=batch_id, chunks=group)
+            group.clear()
+
+    read = 0
+    async for item, custom_id in streamed.read():
+        read += 1
+        closed = chunker.add(_encoded(item), custom_id)
+        if closed is not None:
+            await _add(closed)
+    if read != streamed.total:
+        raise InvalidRequest(f"the input changed while it was read: {read} items, not {streamed.total}")
+    await _add(chunker.close())
+    await engine.store.put_chunks(batch_id=batch_id, chunks=group)
+    count = chunker.next_chunk
+    return [Stage(first=0, count=count, lanes=min(lanes, count))], chunk_size
+
+
+async def _planned_batch(
     *,
     engine: Engine,
     tenant: str,
@@ -184,12 +285,29 @@ def _planned_batch(
     body_hash: str,
     idempotency_key: str | None,
 ) -> tuple[BatchDoc, list[ChunkDoc]]:
-    """The batch document of a plan (its deadline the kind's, or the engine's estimate), and its chunks."""
-    chunks, stages, chunk_size = _build_chunks(
-        batch_id=batch_id, owner=tenant, plan=plan, concurrency=options.concurrency, settings=engine.settings
-    )
+    """The batch document of a plan (its deadline the kind's, or the engine's estimate), and its chunks (a
+    streamed plan's are written here already: none are returned)."""
+    chunks: list[ChunkDoc] = []
+    if plan.streamed is not None:
+        stages, chunk_size = await _write_streamed_chunks(
+            engine=engine,
+            batch_id=batch_id,
+            owner=tenant,
+            streamed=plan.streamed,
+            concurrency=options.concurrency,
+        )
+        chunk_count = stages[0].count
+    else:
+        chunks, stages, chunk_size = _build_chunks(
+            batch_id=batch_id,
+            owner=tenant,
+            plan=plan,
+            concurrency=options.concurrency,
+            settings=engine.settings,
+        )
+        chunk_count = len(chunks)
     deadline_at = (
-        _deadline(now, len(plan.items), options)
+        _deadline(now, plan.total, options)
         if plan.deadline is None
         else now + min(plan.deadline, MAX_DEADLINE)
     )
@@ -200,8 +318,8 @@ def _planned_batch(
         status=BatchStatus.QUEUED,
         created_at=now,
         deadline_at=deadline_at,
-        total=len(plan.items),
-        chunk_count=len(chunks),
+        total=plan.total,
+        chunk_count=chunk_count,
         chunk_size=chunk_size,
         stages=stages,
         options=options,
@@ -247,21 +365,30 @@ async def submit(
     batch_id = batch_id_for(principal, idempotency_key)
     body_hash = hashlib.sha256(f"{kind.name}\x00{request.model_dump_json()}".encode()).hexdigest()
     plan = await kind.plan(request, tenant=principal.tenant, batch_id=batch_id, ports=engine.ports)
-    batch, chunks = _planned_batch(
-        engine=engine,
-        tenant=principal.tenant,
-        kind=kind,
-        batch_id=batch_id,
-        plan=plan,
-        options=options,
-        now=now,
-        body_hash=body_hash,
-        idempotency_key=idempotency_key,
+    # A retried streamed submit must not write its chunks again over a batch that may be running already.
+    existing = (
+        await engine.store.get_batch(batch_id)
+        if plan.streamed is not None and idempotency_key is not None
+        else None
     )
-    audit = caller.audit("batch.submit", tenant=principal.tenant, target=batch_id, at=now)
-    created = await engine.store.create_batch(batch=batch, chunks=chunks, audit=audit)
+    created = False
+    if existing is None:
+        batch, chunks = await _planned_batch(
+            engine=engine,
+            tenant=principal.tenant,
+            kind=kind,
+            batch_id=batch_id,
+            plan=plan,
+            options=options,
+            now=now,
+            body_hash=body_hash,
+            idempotency_key=idempotency_key,
+        )
+        audit = caller.audit("batch.submit", tenant=principal.tenant, target=batch_id, at=now)
+        created = await engine.store.create_batch(batch=batch, chunks=chunks, audit=audit)
+        if not created:
+            existing = await engine.store.get_batch(batch_id)
     if not created:
-        existing = await engine.store.get_batch(batch_id)
         if existing is None or existing.owner != principal.tenant or existing.body_hash != body_hash:
             raise Conflict("this Idempotency-Key was already used with a different request body")
         batch = existing
@@ -345,7 +472,7 @@ async def start_planned(
     nothing and its enqueue is rejected by name. Returns whether this call created the batch."""
     kind = kind_of(engine, kind_name)
     now = engine.clock()
-    batch, chunks = _planned_batch(
+    batch, chunks = await _planned_batch(
         engine=engine,
         tenant=tenant,
         kind=kind,

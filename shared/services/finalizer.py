@@ -4,6 +4,7 @@ summary and mark the batch final. Safe to run any number of times: it acts once,
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from pydantic_core import to_json
@@ -45,17 +46,31 @@ async def finalize(*, engine: Engine, batch_id: str) -> dict[str, Any]:
     if busy and batch.deadline_at > now:
         raise NotReady(f"{len(busy)} chunk(s) of {batch_id} still running")
     object_name = results_object(batch_id)
-    lines, totals = await _result_lines(engine=engine, batch=batch)
     kind = kind_of(engine, batch.kind)
     results: list[dict[str, Any]] | None = None
     if batch.entry_starts is not None or kind.summarizes:
         # The caller's results are folded from the items' lines, or the kind sums them up: parse them.
+        lines, totals = await _result_lines(engine=engine, batch=batch)
         items = dict(enumerate(parse(line) for line in lines))
         results = entries(kind=kind, batch=batch, start=0, end=batch.entries, items=items)
         if batch.entry_starts is not None:
             lines = [to_json(result).decode() for result in results]
-    jsonl = ("\n".join(lines) + "\n").encode() if lines else b""
-    await engine.blobs.put(object_name=object_name, data=jsonl, content_type="application/x-ndjson")
+        jsonl = ("\n".join(lines) + "\n").encode() if lines else b""
+        await engine.blobs.put(object_name=object_name, data=jsonl, content_type="application/x-ndjson")
+    else:
+        # One line per item, copied as recorded: streamed to the file a chunk at a time, so memory holds one
+        # chunk's lines whatever the batch's size.
+        totals = ResultTotals()
+
+        async def _parts() -> AsyncIterator[bytes]:
+            nonlocal totals
+            async for part, page_totals in _result_parts(engine=engine, batch=batch):
+                totals = totals.plus(page_totals)
+                yield part
+
+        await engine.blobs.put_parts(
+            object_name=object_name, parts=_parts(), content_type="application/x-ndjson"
+        )
 
     def _finalize(current: BatchDoc) -> dict[str, Any] | None:
         if current.finalized:
@@ -117,6 +132,43 @@ async def _result_lines(*, engine: Engine, batch: BatchDoc) -> tuple[list[str], 
         for index, line in enumerate(lines)
     ]
     return text, totals
+
+
+async def _result_parts(*, engine: Engine, batch: BatchDoc) -> AsyncIterator[tuple[bytes, ResultTotals]]:
+    """The results file in parts, one per chunk's pages, in item order, with the totals of the pages in it;
+    a request without a result (it never ran: the batch stopped first) is written from its customId."""
+    written = 0  # items written so far: the file holds items [0, written)
+
+    async def _until(end: int) -> bytes:
+        nonlocal written
+        if end <= written:
+            return b""
+        custom_ids = await engine.store.custom_ids(batch.batch_id, written, end)
+        part = "".join(_never_ran(index, custom_ids.get(index)) + "\n" for index in range(written, end))
+        written = end
+        return part.encode()
+
+    async def _chunk_part(chunk_lines: dict[int, str]) -> bytes:
+        nonlocal written
+        parts = []
+        for index in sorted(chunk_lines):
+            parts.append(await _until(index))
+            parts.append(chunk_lines[index].encode() + b"\n")
+            written = index + 1
+        return b"".join(parts)
+
+    chunk: int | None = None
+    chunk_lines: dict[int, str] = {}
+    totals = ResultTotals()
+    async for page in engine.store.stream_pages(batch.batch_id):
+        if page.chunk != chunk and chunk_lines:
+            yield await _chunk_part(chunk_lines), totals
+            chunk_lines, totals = {}, ResultTotals()
+        chunk = page.chunk
+        chunk_lines.update(zip(page.indices, page.lines, strict=True))
+        totals = totals.plus(page.totals)
+    yield await _chunk_part(chunk_lines), totals
+    yield await _until(batch.total), ResultTotals()
 
 
 def _never_ran(index: int, custom_id: str | None) -> str:
