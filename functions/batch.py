@@ -1,5 +1,5 @@
 """Public API of the batch engine: POST /{kind} (generate, embeddings, analyze), GET /status/{id},
-GET /active, GET /stats, DELETE /{id}; the embeddings' collections: GET /collections,
+GET /active, GET /jobs, GET /stats, DELETE /{id}; the embeddings' collections: GET /collections,
 DELETE /collections/{name}; upload sessions for inputs past one body: POST /uploads."""
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ ROUTES = Map(
         Rule("/<kind>", methods=["POST"], endpoint="submit"),
         Rule("/status/<batch_id>", methods=["GET"], endpoint="status"),
         Rule("/active", methods=["GET"], endpoint="active"),
+        Rule("/jobs", methods=["GET"], endpoint="jobs"),
         Rule("/stats", methods=["GET"], endpoint="stats"),
         Rule("/<batch_id>", methods=["DELETE"], endpoint="cancel"),
     ]
@@ -96,6 +97,17 @@ def batch(request: flask.Request) -> flask.Response:
     if endpoint == "active":
         active = runtime.run(reads.active(engine=engine, principal=principal))
         return json_response({"batches": [b.model_dump(mode="json", by_alias=True) for b in active]})
+    if endpoint == "jobs":
+        listing = reads.jobs(
+            engine=engine,
+            principal=principal,
+            kind=request.args.get("kind"),
+            status=request.args.get("status"),
+            limit=int_arg(request.args, "limit", 50),
+            cursor=request.args.get("cursor"),
+            progress=wired.progress,
+        )
+        return json_response(runtime.run(listing).model_dump(mode="json", by_alias=True))
     if endpoint == "stats":
         return json_response(runtime.run(reads.stats(engine=engine, principal=principal)))
     if endpoint == "cancel":

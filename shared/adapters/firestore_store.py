@@ -246,6 +246,21 @@ class FirestoreStore:
         docs = [BatchDoc.model_validate(s.to_dict()) async for s in query.limit(limit).stream()]
         return sorted(docs, key=lambda b: b.created_at, reverse=True)
 
+    async def list_batches(
+        self, *, owner: str | None, kind: str | None, status: str | None, limit: int, after: str | None
+    ) -> list[BatchDoc]:
+        query: Any = self._db.collection(BATCHES)
+        for field, value in (("owner", owner), ("kind", kind), ("status", status)):
+            if value is not None:
+                query = query.where(filter=FieldFilter(field, "==", value))
+        query = query.order_by("created_at", direction=firestore.Query.DESCENDING)
+        if after is not None:
+            last = await self._db.collection(BATCHES).document(after).get()
+            if not last.exists:
+                return []
+            query = query.start_after(last)
+        return [BatchDoc.model_validate(s.to_dict()) async for s in query.limit(limit).stream()]
+
     async def count_batches(self, owner: str | None, kind: str, status: str) -> int:
         query: Any = (
             self._db.collection(BATCHES)

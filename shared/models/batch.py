@@ -270,6 +270,25 @@ class ActiveBatch(ApiModel):
     total: int
 
 
+class JobListing(ApiModel):
+    """One job in `GET /batch/jobs`: any kind, with the same progress block as its status."""
+
+    batch_id: str
+    kind: str
+    status: BatchStatus
+    owner: str
+    created_at: dt.datetime
+    finished_at: dt.datetime | None
+    deadline_at: dt.datetime
+    stop_reason: str | None
+    progress: dict[str, int | float]
+
+
+class JobList(ApiModel):
+    jobs: list[JobListing]
+    next_cursor: str | None
+
+
 class WorkMessage(BaseModel):
     """The body of a chunk task (ids, never payloads: Cloud Tasks caps task size)."""
 

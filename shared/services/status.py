@@ -19,6 +19,8 @@ from shared.models.batch import (
     BatchStatus,
     BatchStatusResponse,
     ChunkProgress,
+    JobList,
+    JobListing,
     Pagination,
     ResultTotals,
     Summary,
@@ -176,15 +178,7 @@ async def status(
         finished_at=batch.finished_at,
         deadline_at=batch.deadline_at,
         stop_reason=batch.stop_reason,
-        progress={
-            "total": batch.total,
-            "finished": totals.finished,
-            "successful": totals.successful,
-            "failed": totals.failed,
-            "pending": summary["pending"],
-            "cancelled": summary["cancelled"],
-            "percent": round(100.0 * totals.finished / batch.total, 2),
-        },
+        progress=_progress(batch, totals, summary),
         timings={
             "elapsedMs": summary["totalTime"],
             "totalTimeMs": summary["totalTime"] if batch.finalized else None,
@@ -205,6 +199,69 @@ async def status(
         results_url=results_url,
         results_url_expires_at=expires_at,
     )
+
+
+def _progress(batch: BatchDoc, totals: ResultTotals, summary: dict[str, Any]) -> dict[str, int | float]:
+    return {
+        "total": batch.total,
+        "finished": totals.finished,
+        "successful": totals.successful,
+        "failed": totals.failed,
+        "pending": summary["pending"],
+        "cancelled": summary["cancelled"],
+        "percent": round(100.0 * totals.finished / batch.total, 2),
+    }
+
+
+MAX_JOBS_PAGE = 200
+
+
+async def jobs(
+    *,
+    engine: Engine,
+    principal: Principal,
+    kind: str | None,
+    status: str | None,
+    limit: int,
+    cursor: str | None,
+    progress: ProgressCache | None = None,
+) -> JobList:
+    """The caller's jobs of every kind (an admin's: every tenant's), newest first, a page at a time; the
+    cursor is the last job's id. `status` filters on the stored status (a queued job that started shows as
+    running but is stored as queued)."""
+    problems = []
+    if kind is not None and kind not in engine.kinds:
+        problems.append({"field": "kind", "problem": f"one of {', '.join(sorted(engine.kinds))}"})
+    if status is not None and status not in {s.value for s in BatchStatus}:
+        problems.append({"field": "status", "problem": f"one of {', '.join(s.value for s in BatchStatus)}"})
+    if not 1 <= limit <= MAX_JOBS_PAGE:
+        problems.append({"field": "limit", "problem": f"1 <= limit <= {MAX_JOBS_PAGE}"})
+    if cursor is not None and not _plausible_id(cursor):
+        problems.append({"field": "cursor", "problem": "a cursor from a previous page"})
+    if problems:
+        raise InvalidRequest("invalid job listing", details=problems)
+    owner = None if principal.is_admin else principal.tenant
+    page = await engine.store.list_batches(owner=owner, kind=kind, status=status, limit=limit, after=cursor)
+    totals = await asyncio.gather(
+        *(current_totals(engine=engine, batch=batch, progress=progress) for batch in page)
+    )
+    listed = []
+    for batch, (batch_totals, started) in zip(page, totals, strict=True):
+        summary = summarize(batch, batch_totals)
+        listed.append(
+            JobListing(
+                batch_id=batch.batch_id,
+                kind=batch.kind,
+                status=display_status(batch, batch_totals, started=started),
+                owner=batch.owner,
+                created_at=batch.created_at,
+                finished_at=batch.finished_at,
+                deadline_at=batch.deadline_at,
+                stop_reason=batch.stop_reason,
+                progress=_progress(batch, batch_totals, summary),
+            )
+        )
+    return JobList(jobs=listed, next_cursor=page[-1].batch_id if len(page) == limit else None)
 
 
 async def active(*, engine: Engine, principal: Principal) -> list[ActiveBatch]:
