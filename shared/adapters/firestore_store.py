@@ -44,7 +44,8 @@ API_KEYS = "api_keys"
 RATE_LIMITS = "rate_limits"
 AUDIT_LOG = "audit_log"
 MAX_WRITES_PER_COMMIT = 500
-COMMIT_MAX_BYTES = 8 * 1024 * 1024
+# A commit's documents stay under 3 MiB: production takes 10 MiB a request, the emulator 4 MiB a gRPC message.
+COMMIT_MAX_BYTES = 3 * 1024 * 1024
 TRANSIENT = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.InternalServerError, gexc.Aborted)
 
 
@@ -113,7 +114,7 @@ def _commit_groups(
     writes: list[tuple[Any, dict[str, Any], bool]],
 ) -> list[list[tuple[Any, dict[str, Any], bool]]]:
     """Writes in order, grouped into commits of at most 500 writes and about COMMIT_MAX_BYTES of chunk
-    payload (a Firestore request takes at most 10 MiB: a 32 MB submit's chunks need several commits)."""
+    payload (a 32 MB submit's chunks take a dozen commits)."""
     groups: list[list[tuple[Any, dict[str, Any], bool]]] = [[]]
     size = 0
     for write in writes:

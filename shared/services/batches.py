@@ -239,8 +239,8 @@ def _build_chunks(
     return chunks, stages, largest
 
 
-# A streamed plan's chunks are written in groups of about this many bytes (a Firestore commit takes at most
-# 10 MiB), so memory holds one group, whatever the batch's size.
+# A streamed plan's chunks are written in groups of about this many bytes (the store splits them into commits
+# of its own size), so memory holds one group, whatever the batch's size.
 STREAM_WRITE_BYTES = 4 * 1024 * 1024
 
 
