@@ -17,6 +17,7 @@ import itertools
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Generic, TypeVar
+from urllib.parse import quote
 
 from pydantic import BaseModel, ValidationError
 
@@ -35,8 +36,13 @@ MAX_PROBLEMS = 20
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
+def tenant_prefix(tenant: str) -> str:
+    """The tenant's place in the inputs bucket; its name escaped, so no tenant's prefix holds another's."""
+    return f"{INPUT_PREFIX}/{quote(tenant, safe='')}/"
+
+
 def input_object(tenant: str, upload_id: str) -> str:
-    return f"{INPUT_PREFIX}/{tenant}/{upload_id}.jsonl"
+    return f"{tenant_prefix(tenant)}{upload_id}.jsonl"
 
 
 def input_uri(bucket_name: str, object_name: str) -> str:
@@ -51,7 +57,7 @@ def object_of(uri: str, *, bucket_name: str, tenant: str) -> str:
             "inputUri is not an input of this platform",
             details=[{"field": "inputUri", "problem": f"gs://{bucket_name}/{INPUT_PREFIX}/<tenant>/..."}],
         )
-    if not object_name.startswith(f"{INPUT_PREFIX}/{tenant}/") or "/../" in object_name:
+    if not object_name.startswith(tenant_prefix(tenant)) or "/../" in object_name:
         raise NotFound(f"no input {uri}")
     return object_name
 

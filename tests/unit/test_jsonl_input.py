@@ -8,7 +8,7 @@ import pytest
 
 from shared.errors import InvalidRequest, NotFound
 from shared.kinds import jsonl_input
-from shared.kinds.jsonl_input import _lines, object_of
+from shared.kinds.jsonl_input import _lines, input_object, object_of
 
 
 def test_a_tenant_reads_only_its_own_prefix_of_the_inputs_bucket() -> None:
@@ -19,6 +19,10 @@ def test_a_tenant_reads_only_its_own_prefix_of_the_inputs_bucket() -> None:
         object_of("gs://b/inputs/acme-2/x.jsonl", bucket_name="b", tenant="acme")
     with pytest.raises(NotFound):
         object_of("gs://b/inputs/acme/../other/x.jsonl", bucket_name="b", tenant="acme")
+    # A tenant's name is escaped: "acme/x" has a prefix of its own, not one inside acme's.
+    assert input_object("acme/x", "u") == "inputs/acme%2Fx/u.jsonl"
+    with pytest.raises(NotFound):
+        object_of("gs://b/inputs/acme/x/u.jsonl", bucket_name="b", tenant="acme/x")
     for uri in (
         "gs://c/inputs/acme/x.jsonl",
         "gs://b/batches/acme/x",
