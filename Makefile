@@ -12,7 +12,7 @@ help:
 	@echo "make up|down  the same in the background / stop it"
 	@echo "make test     run the whole test suite (starts the local cloud when it is not running)"
 	@echo "make lint     ruff and mypy (strict)"
-	@echo "make bench    benchmark the engine against the physical limit"
+	@echo "make bench    benchmark the engine against the physical limit [BENCH_SIZES=100,1000 BENCH_ARGS=--only engine]"
 	@echo "make api-key TENANT=name [ROLE=admin]   create an API key (printed on the last line)"
 	@echo "make seed-data [DAYS=30 SOLICITUDES_POR_DIA=2000] [TENANT=catalogo COUNT=300]   the marketplace's dataset and a catalog of articles with images (local cloud up; the catalog's API key on the last line)"
 
