@@ -12,7 +12,7 @@ help:
 	@echo "make up|down  the same in the background / stop it"
 	@echo "make test     run the whole test suite (starts the local cloud when it is not running)"
 	@echo "make lint     ruff and mypy (strict)"
-	@echo "make bench    benchmark the engine against the physical limit"
+	@echo "make bench    benchmark the engine against the physical limit [BENCH_SIZES=100,1000 BENCH_ARGS=--only engine]"
 	@echo "make fuzz     schemathesis against every public function's OpenAPI document [FUZZ_ARGS='--only batch --max-examples 40']"
 	@echo "make chaos [CHAOS_ARGS=--only name,name]   fault scenarios on a local cloud of its own, checked against the history"
 	@echo "make api-key TENANT=name [ROLE=admin]   create an API key (printed on the last line)"

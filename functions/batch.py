@@ -1,8 +1,8 @@
 """Public API of the batch engine: POST /{kind} (generate, embeddings, analyze), GET /status/{id},
 GET /active, GET /jobs, GET /stats, DELETE /{id}; the embeddings' collections: GET /collections,
 DELETE /collections/{name}; Gemini Batch Mode jobs paid with credits: POST /create, GET /history,
-DELETE /history/{id}, GET /credits, POST /credits/grant, GET /webhook-secret. Its document:
-GET /openapi.json, GET /docs."""
+DELETE /history/{id}, GET /credits, POST /credits/grant, GET /webhook-secret; upload sessions for inputs
+past one body: POST /uploads. Its document: GET /openapi.json, GET /docs."""
 
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ from shared.kinds.embeddings import COLLECTION_NAME
 from shared.kinds.registry import KINDS
 from shared.models.api import ActiveBatches, CancelledBatch, DeletedCollection, ErrorBody, JsonObject
 from shared.models.batch import BatchStatus, BatchStatusResponse, JobList, SubmitResponse
+from shared.models.batch_inputs import InputUploadRequest, InputUploadResponse
 from shared.models.batchmode import CreateRequest, GrantRequest, JobStatusView, JobType
 from shared.models.common import ApiModel
-from shared.services import batches, batchmode, collections
+from shared.services import batch_inputs, batches, batchmode, collections
 from shared.services import status as reads
 from shared.services.collections import CollectionView
 
@@ -57,6 +58,18 @@ def _submit(call: Call) -> flask.Response:
         )
     )
     return json_response(response, status)
+
+
+def _uploads(call: Call) -> flask.Response:
+    upload = call.body_as(InputUploadRequest)
+    opened = batch_inputs.open_input_upload(
+        engine=platform().engine,
+        principal=call.principal,
+        size_bytes=upload.size_bytes,
+        origin=call.request.headers.get("Origin"),
+        caller=caller_info(call.request),
+    )
+    return json_response(runtime.run(opened), 201)
 
 
 def _status(call: Call) -> flask.Response:
@@ -309,6 +322,14 @@ API = Api(
             path_params={"kind": {"type": "string", "enum": [kind.name for kind in PUBLIC_KINDS]}},
             header_params={"Idempotency-Key": {"type": "string", "minLength": 1, "maxLength": 200}},
             errors=(409,),
+        ),
+        Route(
+            method="POST",
+            path="/uploads",
+            handler=_uploads,
+            summary="An upload session for a JSONL file of requests past one body (then inputUri)",
+            replies=[Reply(status=201, model=InputUploadResponse)],
+            body=Body(models=(InputUploadRequest,)),
         ),
         Route(
             method="GET",

@@ -106,6 +106,7 @@ async def _build(settings: Settings) -> Platform:
     from shared.adapters.tasks_queue import CloudTasksQueue
     from shared.adapters.usage_store import FirestoreUsageStore
     from shared.adapters.vector_store import FirestoreVectorStore
+    from shared.kinds.jsonl_input import INPUT_PORT
     from shared.kinds.registry import KINDS
 
     if settings.is_local:
@@ -203,7 +204,17 @@ async def _build(settings: Settings) -> Platform:
         records=report_store,
         files=report_files,
         images=GeminiImageModel(genai_client),
-        extras={"image_queue": image_queue, "batchmode": batchmode},
+        extras={
+            "image_queue": image_queue,
+            "batchmode": batchmode,
+            # Batch inputs past one body (inputUri), in the engine's bucket under each tenant's prefix.
+            INPUT_PORT: GcsStreamingBlobs(
+                storage_client,
+                bucket_name=settings.results_bucket,
+                signing_credentials=signing,  # type: ignore[arg-type]
+                api_access_endpoint=access_endpoint,
+            ),
+        },
         metrics=metrics,
         clock=_clock(settings.clock_offset_seconds),
     )

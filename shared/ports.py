@@ -135,6 +135,11 @@ class BatchStore(Protocol):
         """An audit record of a change made outside the batch documents (a collection deleted)."""
         ...
 
+    async def put_chunks(self, *, batch_id: str, chunks: list[ChunkDoc]) -> None:
+        """Write chunks of a batch not created yet (a streamed submit writes its chunks as it reads them,
+        then `create_batch` with none)."""
+        ...
+
 
 class KeyStore(Protocol):
     async def get_api_key(self, key_hash: str) -> ApiKeyRecord | None: ...
@@ -162,12 +167,14 @@ class TaskQueue(Protocol):
 
 class BlobStore(Protocol):
     async def put(self, *, object_name: str, data: bytes, content_type: str) -> None: ...
-    async def create(self, *, object_name: str, data: bytes, content_type: str) -> bool:
-        """Write the object only if it does not exist (one upload, whoever races); False when it did."""
-        ...
-
     async def get(self, *, object_name: str) -> bytes: ...
     async def signed_url(self, *, object_name: str, ttl: dt.timedelta) -> str: ...
+    async def put_parts(
+        self, *, object_name: str, parts: AsyncIterator[bytes], content_type: str, if_absent: bool = False
+    ) -> bool:
+        """Write an object from parts as they come, never holding it whole (a 50,000-line results file);
+        with `if_absent`, only if it does not exist (one upload, whoever races): False when it did."""
+        ...
 
 
 @dataclass(frozen=True)

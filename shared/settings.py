@@ -51,7 +51,10 @@ class Settings(BaseSettings):
     batch_max_concurrency: int = Field(default=5, ge=1, le=100)
     batch_default_timeout: int = Field(default=30_000, ge=100, le=300_000)  # ms per request
     batch_max_retries: int = Field(default=3, ge=0, le=10)
-    batch_max_requests: int = Field(default=10_000, ge=1)
+    batch_max_requests: int = Field(default=50_000, ge=1)
+    # Batch inputs past one body: a JSONL object named by inputUri (POST /batch/uploads opens one).
+    batch_input_max_requests: int = Field(default=100_000, ge=1)
+    batch_input_max_bytes: int = Field(default=2 * 1024**3, ge=1024)
     batch_concurrency_limit: int = Field(default=100, ge=1)
     batch_timeout_limit: int = Field(default=300_000, ge=100)  # ms
     batch_wait_threshold: int = Field(default=100, ge=0)  # batches this small wait by default

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import AsyncIterator
+from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.auth import credentials as ga_credentials
 from google.cloud import storage  # type: ignore[attr-defined]
 
 from shared.errors import BlobUnavailable, NotFound
+
+# A results file past this many bytes is written as a resumable upload, a chunk of this size at a time (a
+# multiple of 256 KiB, as resumable uploads require).
+STREAM_CHUNK_BYTES = 8 * 1024 * 1024
 
 
 class GcsBlobStore:
@@ -34,12 +40,38 @@ class GcsBlobStore:
         except gexc.GoogleAPICallError as exc:
             raise BlobUnavailable(f"cannot write gs://{self._bucket.name}/{object_name}: {exc}") from exc
 
-    async def create(self, *, object_name: str, data: bytes, content_type: str) -> bool:
-        blob = self._bucket.blob(object_name)
+    async def put_parts(
+        self, *, object_name: str, parts: AsyncIterator[bytes], content_type: str, if_absent: bool = False
+    ) -> bool:
+        """Write an object from its parts as they come. Up to STREAM_CHUNK_BYTES it is one upload, as `put`;
+        past that a resumable upload sends it a chunk at a time, so memory holds one chunk, whatever the
+        object's size. `if_absent`: only if no object of that name exists (`ifGenerationMatch=0`, checked by
+        Storage whoever races); returns False when one did."""
+        condition: dict[str, Any] = {"if_generation_match": 0} if if_absent else {}
+        buffer = bytearray()
+        writer: Any = None
         try:
-            await asyncio.to_thread(
-                blob.upload_from_string, data, content_type=content_type, if_generation_match=0
-            )
+            async for part in parts:
+                buffer += part
+                if len(buffer) < STREAM_CHUNK_BYTES:
+                    continue
+                if writer is None:
+                    blob = self._bucket.blob(object_name)
+                    writer = await asyncio.to_thread(
+                        blob.open, "wb", chunk_size=STREAM_CHUNK_BYTES, content_type=content_type, **condition
+                    )
+                data, buffer = bytes(buffer), bytearray()
+                await asyncio.to_thread(writer.write, data)
+            if writer is None:
+                await asyncio.to_thread(
+                    self._bucket.blob(object_name).upload_from_string,
+                    bytes(buffer),
+                    content_type=content_type,
+                    **condition,
+                )
+                return True
+            await asyncio.to_thread(writer.write, bytes(buffer))
+            await asyncio.to_thread(writer.close)
         except gexc.PreconditionFailed:
             return False
         except gexc.GoogleAPICallError as exc:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -106,6 +106,16 @@ class Ports:
 
 
 @dataclass(frozen=True)
+class StreamedItems(Generic[ItemT]):
+    """Items too many to hold at once (requests read from a large file): counted and checked before, then
+    read again in order, one at a time, while the engine writes them into chunks. `read` yields each item
+    with its customId, exactly `total` of them."""
+
+    total: int
+    read: Callable[[], AsyncIterator[tuple[ItemT, str | None]]]
+
+
+@dataclass(frozen=True)
 class Plan(Generic[ItemT]):
     """A request as the engine runs it.
 
@@ -117,7 +127,9 @@ class Plan(Generic[ItemT]):
     after an index into the same collection sees what it indexed). `params` are batch-wide settings of the
     kind, stored with the batch and handed to each item. `deadline`, when given, replaces the engine's own
     estimate of how long the batch may take (from its options), up to 24 hours: a kind whose batches wait in
-    a queue of their own knows better.
+    a queue of their own knows better. `streamed`, when given, holds the items instead of `items` and
+    `custom_ids` (both empty): the engine writes them into chunks as they are read, never holding them all
+    (one stage, one result entry per item).
     """
 
     items: list[ItemT]
@@ -126,6 +138,11 @@ class Plan(Generic[ItemT]):
     entry_starts: list[int] | None = None
     stage_starts: list[int] = field(default_factory=lambda: [0])
     deadline: dt.timedelta | None = None
+    streamed: StreamedItems[ItemT] | None = None
+
+    @property
+    def total(self) -> int:
+        return self.streamed.total if self.streamed is not None else len(self.items)
 
 
 @dataclass

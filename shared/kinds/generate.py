@@ -1,5 +1,8 @@
 """Batch text generation (`POST /batch/generate`): one item per prompt, one Gemini generateContent call each.
 
+The prompts come in the body (up to BATCH_MAX_REQUESTS, under the 32 MB body limit) or, past that, as a JSONL
+object in Cloud Storage (`inputUri`, up to BATCH_INPUT_MAX_REQUESTS), streamed into chunks (jsonl_input.py).
+
 Prompts larger than BATCH_INLINE_LIMIT_BYTES travel by reference in Cloud Storage, and so do responses: a
 chunk document stays under Firestore's 1 MiB and a result page under its page budget.
 """
@@ -8,18 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import BaseModel, Field, TypeAdapter, model_validator
 
 from shared.errors import PlatformError
-from shared.kinds.base import ItemContext, ItemFailed, Kind, KindRequest, Plan, Ports
+from shared.kinds.base import ItemContext, ItemFailed, Kind, KindRequest, Plan, Ports, StreamedItems
+from shared.kinds.jsonl_input import INPUT_PORT, JsonlInput
 from shared.models.batch import BatchOptions
 from shared.models.common import ClientModel
 from shared.ports import ModelCall
 from shared.settings import Settings
 
 MODEL_PATTERN = r"^(models/)?[A-Za-z0-9][A-Za-z0-9._-]*$"
+DEFAULT_MODEL_PARAM = "defaultModel"
 
 
 class GenerateItem(ClientModel):
@@ -32,16 +38,27 @@ class GenerateItem(ClientModel):
 
 
 class GenerateBatchRequest(KindRequest):
-    requests: list[GenerateItem] = Field(min_length=1)
+    """The requests in the body, or (past what a body carries) in a JSONL object named by `inputUri`."""
+
+    requests: list[GenerateItem] | None = Field(default=None, min_length=1)
+    input_uri: str | None = Field(default=None, min_length=1, max_length=1024)
     options: BatchOptions = BatchOptions()
+
+    @model_validator(mode="after")
+    def _one_source(self) -> GenerateBatchRequest:
+        if (self.requests is None) == (self.input_uri is None):
+            raise ValueError("give either requests or inputUri")
+        return self
 
 
 class StoredPrompt(BaseModel):
-    """One prompt inside a chunk document; `ref` names a Cloud Storage object when it was too large."""
+    """One prompt inside a chunk document, read back from the JSON of the request's `GenerateItem` (its
+    `custom_id` is ignored: the chunk keeps customIds apart) or, when the prompt was too large, of a
+    StoredPrompt whose `ref` names a Cloud Storage object. No `model`: the batch's default (Plan.params)."""
 
     prompt: str | None = None
     ref: str | None = None
-    model: str
+    model: str | None = None
     temperature: float | None = None
     max_tokens: int | None = None
     system_instruction: str | None = None
@@ -61,45 +78,39 @@ class Generate(Kind[GenerateBatchRequest, StoredPrompt]):
     item_adapter: ClassVar[TypeAdapter[Any]] = TypeAdapter(list[StoredPrompt])
 
     def limits(self, request: GenerateBatchRequest, *, settings: Settings) -> list[dict[str, Any]]:
-        if len(request.requests) > settings.batch_max_requests:
+        if request.requests is not None and len(request.requests) > settings.batch_max_requests:
             return [{"field": "requests", "problem": f"at most {settings.batch_max_requests} requests"}]
         return []
 
     async def plan(
         self, request: GenerateBatchRequest, *, tenant: str, batch_id: str, ports: Ports
-    ) -> Plan[StoredPrompt]:
-        settings = ports.settings
-        items: list[StoredPrompt] = []
+    ) -> Plan[Any]:  # items: GenerateItem, or StoredPrompt by reference; read back as StoredPrompt
+        if request.input_uri is not None:
+            return await _streamed_plan(request.input_uri, tenant=tenant, batch_id=batch_id, ports=ports)
+        assert request.requests is not None
+        # Each request is stored as it was validated (no second object per request: 50,000 of them in a
+        # large submit); only a prompt too large to keep inline is replaced by a reference.
+        items: list[GenerateItem | StoredPrompt] = list(request.requests)
         uploads = []
         for index, item in enumerate(request.requests):
-            stored = StoredPrompt(
-                prompt=item.prompt,
-                model=item.model or settings.batch_default_model,
-                temperature=item.temperature,
-                max_tokens=item.max_tokens,
-                system_instruction=item.system_instruction,
-            )
-            size = len(item.prompt.encode()) + len((item.system_instruction or "").encode()) + 200
-            if size > settings.batch_inline_limit_bytes:
-                object_name = request_object(batch_id, index)
-                payload = json.dumps({"prompt": item.prompt, "systemInstruction": item.system_instruction})
-                uploads.append(
-                    ports.blobs.put(
-                        object_name=object_name, data=payload.encode(), content_type="application/json"
-                    )
-                )
-                stored = stored.model_copy(
-                    update={"prompt": None, "system_instruction": None, "ref": object_name}
-                )
-            items.append(stored)
+            stored, upload = _stored(item, index=index, batch_id=batch_id, ports=ports)
+            if upload is not None:
+                items[index] = stored
+                uploads.append(upload)
         await asyncio.gather(*uploads)
-        return Plan(items=items, custom_ids=[item.custom_id for item in request.requests])
+        return Plan(
+            items=items,
+            custom_ids=[item.custom_id for item in request.requests],
+            params=_params(ports.settings),
+        )
 
     async def run(self, item: StoredPrompt, ctx: ItemContext) -> dict[str, Any]:
         prompt, system_instruction = await _load_prompt(ctx, item)
         reply = await ctx.generate(
             ModelCall(
-                model=item.model,
+                model=item.model
+                or ctx.params.get(DEFAULT_MODEL_PARAM)
+                or ctx.ports.settings.batch_default_model,
                 prompt=prompt,
                 system_instruction=system_instruction,
                 temperature=item.temperature,
@@ -114,6 +125,59 @@ class Generate(Kind[GenerateBatchRequest, StoredPrompt]):
             )
             return {"response": None, "responseRef": object_name}
         return {"response": reply.text, "responseRef": None}
+
+
+def _params(settings: Settings) -> dict[str, Any]:
+    """The batch's own settings: the model of requests that name none, fixed when the batch is submitted."""
+    return {DEFAULT_MODEL_PARAM: settings.batch_default_model}
+
+
+def _stored(
+    item: GenerateItem, *, index: int, batch_id: str, ports: Ports
+) -> tuple[GenerateItem | StoredPrompt, Coroutine[Any, Any, None] | None]:
+    """A request as its chunk stores it (itself, or a reference when its prompt is too large to keep
+    inline), and the upload of that prompt."""
+    limit = ports.settings.batch_inline_limit_bytes
+    characters = len(item.prompt) + len(item.system_instruction or "")
+    if characters * 4 + 200 <= limit:  # at most 4 bytes a character in UTF-8: no need to encode
+        return item, None
+    if len(item.prompt.encode()) + len((item.system_instruction or "").encode()) + 200 <= limit:
+        return item, None
+    object_name = request_object(batch_id, index)
+    payload = json.dumps({"prompt": item.prompt, "systemInstruction": item.system_instruction})
+    upload = ports.blobs.put(object_name=object_name, data=payload.encode(), content_type="application/json")
+    stored = StoredPrompt(
+        ref=object_name, model=item.model, temperature=item.temperature, max_tokens=item.max_tokens
+    )
+    return stored, upload
+
+
+async def _streamed_plan(uri: str, *, tenant: str, batch_id: str, ports: Ports) -> Plan[Any]:
+    """The requests of a JSONL object (`inputUri`): checked in a first streamed pass, read in a second as the
+    engine writes the chunks."""
+    settings = ports.settings
+    source = await JsonlInput.open(
+        files=ports.extra(INPUT_PORT),
+        uri=uri,
+        bucket_name=settings.results_bucket,
+        tenant=tenant,
+        max_bytes=settings.batch_input_max_bytes,
+        model=GenerateItem,
+    )
+    total = await source.check(max_items=settings.batch_input_max_requests)
+
+    async def read() -> AsyncIterator[tuple[GenerateItem | StoredPrompt, str | None]]:
+        index = 0
+        async for item in source.read():
+            stored, upload = _stored(item, index=index, batch_id=batch_id, ports=ports)
+            if upload is not None:
+                await upload
+            yield stored, item.custom_id
+            index += 1
+
+    return Plan(
+        items=[], custom_ids=[], params=_params(settings), streamed=StreamedItems(total=total, read=read)
+    )
 
 
 async def _load_prompt(ctx: ItemContext, item: StoredPrompt) -> tuple[str, str | None]:

@@ -22,10 +22,10 @@ from shared.models.batch import (
     BatchStatus,
     ChunkDoc,
     ResolvedOptions,
-    Stage,
     SubmitResponse,
 )
 from shared.ports import GuardedWrite
+from shared.services.chunking import build_chunks, write_streamed_chunks
 from shared.services.engine import Engine, enqueue_finalize, enqueue_stage, kind_of
 from shared.services.status import (
     MAX_PAGE,
@@ -39,8 +39,6 @@ from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# A chunk document stays well below Firestore's 1 MiB limit.
-CHUNK_BYTE_BUDGET = 800 * 1024
 MAX_DEADLINE = dt.timedelta(hours=24)
 # A kind's own deadline (Plan.deadline) may be longer: a Gemini batch job may take up to two days.
 MAX_PLANNED_DEADLINE = dt.timedelta(hours=48)
@@ -115,72 +113,7 @@ def _deadline(now: dt.datetime, total: int, options: ResolvedOptions) -> dt.date
     return now + min(worst + DEADLINE_SLACK, MAX_DEADLINE)
 
 
-MIN_LANE_CHUNK = 20
-
-
-def plan_lanes(*, total: int, concurrency: int, settings: Settings) -> tuple[int, int]:
-    """How many lanes of chunks run at once, and the chunk size: each lane gets at most
-    `batch_lane_concurrency` of the batch's concurrency, and no lane a chunk of fewer than 20 requests."""
-    lanes = max(1, min(math.ceil(concurrency / settings.batch_lane_concurrency), total // MIN_LANE_CHUNK))
-    return lanes, min(settings.batch_chunk_size, math.ceil(total / lanes))
-
-
-def lane_concurrency(*, chunk: int, lanes: int, concurrency: int) -> int:
-    """The share of the batch's concurrency that chunk `chunk` runs with (lanes split it evenly)."""
-    lane = chunk % lanes
-    return concurrency // lanes + (1 if lane < concurrency % lanes else 0)
-
-
-def _build_chunks(
-    *, batch_id: str, owner: str, plan: Plan[Any], concurrency: int, settings: Settings
-) -> tuple[list[ChunkDoc], list[Stage], int]:
-    """Split each stage's items into chunks by count and bytes (a chunk never spans two stages), and plan
-    each stage's lanes. Returns the chunks, the stages and the largest chunk size."""
-    chunks: list[ChunkDoc] = []
-    stages: list[Stage] = []
-    largest = 1
-    bounds = [*plan.stage_starts, len(plan.items)]
-    for stage_start, stage_end in zip(bounds, bounds[1:], strict=False):
-        lanes, chunk_size = plan_lanes(
-            total=stage_end - stage_start, concurrency=concurrency, settings=settings
-        )
-        largest = max(largest, chunk_size)
-        first = len(chunks)
-        current: list[bytes] = []
-        current_bytes = 0
-        start = stage_start
-        for index in range(stage_start, stage_end):
-            encoded = plan.items[index].model_dump_json(exclude_none=True).encode()
-            if current and (len(current) >= chunk_size or current_bytes + len(encoded) > CHUNK_BYTE_BUDGET):
-                chunks.append(_chunk(batch_id, owner, len(chunks), start, current, plan.custom_ids))
-                start, current, current_bytes = index, [], 0
-            current.append(encoded)
-            current_bytes += len(encoded)
-        chunks.append(_chunk(batch_id, owner, len(chunks), start, current, plan.custom_ids))
-        lanes = min(lanes, len(chunks) - first)
-        stages.append(Stage(first=first, count=len(chunks) - first, lanes=lanes))
-        for chunk in chunks[first:]:
-            chunk.concurrency = lane_concurrency(
-                chunk=chunk.index - first, lanes=lanes, concurrency=concurrency
-            )
-    return chunks, stages, largest
-
-
-def _chunk(
-    batch_id: str, owner: str, index: int, start: int, items: list[bytes], custom_ids: list[str | None]
-) -> ChunkDoc:
-    return ChunkDoc(
-        batch_id=batch_id,
-        owner=owner,
-        index=index,
-        start=start,
-        end=start + len(items),
-        items=b"[" + b",".join(items) + b"]",
-        custom_ids=custom_ids[start : start + len(items)],
-    )
-
-
-def _planned_batch(
+async def _planned_batch(
     *,
     engine: Engine,
     tenant: str,
@@ -192,12 +125,29 @@ def _planned_batch(
     body_hash: str,
     idempotency_key: str | None,
 ) -> tuple[BatchDoc, list[ChunkDoc]]:
-    """The batch document of a plan (its deadline the kind's, or the engine's estimate), and its chunks."""
-    chunks, stages, chunk_size = _build_chunks(
-        batch_id=batch_id, owner=tenant, plan=plan, concurrency=options.concurrency, settings=engine.settings
-    )
+    """The batch document of a plan (its deadline the kind's, or the engine's estimate), and its chunks (a
+    streamed plan's are written here already: none are returned)."""
+    chunks: list[ChunkDoc] = []
+    if plan.streamed is not None:
+        stages, chunk_size = await write_streamed_chunks(
+            engine=engine,
+            batch_id=batch_id,
+            owner=tenant,
+            streamed=plan.streamed,
+            concurrency=options.concurrency,
+        )
+        chunk_count = stages[0].count
+    else:
+        chunks, stages, chunk_size = build_chunks(
+            batch_id=batch_id,
+            owner=tenant,
+            plan=plan,
+            concurrency=options.concurrency,
+            settings=engine.settings,
+        )
+        chunk_count = len(chunks)
     deadline_at = (
-        _deadline(now, len(plan.items), options)
+        _deadline(now, plan.total, options)
         if plan.deadline is None
         else now + min(plan.deadline, MAX_PLANNED_DEADLINE)
     )
@@ -208,8 +158,8 @@ def _planned_batch(
         status=BatchStatus.QUEUED,
         created_at=now,
         deadline_at=deadline_at,
-        total=len(plan.items),
-        chunk_count=len(chunks),
+        total=plan.total,
+        chunk_count=chunk_count,
         chunk_size=chunk_size,
         stages=stages,
         options=options,
@@ -255,21 +205,30 @@ async def submit(
     batch_id = batch_id_for(principal, idempotency_key)
     body_hash = hashlib.sha256(f"{kind.name}\x00{request.model_dump_json()}".encode()).hexdigest()
     plan = await kind.plan(request, tenant=principal.tenant, batch_id=batch_id, ports=engine.ports)
-    batch, chunks = _planned_batch(
-        engine=engine,
-        tenant=principal.tenant,
-        kind=kind,
-        batch_id=batch_id,
-        plan=plan,
-        options=options,
-        now=now,
-        body_hash=body_hash,
-        idempotency_key=idempotency_key,
+    # A retried streamed submit must not write its chunks again over a batch that may be running already.
+    existing = (
+        await engine.store.get_batch(batch_id)
+        if plan.streamed is not None and idempotency_key is not None
+        else None
     )
-    audit = caller.audit("batch.submit", tenant=principal.tenant, target=batch_id, at=now)
-    created = await engine.store.create_batch(batch=batch, chunks=chunks, audit=audit)
+    created = False
+    if existing is None:
+        batch, chunks = await _planned_batch(
+            engine=engine,
+            tenant=principal.tenant,
+            kind=kind,
+            batch_id=batch_id,
+            plan=plan,
+            options=options,
+            now=now,
+            body_hash=body_hash,
+            idempotency_key=idempotency_key,
+        )
+        audit = caller.audit("batch.submit", tenant=principal.tenant, target=batch_id, at=now)
+        created = await engine.store.create_batch(batch=batch, chunks=chunks, audit=audit)
+        if not created:
+            existing = await engine.store.get_batch(batch_id)
     if not created:
-        existing = await engine.store.get_batch(batch_id)
         if existing is None or existing.owner != principal.tenant or existing.body_hash != body_hash:
             raise Conflict("this Idempotency-Key was already used with a different request body")
         batch = existing
@@ -371,7 +330,7 @@ async def start_planned(
     when one's precondition fails nothing is created and PreconditionFailed is raised."""
     kind = kind_of(engine, kind_name)
     now = engine.clock()
-    batch, chunks = _planned_batch(
+    batch, chunks = await _planned_batch(
         engine=engine,
         tenant=tenant,
         kind=kind,

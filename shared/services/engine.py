@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -109,13 +110,17 @@ async def enqueue_chunk(
     )
 
 
-async def enqueue_finalize(*, engine: Engine, batch_id: str, suffix: str = "") -> bool:
-    """Enqueue the batch's fan-in; repeated enqueues of one name are rejected by Cloud Tasks."""
+async def enqueue_finalize(
+    *, engine: Engine, batch_id: str, suffix: str = "", delay: dt.timedelta | None = None
+) -> bool:
+    """Enqueue the batch's fan-in (after `delay`, if given); repeated enqueues of one name are rejected by
+    Cloud Tasks."""
     return await engine.queue.enqueue(
         task_id=finalize_task_id(batch_id, suffix),
         function_name=FINALIZER_FUNCTION,
         body=FinalizeMessage(batch_id=batch_id).model_dump_json().encode(),
         service_account=engine.settings.tasks_service_account,
+        schedule_time=engine.clock() + delay if delay is not None else None,
     )
 
 
@@ -127,6 +132,11 @@ def kind_of(engine: Engine, name: str) -> Kind[Any, Any]:
 
 
 async def enqueue_stage(*, engine: Engine, batch: BatchDoc, stage: Stage) -> None:
-    """Start a stage: the first chunk of each of its lanes (named tasks: enqueuing twice is harmless)."""
-    for first in range(stage.first, stage.first + stage.lanes):
-        await enqueue_chunk(engine=engine, batch_id=batch.batch_id, chunk=first, segment=0, kind=batch.kind)
+    """Start a stage: the first chunk of each of its lanes, at once (named tasks: enqueuing twice is
+    harmless)."""
+    await asyncio.gather(
+        *(
+            enqueue_chunk(engine=engine, batch_id=batch.batch_id, chunk=first, segment=0, kind=batch.kind)
+            for first in range(stage.first, stage.first + stage.lanes)
+        )
+    )

@@ -5,6 +5,7 @@ summary and mark the batch final. Safe to run any number of times: it acts once,
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import AsyncIterator
 from typing import Any
 
 from pydantic_core import to_json
@@ -46,24 +47,43 @@ async def finalize(*, engine: Engine, batch_id: str) -> dict[str, Any]:
     if busy and batch.deadline_at > now:
         raise NotReady(f"{len(busy)} chunk(s) of {batch_id} still running")
     object_name = results_object(batch_id)
-    lines, totals = await _result_lines(engine=engine, batch=batch)
     kind = kind_of(engine, batch.kind)
     results: list[dict[str, Any]] | None = None
     if batch.entry_starts is not None or kind.summarizes:
         # The caller's results are folded from the items' lines, or the kind sums them up: parse them.
+        lines, totals = await _result_lines(engine=engine, batch=batch)
         items = dict(enumerate(parse(line) for line in lines))
         results = entries(kind=kind, batch=batch, start=0, end=batch.entries, items=items)
         if batch.entry_starts is not None:
             lines = [to_json(result).decode() for result in results]
-    jsonl = ("\n".join(lines) + "\n").encode() if lines else b""
+        jsonl = ("\n".join(lines) + "\n").encode() if lines else b""
+
+        async def _parts() -> AsyncIterator[bytes]:
+            yield jsonl
+
+    else:
+        # One line per item, copied as recorded: streamed to the file a chunk at a time, so memory holds one
+        # chunk's lines whatever the batch's size.
+        totals = ResultTotals()
+
+        async def _parts() -> AsyncIterator[bytes]:
+            nonlocal totals
+            totals = ResultTotals()
+            async for part, page_totals in _result_parts(engine=engine, batch=batch):
+                totals = totals.plus(page_totals)
+                yield part
+
     # Uploaded once: of two finalizers racing (a duplicate delivery), or an attempt that stopped before its
     # commit and its retry, the first upload stands (the pages of a finished batch no longer change). Only a
-    # file that differs (left by an earlier batch of the same id) is replaced.
-    created = await engine.blobs.create(
-        object_name=object_name, data=jsonl, content_type="application/x-ndjson"
-    )
-    if not created and await engine.blobs.get(object_name=object_name) != jsonl:
-        await engine.blobs.put(object_name=object_name, data=jsonl, content_type="application/x-ndjson")
+    # file that differs (left by an attempt that ran past the deadline while chunks still wrote) is replaced:
+    # that rare path holds the file in memory once to compare it.
+    ndjson = "application/x-ndjson"
+    if not await engine.blobs.put_parts(
+        object_name=object_name, parts=_parts(), content_type=ndjson, if_absent=True
+    ):
+        fresh = b"".join([part async for part in _parts()])
+        if await engine.blobs.get(object_name=object_name) != fresh:
+            await engine.blobs.put(object_name=object_name, data=fresh, content_type=ndjson)
     # The kind's own fan-in (refunds, a notification) before the batch shows final: a crash in between runs
     # it again with the next delivery of this task.
     await kind.on_final(batch, status=_final_status(batch, totals, now), entries=results, ports=engine.ports)
@@ -134,6 +154,43 @@ async def _result_lines(*, engine: Engine, batch: BatchDoc) -> tuple[list[str], 
         for index, line in enumerate(lines)
     ]
     return text, totals
+
+
+async def _result_parts(*, engine: Engine, batch: BatchDoc) -> AsyncIterator[tuple[bytes, ResultTotals]]:
+    """The results file in parts, one per chunk's pages, in item order, with the totals of the pages in it;
+    a request without a result (it never ran: the batch stopped first) is written from its customId."""
+    written = 0  # items written so far: the file holds items [0, written)
+
+    async def _until(end: int) -> bytes:
+        nonlocal written
+        if end <= written:
+            return b""
+        custom_ids = await engine.store.custom_ids(batch.batch_id, written, end)
+        part = "".join(_never_ran(index, custom_ids.get(index)) + "\n" for index in range(written, end))
+        written = end
+        return part.encode()
+
+    async def _chunk_part(chunk_lines: dict[int, str]) -> bytes:
+        nonlocal written
+        parts = []
+        for index in sorted(chunk_lines):
+            parts.append(await _until(index))
+            parts.append(chunk_lines[index].encode() + b"\n")
+            written = index + 1
+        return b"".join(parts)
+
+    chunk: int | None = None
+    chunk_lines: dict[int, str] = {}
+    totals = ResultTotals()
+    async for page in engine.store.stream_pages(batch.batch_id):
+        if page.chunk != chunk and chunk_lines:
+            yield await _chunk_part(chunk_lines), totals
+            chunk_lines, totals = {}, ResultTotals()
+        chunk = page.chunk
+        chunk_lines.update(zip(page.indices, page.lines, strict=True))
+        totals = totals.plus(page.totals)
+    yield await _chunk_part(chunk_lines), totals
+    yield await _until(batch.total), ResultTotals()
 
 
 def _never_ran(index: int, custom_id: str | None) -> str:

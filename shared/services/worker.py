@@ -17,9 +17,18 @@ import uuid
 from typing import Any
 
 from shared.errors import LeaseHeld, PlatformError
-from shared.models.batch import BatchDoc, BatchStatus, ChunkState, ErrorInfo, ResultTotals, WorkMessage
+from shared.models.batch import (
+    BatchDoc,
+    BatchStatus,
+    ChunkDoc,
+    ChunkState,
+    ErrorInfo,
+    ResultTotals,
+    WorkMessage,
+)
 from shared.ports import BatchSnapshot
 from shared.services.engine import Engine, enqueue_chunk, enqueue_finalize, enqueue_stage, kind_of
+from shared.services.finalizer import finalize
 from shared.services.items import run_items
 from shared.services.leases import (
     ChunkRun,
@@ -37,6 +46,8 @@ log = logging.getLogger(__name__)
 
 # A delivery carries on to its lane's next chunk only with this much of its time budget left.
 CARRY_ON_MIN_BUDGET_S = 10.0
+# The end of the last lane runs the fan-in itself; its finalize task waits this long, in case it does not.
+FAN_IN_SAFETY_DELAY = dt.timedelta(seconds=5)
 
 # Chunk deliveries running on this instance. One running beside others hands its lane's next chunk to the
 # queue instead of carrying on to it, so that the next delivery can land on a less busy instance.
@@ -108,8 +119,29 @@ async def _run_delivery(
     if chunk.state.is_terminal:
         await _after_chunk(engine=engine, batch=batch, chunk_index=chunk.index)
         return {"outcome": f"chunk already {chunk.state.value}"}
-    if batch.status is BatchStatus.QUEUED:
-        batch = await _mark_running(engine=engine, read=read) or batch
+    # The batch is marked running beside its first requests, not before them: the status shows `running`
+    # from the chunks' claims already, and the first result comes a round trip sooner.
+    marking = (
+        asyncio.create_task(_mark_running(engine=engine, read=read))
+        if batch.status is BatchStatus.QUEUED
+        else None
+    )
+    try:
+        return await _run_claimed(
+            engine=engine, batch=batch, chunk=chunk, version=version, worker_id=worker_id
+        )
+    finally:
+        if marking is not None:
+            try:
+                await marking
+            except PlatformError as exc:  # only the batch document's status lags: its chunks show it running
+                log.warning("could not mark batch %s running: %r", batch.batch_id, exc)
+
+
+async def _run_claimed(
+    *, engine: Engine, batch: BatchDoc, chunk: ChunkDoc, version: Any, worker_id: str
+) -> dict[str, Any]:
+    """Run a claimed chunk, and carry on to its lane's next chunks while that saves time."""
     loop = asyncio.get_running_loop()
     run = ChunkRun(
         engine=engine,
@@ -306,7 +338,19 @@ async def _after_chunk(
     if later:
         await enqueue_stage(engine=engine, batch=batch, stage=later[0])
     else:
-        await enqueue_finalize(engine=engine, batch_id=batch.batch_id)
+        await _fan_in(engine=engine, batch_id=batch.batch_id)
+
+
+async def _fan_in(*, engine: Engine, batch_id: str) -> None:
+    """Run the fan-in here, at once, behind a finalize task that waits FAN_IN_SAFETY_DELAY: a task hop less
+    before the batch shows completed, and should this delivery die or the fan-in fail, the task runs it. Of
+    two lanes ending together, only the one whose enqueue created the task runs it here."""
+    if not await enqueue_finalize(engine=engine, batch_id=batch_id, delay=FAN_IN_SAFETY_DELAY):
+        return
+    try:
+        await finalize(engine=engine, batch_id=batch_id)
+    except PlatformError as exc:
+        log.info("fan-in of %s left to its task: %r", batch_id, exc)
 
 
 async def _fail_chunk(*, engine: Engine, batch: BatchDoc, chunk_index: int, reason: str) -> None:

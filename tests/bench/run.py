@@ -31,6 +31,7 @@ from typing import Any
 
 import httpx
 from google import genai
+from google.cloud import firestore
 from google.genai import types
 
 from infra import localcloud
@@ -39,10 +40,12 @@ from shared.app import platform
 from shared.emulator_config import REPO_ROOT, STATE_DIR, load_emulator_config
 from shared.models.auth import Role
 from shared.services.auth import create_api_key
-from tests.bench import images
+from tests.bench import footprint, images
 from tests.bench import metrics as metrics_bench
 
 RESULTS_FILE = REPO_ROOT / ".bench" / "results.json"
+# Sizes from this many items run --large-rounds rounds (one by default): a round of 50,000 takes minutes.
+LARGE_SIZE = 20_000
 SEED_PAUSE_S = 2.0
 MODEL = "gemini-2.5-flash"
 EMBED_MODEL = "gemini-embedding-001"
@@ -83,6 +86,7 @@ def _run_batch(api: httpx.Client, *, kind: str, body: dict[str, Any]) -> tuple[f
     started = time.perf_counter()
     response = api.post(f"/batch/{kind}", content=payload, headers={"Content-Type": "application/json"})
     response.raise_for_status()
+    submit_s = time.perf_counter() - started
     batch_id = response.json()["batchId"]
     first_result_s = 0.0
     deadline = started + 900
@@ -91,14 +95,14 @@ def _run_batch(api: httpx.Client, *, kind: str, body: dict[str, Any]) -> tuple[f
         if not first_result_s and current["progress"]["finished"] > 0:
             first_result_s = time.perf_counter() - started
         if current["status"] == "completed" and current["progress"]["pending"] == 0:
-            return time.perf_counter() - started, first_result_s, current
+            return time.perf_counter() - started, first_result_s, current | {"submit_s": submit_s}
         if current["status"] in ("failed", "cancelled"):
             raise RuntimeError(f"batch {batch_id} ended {current['status']}: {current.get('stopReason')}")
         time.sleep(0.05)  # status polling interval
     raise TimeoutError(f"batch {batch_id} did not finish")
 
 
-def _platform_run(api: httpx.Client, *, items: int, concurrency: int) -> tuple[float, float]:
+def _platform_run(api: httpx.Client, *, items: int, concurrency: int) -> dict[str, Any]:
     body = {
         "requests": [{"prompt": f"Describe item number {i}", "customId": str(i)} for i in range(items)],
         "options": {"concurrency": concurrency, "wait": False},
@@ -106,7 +110,12 @@ def _platform_run(api: httpx.Client, *, items: int, concurrency: int) -> tuple[f
     elapsed, first_result_s, final = _run_batch(api, kind="generate", body=body)
     if final["progress"]["successful"] != items:
         raise RuntimeError(f"{final['progress']['failed']} of {items} requests failed")
-    return elapsed, first_result_s
+    return {
+        "platform_s": elapsed,
+        "first_result_s": first_result_s,
+        "submit_s": final["submit_s"],
+        "batch_id": final["batchId"],
+    }
 
 
 def _documents(count: int) -> list[dict[str, Any]]:
@@ -246,11 +255,21 @@ def _peak_rss_mb(leader: int) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="Benchmark the batch engine.")
-    parser.add_argument("--sizes", default="100,1000,5000")
+    parser.add_argument(
+        "--sizes",
+        default=os.environ.get("BENCH_SIZES") or "100,1000,5000,50000",
+        help="batch sizes of the engine section (or the BENCH_SIZES variable)",
+    )
     parser.add_argument("--latency-ms", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--submits", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; figures are medians")
+    parser.add_argument(
+        "--large-rounds",
+        type=int,
+        default=1,
+        help=f"rounds of sizes from {LARGE_SIZE:,} items (each takes minutes), at most --rounds",
+    )
     parser.add_argument("--embed-documents", type=int, default=10_000, help="0 leaves embeddings out")
     parser.add_argument("--searches", type=int, default=50)
     parser.add_argument(
@@ -290,6 +309,7 @@ def main() -> int:
                 embed_documents=args.embed_documents,
                 searches=args.searches,
                 metrics_requests=args.metrics_requests,
+                large_rounds=args.large_rounds,
             )
         if args.only == "metrics":
             code = _metrics_only(config=config, requests=args.metrics_requests, rounds=args.rounds)
@@ -374,6 +394,7 @@ def _bench(
     embed_documents: int,
     searches: int,
     metrics_requests: int = 0,
+    large_rounds: int = 1,
 ) -> int:
     gemini = httpx.Client(base_url=config.emulators.gemini.url, timeout=10)
     gemini.post("/emulator/reset").raise_for_status()
@@ -397,6 +418,7 @@ def _bench(
     }
     # Warm up: the first calls build clients and JIT-compile the Firestore emulator's paths.
     _platform_run(api, items=50, concurrency=concurrency)
+    gateway_peak_rss_mb = round(_peak_rss_mb(pids["functions"]), 1)
     asyncio.run(_baseline(gemini_url=config.emulators.gemini.url, items=50, concurrency=concurrency))
 
     # Rounds alternate the baseline and the platform at every size, so a slow spell of the machine hits both;
@@ -405,26 +427,36 @@ def _bench(
     cpu_used: dict[int, dict[str, float]] = {items: {} for items in sizes}
     documents = _documents(embed_documents)
     embed_runs: list[dict[str, float]] = []
-    for _ in range(rounds):
+    os.environ["FIRESTORE_EMULATOR_HOST"] = config.emulators.firestore.address
+    db = firestore.Client(project=config.project_id)
+    for round_number in range(rounds):
         for items in sizes:
+            if round_number >= _rounds_of(items, rounds=rounds, large_rounds=large_rounds):
+                continue
             baseline_s = asyncio.run(
                 _baseline(gemini_url=config.emulators.gemini.url, items=items, concurrency=concurrency)
             )
+            footprint.reset_peak_rss(_group(pids["functions"]))
             cpu_before = _cpu_seconds(platform_pids)
-            platform_s, first_result_s = _platform_run(api, items=items, concurrency=concurrency)
+            run = _platform_run(api, items=items, concurrency=concurrency)
             cpu_after = _cpu_seconds(platform_pids)
             for name in cpu_before:
                 cpu_used[items][name] = cpu_used[items].get(name, 0.0) + cpu_after[name] - cpu_before[name]
+            written = footprint.batch_footprint(db, batch_id=run.pop("batch_id"))
             runs[items].append(
-                {"baseline_s": baseline_s, "platform_s": platform_s, "first_result_s": first_result_s}
+                run
+                | {"baseline_s": baseline_s, "gateway_peak_rss_mb": _peak_rss_mb(pids["functions"])}
+                | {f"{name}_per_1000": value * 1000 / items for name, value in written.items()}
             )
+    db.close()
     rows = [_row(items, runs[items], latency_ms=latency_ms, concurrency=concurrency) for items in sizes]
     cpu_per_thousand = [
-        {name: round(used * 1000 / (items * rounds), 2) for name, used in cpu_used[items].items()}
+        {name: round(used * 1000 / (items * len(runs[items])), 2) for name, used in cpu_used[items].items()}
         for items in sizes
     ]
     submit = _submit_latency(api, submits=submits)
-    gateway_peak_rss_mb = round(_peak_rss_mb(pids["functions"]), 1)  # of batch generation, before embeddings
+    # of batch generation (the largest of its runs' own peaks, each measured from a reset), before embeddings
+    gateway_peak_rss_mb = max([gateway_peak_rss_mb, *(row["gateway_peak_rss_mb"] for row in rows)])
     # Embeddings after generation (their vectors would weigh on the Firestore emulator during it), rounds
     # alternating the bare loop and the platform; each round's collection replaces the one before.
     for round_number in range(rounds if documents else 0):
@@ -509,6 +541,10 @@ def _metrics_only(*, config: Any, requests: int, rounds: int) -> int:
     return 0
 
 
+def _rounds_of(items: int, *, rounds: int, large_rounds: int) -> int:
+    return min(rounds, large_rounds) if items >= LARGE_SIZE else rounds
+
+
 def _row(items: int, runs: list[dict[str, float]], *, latency_ms: int, concurrency: int) -> dict[str, Any]:
     median = statistics.median
     baseline = [run["baseline_s"] for run in runs]
@@ -526,6 +562,11 @@ def _row(items: int, runs: list[dict[str, float]], *, latency_ms: int, concurren
             median([(p - b) / items * 1000 for p, b in zip(platform_s, baseline, strict=True)]), 3
         ),
         "first_result_s": round(median([run["first_result_s"] for run in runs]), 3),
+        "submit_ms": round(median([run["submit_s"] for run in runs]) * 1000, 1),
+        "gateway_peak_rss_mb": round(max(run["gateway_peak_rss_mb"] for run in runs), 1),
+        "firestore_documents_per_1000": round(median([run["documents_per_1000"] for run in runs]), 1),
+        "firestore_writes_per_1000": round(median([run["writes_per_1000"] for run in runs]), 1),
+        "firestore_kb_per_1000": round(median([run["bytes_per_1000"] for run in runs]) / 1024, 1),
         "rounds": [{name: round(value, 3) for name, value in run.items()} for run in runs],
     }
 
@@ -537,12 +578,15 @@ def _machine() -> dict[str, Any]:
 
 
 def _print_table(rows: list[dict[str, Any]], submit: dict[str, float], resources: dict[str, Any]) -> None:
-    header = ["items", "ideal_s", "baseline_s", "platform_s", "ratio", "ovh_ms/item", "first_s", "seed_s"]
-    _out(" ".join(f"{h:>12}" for h in header))
+    header = ["items", "ideal_s", "baseline_s", "platform_s", "ratio", "ovh_ms/item", "first_s", "seed_s",
+              "submit_ms", "rss_mb", "docs/1k", "writes/1k", "kb/1k"]  # fmt: skip
+    _out(" ".join(f"{h:>11}" for h in header))
     for r in rows:
         values = [r["items"], r["ideal_s"], r["baseline_s"], r["platform_s"], r["ratio_vs_baseline"],
-                  r["overhead_ms_per_item"], r["first_result_s"], r["seed_s"]]  # fmt: skip
-        _out(" ".join(f"{v:>12}" for v in values))
+                  r["overhead_ms_per_item"], r["first_result_s"], r["seed_s"], r["submit_ms"],
+                  r["gateway_peak_rss_mb"], r["firestore_documents_per_1000"],
+                  r["firestore_writes_per_1000"], r["firestore_kb_per_1000"]]  # fmt: skip
+        _out(" ".join(f"{v:>11}" for v in values))
     _out(f"submit latency (100 requests, no wait): p50 {submit['p50_ms']} ms, p99 {submit['p99_ms']} ms")
     _out(f"gateway peak RSS: {resources['gateway_peak_rss_mb']} MB; "
          f"CPU s per 1,000 items: {resources['cpu_s_per_1000_items']}")  # fmt: skip

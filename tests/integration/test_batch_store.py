@@ -91,3 +91,20 @@ def test_a_change_and_its_audit_record_are_written_once(
 def test_a_missing_batch_is_none(engine: Engine, unique: str) -> None:
     assert runtime.run(engine.store.read_batch(f"missing{unique}")) is None
     assert runtime.run(engine.store.update_batch(f"missing{unique}", _stop_unless_final)) is None
+
+
+def test_a_submit_of_many_megabytes_is_written_in_commits_the_store_accepts(
+    engine: Engine, firestore_db: Any, unique: str
+) -> None:
+    # 120 prompts of 60 KB, each kept inline (under BATCH_INLINE_LIMIT_BYTES): over 7 MB of chunks, more than
+    # one commit may carry (the emulator takes 4 MiB a message, production 10 MiB a request).
+    prompts = [{"prompt": f"{i} " + "x" * 60_000, "customId": f"c{i}"} for i in range(120)]
+
+    batch_id = submit(engine, f"big-{unique}", prompts, concurrency=1)
+
+    chunks = list(firestore_db.collection("batches").document(batch_id).collection("chunks").stream())
+    assert sum(len(chunk.get("items")) for chunk in chunks) > 6 * 1024 * 1024
+    assert sorted(chunk.get("start") for chunk in chunks)[0] == 0
+    assert max(chunk.get("end") for chunk in chunks) == 120
+    batch = runtime.run(engine.store.get_batch(batch_id))
+    assert batch is not None and batch.chunk_count == len(chunks)

@@ -33,8 +33,8 @@ class CountingBlobs:
         await self._blobs.put(**kwargs)
         self.uploads += 1
 
-    async def create(self, **kwargs: Any) -> bool:
-        created: bool = await self._blobs.create(**kwargs)
+    async def put_parts(self, **kwargs: Any) -> bool:
+        created: bool = await self._blobs.put_parts(**kwargs)
         self.uploads += created
         return created
 

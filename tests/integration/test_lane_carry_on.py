@@ -16,7 +16,8 @@ from shared.app import platform
 from shared.emulator_config import EmulatorConfig
 from shared.errors import StoreUnavailable
 from shared.models.batch import ChunkState, ItemResult, WorkMessage
-from shared.services.engine import Engine
+from shared.services.engine import Engine, results_object
+from shared.services.finalizer import finalize
 from shared.services.worker import process_chunk
 from tests.integration.engine_harness import RecordingQueue, submit
 
@@ -90,10 +91,30 @@ def test_a_repeated_delivery_after_the_lane_ran_records_nothing_twice(engine: En
 
     again = _deliver(engine, batch_id, 0)
 
-    assert again["outcome"] == "chunk already done"
+    # The end of the lane ran the fan-in itself: the repeated delivery finds the batch completed.
+    assert again["outcome"] == "batch completed"
+    assert runtime.run(engine.store.get_batch(batch_id)).finalized  # type: ignore[union-attr]
     assert len(_results(engine, batch_id)) == REQUESTS
     chunks = runtime.run(engine.store.chunk_progress(batch_id))
     assert sum(c.progress.finished for c in chunks) == REQUESTS
+
+
+def test_the_lane_end_fans_in_at_once_and_its_delayed_finalize_task_changes_nothing(
+    engine: Engine, unique: str
+) -> None:
+    batch_id = _submit(engine, f"carry-{unique}")
+    _deliver(engine, batch_id, 0)
+    fanned_in = runtime.run(engine.store.get_batch(batch_id))
+    assert fanned_in is not None and fanned_in.finalized and fanned_in.status.value == "completed"
+    results_file = runtime.run(engine.blobs.get(object_name=results_object(batch_id)))
+
+    # The safety-net task, delivered later (or twice), finds the batch final and writes nothing.
+    again = [runtime.run(finalize(engine=engine, batch_id=batch_id)) for _ in range(2)]
+
+    assert again == [{"outcome": "already final"}] * 2
+    assert runtime.run(engine.store.get_batch(batch_id)) == fanned_in
+    assert runtime.run(engine.blobs.get(object_name=results_object(batch_id))) == results_file
+    assert len(results_file.splitlines()) == REQUESTS
 
 
 def test_a_failure_in_a_carried_chunk_hands_it_back_and_the_retry_chains_to_it(

@@ -10,7 +10,8 @@ import pytest
 from shared.errors import InvalidRequest, PayloadTooLarge
 from shared.kinds.generate import Generate
 from shared.services import batches
-from shared.services.batches import lane_concurrency, plan_lanes, resolve_options
+from shared.services.batches import resolve_options
+from shared.services.chunking import lane_concurrency, plan_lanes
 from shared.settings import Settings
 
 

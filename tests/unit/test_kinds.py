@@ -8,14 +8,14 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from shared.kinds.analyze import AnalysisType, output_model
 from shared.kinds.base import Plan, Ports
 from shared.kinds.embeddings import Document, Embeddings, EmbeddingsRequest, document_id
 from shared.kinds.registry import KINDS
 from shared.ports import CollectionInfo
-from shared.services.batches import _build_chunks
+from shared.services.chunking import CHUNK_BYTE_BUDGET, build_chunks
 from shared.settings import Settings
 
 
@@ -181,13 +181,32 @@ class Item(BaseModel):
     text: str
 
 
+ITEMS = TypeAdapter(list[Item])
+
+
+def test_a_chunk_is_its_items_json_and_a_chunk_past_its_byte_budget_is_split_by_bytes() -> None:
+    settings = Settings(batch_chunk_size=10)
+    small = Plan(items=[Item(text=str(i)) for i in range(25)], custom_ids=[f"c{i}" for i in range(25)])
+    large = Plan(items=[Item(text="x" * 300_000) for _ in range(7)], custom_ids=[None] * 7)
+
+    chunks, _, _ = build_chunks(batch_id="b", owner="t", plan=small, concurrency=1, settings=settings)
+    split, _, _ = build_chunks(batch_id="b", owner="t", plan=large, concurrency=1, settings=settings)
+
+    assert [(c.index, c.start, c.end) for c in chunks] == [(0, 0, 10), (1, 10, 20), (2, 20, 25)]
+    assert ITEMS.validate_json(chunks[1].items) == small.items[10:20]
+    assert chunks[2].custom_ids == ["c20", "c21", "c22", "c23", "c24"]
+    # 800 KB a chunk: two items of 300 KB each, whatever the chunk size
+    assert [(c.start, c.end) for c in split] == [(0, 2), (2, 4), (4, 6), (6, 7)]
+    assert all(len(c.items) <= CHUNK_BYTE_BUDGET for c in split)
+
+
 def test_chunks_never_span_two_stages_and_each_stage_plans_its_lanes() -> None:
     settings = Settings(batch_chunk_size=30, batch_lane_concurrency=2)
     plan = Plan(
         items=[Item(text=str(i)) for i in range(100)], custom_ids=[None] * 100, stage_starts=[0, 45, 50]
     )
 
-    chunks, stages, _ = _build_chunks(batch_id="b", owner="t", plan=plan, concurrency=4, settings=settings)
+    chunks, stages, _ = build_chunks(batch_id="b", owner="t", plan=plan, concurrency=4, settings=settings)
 
     assert [(c.start, c.end) for c in chunks] == [(0, 23), (23, 45), (45, 50), (50, 75), (75, 100)]
     assert [(s.first, s.count, s.lanes) for s in stages] == [(0, 2, 2), (2, 1, 1), (3, 2, 2)]
