@@ -14,7 +14,7 @@ from shared.app import platform
 from shared.emulator_config import EmulatorConfig
 from shared.models.batch import WorkMessage
 from shared.services.engine import Engine, results_object
-from shared.services.finalizer import finalize
+from shared.services.finalizer import NotReady, finalize
 from shared.services.worker import process_chunk
 from tests.integration.engine_harness import RecordingQueue, submit
 
@@ -45,19 +45,31 @@ def engine(local_cloud: EmulatorConfig) -> Engine:
     return dataclasses.replace(real, queue=RecordingQueue(), blobs=CountingBlobs(real.blobs))  # type: ignore[arg-type]
 
 
-def _finished_batch(engine: Engine, tenant: str) -> str:
-    batch_id = submit(engine, tenant, [{"prompt": f"p{i}", "customId": f"c{i}"} for i in range(3)])
+def _submitted(engine: Engine, tenant: str) -> str:
+    return submit(engine, tenant, [{"prompt": f"p{i}", "customId": f"c{i}"} for i in range(3)])
+
+
+def _run(engine: Engine, batch_id: str) -> None:
+    """The batch's one chunk; the end of its lane runs the fan-in itself."""
     runtime.run(process_chunk(engine=engine, message=WorkMessage(batch_id=batch_id, chunk=0), retry_count=0))
-    return batch_id
 
 
 def test_two_finalizers_at_once_upload_the_results_once(engine: Engine, unique: str) -> None:
-    batch_id = _finished_batch(engine, f"fan-in-{unique}")
+    batch_id = _submitted(engine, f"fan-in-{unique}")
+    chunk = WorkMessage(batch_id=batch_id, chunk=0)
 
-    async def both() -> list[dict[str, Any]]:
-        return list(await asyncio.gather(*(finalize(engine=engine, batch_id=batch_id) for _ in range(2))))
+    async def racing() -> list[Any]:
+        # The lane's end fans in itself while two deliveries of the finalize task arrive (those that come
+        # while the chunk still runs answer NotReady, as Cloud Tasks would be told).
+        return list(
+            await asyncio.gather(
+                process_chunk(engine=engine, message=chunk, retry_count=0),
+                *(finalize(engine=engine, batch_id=batch_id) for _ in range(2)),
+                return_exceptions=True,
+            )
+        )
 
-    outcomes = runtime.run(both())
+    outcomes = [o for o in runtime.run(racing())[1:] if not isinstance(o, NotReady)]
     late = runtime.run(finalize(engine=engine, batch_id=batch_id))
 
     assert {o["outcome"] for o in outcomes} <= {"completed", "already final"}
@@ -68,11 +80,12 @@ def test_two_finalizers_at_once_upload_the_results_once(engine: Engine, unique: 
 
 
 def test_a_stale_file_of_the_same_name_is_replaced(engine: Engine, unique: str) -> None:
-    batch_id = _finished_batch(engine, f"stale-{unique}")
+    batch_id = _submitted(engine, f"stale-{unique}")
     runtime.run(
         engine.blobs.put(object_name=results_object(batch_id), data=b"stale\n", content_type="text/plain")
     )
 
+    _run(engine, batch_id)
     runtime.run(finalize(engine=engine, batch_id=batch_id))
 
     text = runtime.run(engine.blobs.get(object_name=results_object(batch_id))).decode()
