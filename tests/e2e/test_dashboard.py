@@ -21,6 +21,7 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, Response, expect,
 from infra.report_data import invoices
 from shared.emulator_config import REPO_ROOT
 from shared.models.auth import Role
+from tests.conftest import wait_for
 from tests.e2e.articulos_client import catalog
 from tests.e2e.batch_client import status, submit, wait_final
 from tests.e2e.conftest import new_api_key
@@ -318,3 +319,41 @@ def test_every_view_renders_and_reads_well_on_a_phone(browser: Browser, gateway_
     finally:
         context.close()
     assert errors == []
+
+
+def test_the_batch_mode_tab_shows_the_credits_and_a_finished_job_with_its_images(
+    page: Page, gateway_url: str, key: str, unique: str
+) -> None:
+    admin_key = new_api_key(f"admin-{unique}", Role.ADMIN)
+    with _api(gateway_url, admin_key) as admin:
+        granted = admin.post(
+            "/batch/credits/grant", json={"tenant": f"dash-{unique}", "amount": 10, "reason": "dashboard"}
+        )
+        assert granted.status_code == 200, granted.text
+    with _api(gateway_url, key) as api:
+        created = api.post(
+            "/batch/create",
+            json={"type": "food", "requests": [{"prompt": "paella"}, {"prompt": "EMULATOR_FAIL_400 soup"}]},
+        )
+        assert created.status_code == 202, created.text
+        job_id = created.json()["id"]
+
+        def _finished() -> dict[str, Any] | None:
+            shown: dict[str, Any] = api.get(f"/batch/status/{job_id}").json()
+            return shown if shown.get("finishedAt") else None
+
+        final = wait_for(_finished, timeout=90, interval=0.2, what="the Batch Mode job")
+    assert final["state"] == "JOB_STATE_SUCCEEDED" and final["creditsRefunded"] == 2
+
+    _sign_in(page, gateway_url, key)
+    _tab(page, "Batch Mode")
+
+    # 10 granted, 2 rows at 2 credits debited, the failed row's 2 refunded.
+    expect(page.locator(".card", has_text="Credit balance")).to_contain_text("8")
+    row = page.get_by_role("row").filter(has_text="batch-food")
+    expect(row).to_be_visible()
+    row.get_by_role("button", name="Details").click()
+    expect(page.get_by_text("JOB_STATE_SUCCEEDED")).to_be_visible()
+    expect(page.get_by_role("link", name="image 1")).to_be_visible()
+    expect(page.get_by_text("no image")).to_be_visible()
+    _shot(page, "batch-mode")

@@ -19,8 +19,7 @@ function JobDetails({ id }) {
   if (!job) return html`<span class="muted">Loading…</span>`;
   const results = job.results || [];
   return html`<div>
-    <p class="tabular">State <span class="mono">${job.state || job.status}</span> · ${fmt(job.successCount)} succeeded,
-      ${fmt(job.failCount)} failed of ${fmt(job.requestCount)} · cost ${fmt(job.creditCost, 1)} credits,
+    <p class="tabular">State <span class="mono">${job.state || job.status}</span> · ${fmt(job.successCount)} succeeded, ${fmt(job.failCount)} failed of ${fmt(job.requestCount)} · cost ${fmt(job.creditCost, 1)} credits,
       refunded ${fmt(job.creditsRefunded, 1)}</p>
     <ol>${results.map((url, i) => html`<li key=${i}>${url ? html`<a href=${url} target="_blank" rel="noopener">image ${i + 1}</a>`
       : html`<span class="muted">no image</span>`}</li>`)}</ol>
