@@ -329,7 +329,7 @@ def test_analytics_is_one_screen_of_the_tenants_calls(key: str, api: httpx.Clien
     assert len(screen.stdout.splitlines()) <= 40  # one screen
 
 
-def test_credits_shows_the_balance_and_the_ledger_of_a_batch_mode_job(
+def test_credits_status_and_ls_show_a_batch_mode_job_and_its_ledger(
     key: str, api: httpx.Client, gateway_url: str, unique: str
 ) -> None:
     tenant = "cli-" + unique
@@ -348,3 +348,10 @@ def test_credits_shows_the_balance_and_the_ledger_of_a_batch_mode_job(
     assert body["balance"] == 7.5  # 10 granted, 2.5 debited for one product row
     assert [entry["kind"] for entry in body["entries"]] == ["debit", "grant"]
     assert "7.5 credits" in screen.stdout and "debit" in screen.stdout
+    job_id = created.json()["id"]
+    shown_job = invoke("status", job_id, "--json", key=key)
+    assert shown_job.exit_code == 0, shown_job.output
+    assert json.loads(shown_job.stdout)["type"] == "batch-product"
+    listed = invoke("ls", "--json", key=key)
+    assert listed.exit_code == 0, listed.output
+    assert job_id in listed.stdout and "batchmode" in listed.stdout
