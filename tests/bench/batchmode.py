@@ -28,38 +28,14 @@ from shared import runtime
 from shared.app import platform
 from shared.emulator_config import REPO_ROOT, EmulatorConfig
 from shared.ports import LedgerEntry
-from tests.bench.images import _free_port
+from tests.bench.gateway import start_gateway
 
 RESULTS_FILE = REPO_ROOT / ".bench" / "batchmode.json"
 SEED_POLL_S = 30.0
 
 
 def _gateway(*, poll_seconds: float) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = os.environ | {
-        "PYTHONPATH": str(REPO_ROOT),
-        "FUNCTIONS_BASE_URL": url,
-        "BATCHMODE_POLL_SECONDS": str(poll_seconds),
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "infra.gateway", "--port", str(port)],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)  # polling interval of a bounded wait for the gateway to answer
-    process.kill()
-    raise RuntimeError("the bench gateway did not start within 30 s")
+    return start_gateway(settings={"BATCHMODE_POLL_SECONDS": str(poll_seconds)})
 
 
 def run(

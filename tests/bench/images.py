@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,44 +22,19 @@ import httpx
 
 from infra.seed_data import api_key, seed_catalog
 from shared.emulator_config import REPO_ROOT, EmulatorConfig
+from tests.bench.gateway import start_gateway
 
 SEED_PAUSE_S = 2.0
 RESULTS_FILE = REPO_ROOT / ".bench" / "images.json"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _gateway(*, concurrency: int) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = os.environ | {
-        "PYTHONPATH": str(REPO_ROOT),
-        "FUNCTIONS_BASE_URL": url,
-        "IMAGE_QUEUE_CONCURRENCY": str(concurrency),
-        "IMAGE_MODEL_RPM": "100000",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "infra.gateway", "--port", str(port)],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    return start_gateway(
+        settings={
+            "IMAGE_QUEUE_CONCURRENCY": str(concurrency),
+            "IMAGE_MODEL_RPM": "100000",
+        }
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)  # polling interval of a bounded wait for the gateway to answer
-    process.kill()
-    raise RuntimeError("the bench gateway did not start within 30 s")
 
 
 def _wait_all(api: httpx.Client, count: int) -> None:
