@@ -62,13 +62,7 @@ class CloudTasksQueue:
             stamp = timestamp_pb2.Timestamp()
             stamp.FromDatetime(schedule_time)
             task.schedule_time = stamp
-        try:
-            await self._client.create_task(parent=queue_path, task=task)
-        except gexc.AlreadyExists:
-            return False
-        except (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.InternalServerError) as exc:
-            raise QueueUnavailable(f"cannot enqueue {task_id}: {exc.message}") from exc
-        return True
+        return await self._create(queue_path=queue_path, task=task, task_id=task_id)
 
     async def enqueue_webhook(
         self, *, task_id: str, url: str, body: bytes, headers: dict[str, str], queue_name: str
@@ -85,6 +79,10 @@ class CloudTasksQueue:
             ),
             dispatch_deadline=duration_pb2.Duration(seconds=30),
         )
+        return await self._create(queue_path=queue_path, task=task, task_id=task_id)
+
+    async def _create(self, *, queue_path: str, task: tasks_v2.Task, task_id: str) -> bool:
+        """Create the named task; False when that name is taken (or was, recently)."""
         try:
             await self._client.create_task(parent=queue_path, task=task)
         except gexc.AlreadyExists:
