@@ -36,7 +36,8 @@ def _fail(number: int, problem: str) -> CliError:
     return CliError(f"line {number}: {problem}", exit_code=2, code="invalid_file")
 
 
-def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def json_lines(path: Path) -> Iterator[tuple[int, Any]]:
+    """Each non-blank line of a JSONL file, parsed, with its line number; a bad line names its number."""
     try:
         handle = path.open(encoding="utf-8")
     except OSError as exc:
@@ -49,9 +50,14 @@ def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 value = json.loads(raw)
             except json.JSONDecodeError as exc:
                 raise _fail(number, f"not JSON ({exc.msg})") from exc
-            if not isinstance(value, dict):
-                raise _fail(number, "a request is a JSON object")
             yield number, value
+
+
+def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    for number, value in json_lines(path):
+        if not isinstance(value, dict):
+            raise _fail(number, "a request is a JSON object")
+        yield number, value
 
 
 def _text_of(content: Any, number: int) -> str:

@@ -12,6 +12,7 @@ from rich.console import Console
 from infra.batchctl import render
 from infra.batchctl.batches import end_of_watch, watch_batch
 from infra.batchctl.client import Api, CliError
+from infra.batchctl.requests_file import json_lines
 from infra.batchctl.session import F, json_option, pass_api
 
 ANALYSIS_TYPES = ("sentiment", "summary", "keywords", "entities", "classification", "language")
@@ -59,21 +60,14 @@ def embed() -> None:
 
 def _documents(path: Path) -> list[dict[str, Any]]:
     documents: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                value = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise CliError(f"line {number}: not JSON ({exc.msg})", exit_code=2) from exc
-            if isinstance(value, str):
-                value = {"text": value}
-            if not isinstance(value, dict) or "text" not in value:
-                raise CliError(
-                    f'line {number}: a document is {{"text", "metadata"}} or a JSON string', exit_code=2
-                )
-            documents.append(value)
+    for number, value in json_lines(path):
+        if isinstance(value, str):
+            value = {"text": value}
+        if not isinstance(value, dict) or "text" not in value:
+            raise CliError(
+                f'line {number}: a document is {{"text", "metadata"}} or a JSON string', exit_code=2
+            )
+        documents.append(value)
     if not documents:
         raise CliError(f"{path} holds no document", exit_code=2)
     return documents

@@ -276,38 +276,41 @@ async def _mark_running(*, engine: Engine, read: BatchSnapshot) -> BatchDoc | No
 
 async def _continue_later(*, engine: Engine, run: ChunkRun) -> None:
     """The time budget of this delivery is spent: hand the rest of the chunk to a new task."""
-    segment = run.chunk.segment + 1
-    if await release(run=run, changes={"state": ChunkState.PENDING.value, "segment": segment}):
-        await enqueue_chunk(
-            engine=engine,
-            batch_id=run.batch.batch_id,
-            chunk=run.chunk.index,
-            segment=segment,
-            kind=run.batch.kind,
-        )
+    await _hand_on(engine=engine, run=run)
 
 
 async def _defer(*, engine: Engine, run: ChunkRun, after: dt.timedelta) -> dt.datetime:
     """An item asked to run later (ItemDeferred): record what finished, hand the chunk on to a new segment
     and enqueue that segment's task scheduled for then. No delivery waits, and no attempt is counted."""
-    segment = run.chunk.segment + 1
     until = engine.clock() + after
-    changes = {
-        "state": ChunkState.PENDING.value,
-        "segment": segment,
-        "deferrals": run.chunk.deferrals + 1,
-        "deferred_until": until,
-    }
-    if await release(run=run, changes=changes):
+    await _hand_on(
+        engine=engine,
+        run=run,
+        changes={"deferrals": run.chunk.deferrals + 1, "deferred_until": until},
+        schedule_time=until,
+    )
+    return until
+
+
+async def _hand_on(
+    *,
+    engine: Engine,
+    run: ChunkRun,
+    changes: dict[str, Any] | None = None,
+    schedule_time: dt.datetime | None = None,
+) -> None:
+    """Release the chunk to its next segment (with `changes`) and enqueue that segment's task."""
+    segment = run.chunk.segment + 1
+    released = {"state": ChunkState.PENDING.value, "segment": segment, **(changes or {})}
+    if await release(run=run, changes=released):
         await enqueue_chunk(
             engine=engine,
             batch_id=run.batch.batch_id,
             chunk=run.chunk.index,
             segment=segment,
             kind=run.batch.kind,
-            schedule_time=until,
+            schedule_time=schedule_time,
         )
-    return until
 
 
 async def _after_chunk(
