@@ -82,20 +82,18 @@ def _clock(offset_seconds: float) -> Callable[[], dt.datetime]:
 async def _build(settings: Settings) -> Platform:
     """Runs on the instance's event loop, so the async clients bind to it."""
     import grpc
-    from google import genai
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import firestore, scheduler_v1, storage, tasks_v2  # type: ignore[attr-defined]
     from google.cloud.scheduler_v1.services.cloud_scheduler.transports import (
         CloudSchedulerGrpcAsyncIOTransport,
     )
     from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcAsyncIOTransport
-    from google.genai import types
 
     from shared.adapters.batchmode_store import FirestoreBatchmodeJobs, FirestoreCredits
     from shared.adapters.blob_store import GcsBlobStore
     from shared.adapters.catalog_store import FirestoreCatalogStore
     from shared.adapters.firestore_store import FirestoreStore
-    from shared.adapters.gemini import GeminiEmbeddingModel, GeminiTextModel
+    from shared.adapters.gemini import GeminiEmbeddingModel, GeminiTextModel, gemini_client, model_session
     from shared.adapters.gemini_batches import GeminiBatchJobs
     from shared.adapters.gemini_images import GeminiImageModel
     from shared.adapters.image_objects import GcsImageObjects
@@ -124,9 +122,10 @@ async def _build(settings: Settings) -> Platform:
                 channel=grpc.aio.insecure_channel(settings.tasks_emulator_host)
             )
         )
-        genai_client = genai.Client(
+        genai_client = gemini_client(
             api_key=settings.gemini_api_key.get_secret_value(),
-            http_options=types.HttpOptions(base_url=settings.gemini_base_url),
+            base_url=settings.gemini_base_url,
+            session=model_session(),
         )
         access_endpoint: str | None = settings.storage_emulator_host
         scheduler_client = scheduler_v1.CloudSchedulerAsyncClient(
@@ -139,7 +138,9 @@ async def _build(settings: Settings) -> Platform:
         storage_client = storage.Client(project=settings.project_id)
         signing = _production_signing_credentials(settings)
         tasks_client = tasks_v2.CloudTasksAsyncClient()
-        genai_client = genai.Client(api_key=settings.gemini_api_key.get_secret_value())
+        genai_client = gemini_client(
+            api_key=settings.gemini_api_key.get_secret_value(), base_url=None, session=model_session()
+        )
         access_endpoint = None
         scheduler_client = scheduler_v1.CloudSchedulerAsyncClient()
     store = FirestoreStore(db)

@@ -6,10 +6,9 @@ import asyncio
 
 import httpx
 import pytest
-from google import genai
-from google.genai import types
 
 from infra.emulators.gemini.content import png
+from shared.adapters.gemini import gemini_client, model_session
 from shared.adapters.gemini_images import GeminiImageModel
 from shared.emulator_config import EmulatorConfig
 from shared.errors import ModelError
@@ -19,8 +18,8 @@ from shared.ports import ImageCall, ImageReply
 
 def _edit(base_url: str, prompt: str, image: bytes, *, timeout_s: float = 10) -> ImageReply:
     async def call() -> ImageReply:
-        client = genai.Client(api_key="local", http_options=types.HttpOptions(base_url=base_url))
-        try:
+        async with model_session() as session:
+            client = gemini_client(api_key="local", base_url=base_url, session=session)
             return await GeminiImageModel(client).edit(
                 ImageCall(
                     model="gemini-2.5-flash-image",
@@ -30,8 +29,6 @@ def _edit(base_url: str, prompt: str, image: bytes, *, timeout_s: float = 10) ->
                     timeout_s=timeout_s,
                 )
             )
-        finally:
-            await client.aio.aclose()
 
     return asyncio.run(call())
 
