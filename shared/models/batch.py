@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from shared.models.common import ApiModel, ClientModel
+from shared.models.common import Answer, ApiModel, ClientModel
 
 
 class BatchStatus(StrEnum):
@@ -307,3 +307,22 @@ class FinalizeMessage(BaseModel):
     model_config = {"extra": "forbid"}
 
     batch_id: str
+
+
+class KindStats(Answer):
+    """Batches by status, items, failures, tokens and throughput of finished batches."""
+
+    batches: dict[BatchStatus, int]
+    finished_batches: int
+    items: int
+    failed_items: int
+    failure_rate: float = Field(description="a fraction of the items")
+    total_tokens: int
+    throughput_items_per_second: float
+
+
+class BatchStats(KindStats):
+    """`GET /batch/stats`: in all and by kind, over the caller's batches (an admin's: every tenant's)."""
+
+    scope: str = Field(description="the tenant, or `all tenants`")
+    by_kind: dict[str, KindStats]

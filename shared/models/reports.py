@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import Field
 
-from shared.models.common import ApiModel, ClientModel
+from shared.models.common import Answer, ApiModel, ClientModel
 
 
 class ReportState(StrEnum):
@@ -103,3 +103,14 @@ class ActiveJob(ApiModel):
     report_type: str
     user_name: str
     created_at: dt.datetime
+
+
+class CacheStats(Answer):
+    """`GET /reports/cache-stats`: the tenant's report cache."""
+
+    entries: int
+    hits: int
+    misses: int
+    hit_rate: float = Field(description="a fraction of the lookups")
+    # Named by the validation and serialization aliases, so that the service builds it by its name.
+    size_bytes: int = Field(validation_alias="bytes", serialization_alias="bytes")
