@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import flask
 import functions_framework
-from pydantic import Field
+from pydantic import BaseModel, Field
 from werkzeug.exceptions import HTTPException
 
 from shared import runtime
@@ -77,7 +77,7 @@ functions_framework.errorhandler(PlatformError)(_seed_error)
 functions_framework.errorhandler(HTTPException)(_seed_http_error)
 
 
-def _answer(call: Call, action: str, result: dict[str, Any]) -> flask.Response:
+def _answer(call: Call, action: str, result: BaseModel | dict[str, Any]) -> flask.Response:
     if call.request.method != "GET":
         # Who changed what: after the change, like a collection's deletion (shared/services/collections.py).
         target = call.args.get("queue_id") or call.args.get("articulo_id") or action

@@ -1,6 +1,7 @@
 """The catalog's answers: the `data` of the seed's `{"success", "message", "data"}` envelope, one shape a
-route, in the seed's own keys. shared/services/articulos.py and image_queue.py compose them as dicts; these
-models are their contract, checked against every real answer by the contract tests."""
+route, in the seed's own keys. shared/services/articulos.py builds the articles' answers through them; the
+image queue's (shared/services/image_queue.py) still composes dicts. The contract tests check every real
+answer against them."""
 
 from __future__ import annotations
 

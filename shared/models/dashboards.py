@@ -1,7 +1,8 @@
 """The metric batches' answers (`/dashboards/...`): runs, jobs, calculated metrics and health. The seed's
 health keeps its snake_case (`batch_jobs`); the calculated metrics are the stored documents (Spanish keys).
-shared/services/metric_runs.py composes them as dicts; these models are their contract, checked against every
-real answer by the contract tests."""
+shared/services/metric_runs.py builds its answers through them, but for the health (`reasons` is absent when
+healthy) and the calculated metrics (the stored documents as they are); the contract tests check every real
+answer against them."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from pydantic import Field, JsonValue
 from shared.models.common import Answer, SeedAnswer
 
 RunStatus = Literal["running", "completed", "partial", "failed"]
+MetricOutcomeStatus = Literal["completed", "failed", "missing"]
 
 
 class MetricOutcome(Answer):
-    status: Literal["completed", "failed", "missing"]
+    status: MetricOutcomeStatus
     records: int
     duration_ms: int | None
     error: str | None
