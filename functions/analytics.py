@@ -14,7 +14,8 @@ from shared import runtime
 from shared.api import Access, Api, Body, Call, QueryModel, Reply, Route
 from shared.app import platform
 from shared.http import caller_info, json_response, register_error_handlers
-from shared.models.api import ErrorBody, JsonObject
+from shared.models.analytics import Export, Insights, Metrics, Realtime, Reset
+from shared.models.api import ErrorBody
 from shared.models.auth import Principal
 from shared.models.common import ClientModel
 from shared.services import analytics as service
@@ -161,7 +162,7 @@ API = Api(
             path="/metrics",
             handler=_metrics,
             summary="Calls, tokens, cost, latency and errors over a window",
-            replies=[Reply(status=200, model=JsonObject)],
+            replies=[Reply(status=200, model=Metrics)],
             query=MetricsQuery,
             errors=(403,),
         ),
@@ -170,14 +171,14 @@ API = Api(
             path="/realtime",
             handler=_realtime_view,
             summary="The last minutes' rates and the work in flight",
-            replies=[Reply(status=200, model=JsonObject)],
+            replies=[Reply(status=200, model=Realtime)],
         ),
         Route(
             method="GET",
             path="/insights",
             handler=_insights,
             summary="Performance, trends, peak hours, cost and errors over a window",
-            replies=[Reply(status=200, model=JsonObject)],
+            replies=[Reply(status=200, model=Insights)],
             query=WindowQuery,
         ),
         Route(
@@ -195,7 +196,7 @@ API = Api(
             path="/export",
             handler=_export,
             summary="Export the usage events of a window to Cloud Storage (JSON or CSV)",
-            replies=[Reply(status=200, model=JsonObject)],
+            replies=[Reply(status=200, model=Export)],
             body=_body(usage_export.ExportRequest),
             errors=(403,),
         ),
@@ -204,7 +205,7 @@ API = Api(
             path="/reset",
             handler=_reset,
             summary="Delete the usage records of a tenant or of all (admin)",
-            replies=[Reply(status=200, model=JsonObject)],
+            replies=[Reply(status=200, model=Reset)],
             body=_body(ResetRequest),
             access=Access.ADMIN,
             admin_message="only an admin may reset analytics",

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import flask
 import functions_framework
-from pydantic import Field
+from pydantic import BaseModel, Field
 from werkzeug.exceptions import HTTPException
 
 from shared import runtime
@@ -20,6 +20,15 @@ from shared.errors import PayloadTooLarge, PlatformError
 from shared.http import caller_info, json_response, register_error_handlers
 from shared.models.api import SeedEnvelope, SeedErrorBody
 from shared.models.articulos import ArticuloIn, BatchProcessIn, QueueState
+from shared.models.articulos_answers import (
+    AddedToQueue,
+    ArticuloPage,
+    ArticuloView,
+    Cleaned,
+    HistoryPage,
+    HistoryRow,
+    QueueStatus,
+)
 from shared.services import articulos as articles
 from shared.services import image_queue
 
@@ -68,7 +77,7 @@ functions_framework.errorhandler(PlatformError)(_seed_error)
 functions_framework.errorhandler(HTTPException)(_seed_http_error)
 
 
-def _answer(call: Call, action: str, result: dict[str, Any]) -> flask.Response:
+def _answer(call: Call, action: str, result: BaseModel | dict[str, Any]) -> flask.Response:
     if call.request.method != "GET":
         # Who changed what: after the change, like a collection's deletion (shared/services/collections.py).
         target = call.args.get("queue_id") or call.args.get("articulo_id") or action
@@ -166,12 +175,11 @@ def _upload(call: Call) -> flask.Response:
     return _answer(call, "upload", result)
 
 
-OK = [Reply(status=200, model=SeedEnvelope)]
 SAME_ARTICLE = {"articulo_id": "$request.path.articulo_id"}
 PUT_ARTICLE = [
     Reply(
         status=200,
-        model=SeedEnvelope,
+        model=SeedEnvelope[ArticuloView],
         links={
             "get": {"operationId": "articulos_get", "parameters": SAME_ARTICLE},
             "upload": {"operationId": "articulos_upload", "parameters": SAME_ARTICLE},
@@ -186,14 +194,19 @@ API = Api(
     error_model=SeedErrorBody,
     routes=[
         Route(
-            method="GET", path="/", handler=_list, summary="List the articles", replies=OK, query=ListQuery
+            method="GET",
+            path="/",
+            handler=_list,
+            summary="List the articles",
+            replies=[Reply(status=200, model=SeedEnvelope[ArticuloPage])],
+            query=ListQuery,
         ),
         Route(
             method="POST",
             path="/batch-process-images",
             handler=_add,
             summary="Add articles with an image to the processing queue",
-            replies=OK,
+            replies=[Reply(status=200, model=SeedEnvelope[AddedToQueue])],
             body=Body(models=(BatchProcessIn,), parsed_by_service=True),
         ),
         Route(
@@ -201,14 +214,14 @@ API = Api(
             path="/processing-queue/status",
             handler=_status,
             summary="The processing queue's counts",
-            replies=OK,
+            replies=[Reply(status=200, model=SeedEnvelope[QueueStatus])],
         ),
         Route(
             method="GET",
             path="/processing-queue/history",
             handler=_history,
             summary="The processing queue's items, newest first",
-            replies=OK,
+            replies=[Reply(status=200, model=SeedEnvelope[HistoryPage])],
             query=HistoryQuery,
             errors=(404,),
         ),
@@ -217,7 +230,7 @@ API = Api(
             path="/processing-queue/clean",
             handler=_clean,
             summary="Delete completed and failed items older than dias",
-            replies=OK,
+            replies=[Reply(status=200, model=SeedEnvelope[Cleaned])],
             query=CleanQuery,
         ),
         Route(
@@ -225,7 +238,7 @@ API = Api(
             path="/processing-queue/<queue_id>/retry",
             handler=_retry,
             summary="Retry a failed item",
-            replies=OK,
+            replies=[Reply(status=200, model=SeedEnvelope[HistoryRow])],
             errors=(409,),
         ),
         Route(
@@ -242,7 +255,7 @@ API = Api(
             path="/<articulo_id>",
             handler=_get,
             summary="One article, its image as a signed URL",
-            replies=OK,
+            replies=[Reply(status=200, model=SeedEnvelope[ArticuloView])],
             query=ArticleQuery,
             path_params={"articulo_id": ARTICULO_ID},
         ),
@@ -251,7 +264,7 @@ API = Api(
             path="/<articulo_id>/imagen",
             handler=_upload,
             summary="Upload an article's image (PNG, JPEG or WebP)",
-            replies=OK,
+            replies=[Reply(status=200, model=SeedEnvelope[ArticuloView])],
             # Capped by the handler at IMAGE_MAX_BYTES, naming the field `imagen`.
             body=Body(
                 media_type="application/octet-stream",

@@ -16,11 +16,22 @@ from shared.app import platform
 from shared.http import caller_info, json_response, register_error_handlers
 from shared.kinds.embeddings import COLLECTION_NAME
 from shared.kinds.registry import KINDS
-from shared.models.api import ActiveBatches, CancelledBatch, DeletedCollection, ErrorBody, JsonObject
-from shared.models.batch import BatchStatus, BatchStatusResponse, JobList, SubmitResponse
+from shared.models.api import ActiveBatches, CancelledBatch, DeletedCollection, ErrorBody
+from shared.models.batch import BatchStats, BatchStatus, BatchStatusResponse, JobList, SubmitResponse
 from shared.models.batch_inputs import InputUploadRequest, InputUploadResponse
-from shared.models.batchmode import CreateRequest, GrantRequest, JobStatusView, JobType
-from shared.models.common import ApiModel
+from shared.models.batchmode import (
+    CreatedJob,
+    CreateRequest,
+    CreditsView,
+    DeletedJob,
+    Granted,
+    GrantRequest,
+    History,
+    JobStatusView,
+    JobType,
+    WebhookSecret,
+)
+from shared.models.common import Answer
 from shared.services import batch_inputs, batches, batchmode, collections
 from shared.services import status as reads
 from shared.services.collections import CollectionView
@@ -41,7 +52,7 @@ class StatusQuery(QueryModel):
     limit: int = Field(default=100, ge=1, le=reads.MAX_PAGE)
 
 
-class Collections(ApiModel):
+class Collections(Answer):
     collections: list[CollectionView]
 
 
@@ -194,7 +205,7 @@ def _bm_history(call: Call) -> flask.Response:
 def _bm_delete(call: Call) -> flask.Response:
     job_id = call.args["batch_id"]  # a Batch Mode job is a batch: one id
     runtime.run(batchmode.delete_job(service=platform().batchmode, principal=call.principal, job_id=job_id))
-    return json_response({"message": "batch job deleted", "id": job_id})
+    return json_response(DeletedJob(message="batch job deleted", id=job_id))
 
 
 def _bm_credits(call: Call) -> flask.Response:
@@ -213,10 +224,7 @@ def _bm_grant(call: Call) -> flask.Response:
 def _bm_webhook_secret(call: Call) -> flask.Response:
     tenant = call.principal.tenant
     secret = batchmode.webhook_secret(settings=platform().batchmode.settings, tenant=tenant)
-    return json_response({"tenant": tenant, "secret": secret, "header": batchmode.SIGNATURE_HEADER})
-
-
-HISTORY_LIST = {"type": "array", "items": {"type": "object"}}
+    return json_response(WebhookSecret(tenant=tenant, secret=secret, header=batchmode.SIGNATURE_HEADER))
 
 
 API = Api(
@@ -245,7 +253,7 @@ API = Api(
             path="/create",
             handler=_bm_create,
             summary="Create a Gemini Batch Mode job of images, paid with credits (an admin key: 403)",
-            replies=[Reply(status=202, model=JsonObject, description="created and debited")],
+            replies=[Reply(status=202, model=CreatedJob, description="created and debited")],
             body=Body(
                 models=(CreateRequest,),
                 max_bytes=lambda settings: settings.batch_max_body_bytes,
@@ -261,7 +269,7 @@ API = Api(
             replies=[
                 Reply(
                     status=200,
-                    schema=HISTORY_LIST,
+                    model=History,
                     headers={"X-Next-Cursor": "the cursor of the next page, absent on the last"},
                 )
             ],
@@ -272,7 +280,7 @@ API = Api(
             path="/history/<batch_id>",
             handler=_bm_delete,
             summary="Delete a finished Batch Mode job: its record, its Gemini job and its images",
-            replies=[Reply(status=200, model=JsonObject)],
+            replies=[Reply(status=200, model=DeletedJob)],
             errors=(409,),
         ),
         Route(
@@ -280,14 +288,14 @@ API = Api(
             path="/credits",
             handler=_bm_credits,
             summary="The tenant's credit balance and its latest ledger entries",
-            replies=[Reply(status=200, model=JsonObject)],
+            replies=[Reply(status=200, model=CreditsView)],
         ),
         Route(
             method="POST",
             path="/credits/grant",
             handler=_bm_grant,
             summary="Grant credits to a tenant (admin only)",
-            replies=[Reply(status=200, model=JsonObject)],
+            replies=[Reply(status=200, model=Granted)],
             access=Access.ADMIN,
             body=Body(models=(GrantRequest,), parsed_by_service=True),
         ),
@@ -296,7 +304,7 @@ API = Api(
             path="/webhook-secret",
             handler=_bm_webhook_secret,
             summary="The tenant's secret for checking the signature of Batch Mode webhooks",
-            replies=[Reply(status=200, model=JsonObject)],
+            replies=[Reply(status=200, model=WebhookSecret)],
         ),
         Route(
             method="POST",
@@ -359,7 +367,7 @@ API = Api(
             path="/stats",
             handler=_stats,
             summary="Batches, items, failures and throughput, in all and by kind",
-            replies=[Reply(status=200, model=JsonObject)],
+            replies=[Reply(status=200, model=BatchStats)],
         ),
         Route(
             method="DELETE",

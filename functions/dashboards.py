@@ -19,7 +19,8 @@ from shared.app import platform
 from shared.errors import InvalidRequest
 from shared.http import int_arg, json_response, register_error_handlers
 from shared.metrics.jobs import DAILY, WEEKLY, job_spec, parse_day
-from shared.models.api import ErrorBody, JsonObject
+from shared.models.api import ErrorBody
+from shared.models.dashboards import Backfill, Calculated, Firing, Health, JobsStatus, RunView, StartedRun
 from shared.runtime import WORK_LOOP
 from shared.services import metric_runs
 from shared.services.metric_runs import Dashboards
@@ -153,7 +154,7 @@ def _optional_day(query: Any, name: str, dash: Dashboards) -> dt.date | None:
     return None if value is None else parse_day(value, name=name, today=dash.today())
 
 
-ACCEPTED = [Reply(status=202, model=JsonObject)]
+ACCEPTED = [Reply(status=202, model=StartedRun)]
 ADMIN_MESSAGE = "only an admin key may start metric runs"
 
 API = Api(
@@ -167,7 +168,7 @@ API = Api(
             path="/batch-jobs/status",
             handler=_status,
             summary="Each metric job's schedule and last runs",
-            replies=[Reply(status=200, model=JsonObject)],
+            replies=[Reply(status=200, model=JobsStatus)],
         ),
         Route(
             method="POST",
@@ -203,7 +204,7 @@ API = Api(
             path="/batch-jobs/backfill",
             handler=_backfill,
             summary="Run a job for every period between two dates (admin)",
-            replies=ACCEPTED,
+            replies=[Reply(status=202, model=Backfill)],
             query=BackfillQuery,
             access=Access.ADMIN,
             admin_message=ADMIN_MESSAGE,
@@ -214,14 +215,14 @@ API = Api(
             path="/batch-jobs/runs/<path:run_id>",
             handler=_get_run,
             summary="One run: its periods, batch and status",
-            replies=[Reply(status=200, model=JsonObject)],
+            replies=[Reply(status=200, model=RunView)],
         ),
         Route(
             method="POST",
             path="/batch-jobs/scheduled/<job_id>",
             handler=_scheduled,
             summary="Cloud Scheduler's firing of a job (internal: the scheduler's OIDC token)",
-            replies=[Reply(status=200, model=JsonObject)],
+            replies=[Reply(status=200, model=Firing)],
             access=Access.INTERNAL,
             service_accounts=lambda settings: [settings.scheduler_service_account],
             header_params={"X-CloudScheduler-ScheduleTime": {"type": "string"}},
@@ -231,7 +232,7 @@ API = Api(
             path="/metrics/calculated",
             handler=_calculated,
             summary="Calculated metrics, newest period first, one page",
-            replies=[Reply(status=200, model=JsonObject)],
+            replies=[Reply(status=200, model=Calculated)],
             query=CalculatedQuery,
         ),
         Route(
@@ -239,7 +240,7 @@ API = Api(
             path="/health",
             handler=_health,
             summary="The metric jobs' health",
-            replies=[Reply(status=200, model=JsonObject)],
+            replies=[Reply(status=200, model=Health)],
         ),
     ],
 )

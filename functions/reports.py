@@ -22,9 +22,10 @@ from shared.api import Access, Api, Body, Call, Reply, Route
 from shared.app import platform
 from shared.errors import InvalidRequest
 from shared.http import caller_info, json_response, register_error_handlers
-from shared.models.api import ActiveJobs, ErrorBody, JsonObject
+from shared.models.api import ActiveJobs, ErrorBody
 from shared.models.auth import Principal
 from shared.models.reports import (
+    CacheStats,
     QueuedResponse,
     QueueForm,
     QueueJsonRequest,
@@ -270,7 +271,7 @@ API = Api(
             path="/cache-stats",
             handler=_cache_stats,
             summary="The tenant's report cache: entries, hits, misses, bytes",
-            replies=[Reply(status=200, model=JsonObject)],
+            replies=[Reply(status=200, model=CacheStats)],
         ),
     ],
 )

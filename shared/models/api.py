@@ -1,15 +1,15 @@
-"""The answers' shapes that only the API documents: the error envelope and the lists and acknowledgements the
-entry points build around the services' models. (A handler that returns a dict is held to these by the
-contract tests: schemathesis checks every answer against the document.)"""
+"""The answers' building blocks and the shapes the entry points build around the services' models: the error
+envelope, the catalog's envelope, lists and acknowledgements. Every answer is a closed model (`Answer`,
+`SeedAnswer`): the contract tests validate each real answer against its route's model strictly."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from shared.models.batch import ActiveBatch, BatchStatus
-from shared.models.common import ApiModel
+from shared.models.common import Answer, SeedAnswer
 from shared.models.reports import ActiveJob
 
 
@@ -36,36 +36,31 @@ class SeedErrorBody(BaseModel):
     error: ErrorInfo
 
 
-class SeedEnvelope(BaseModel):
-    """Every answer of the catalog (the seed's `{"success", "message", "data"}`)."""
+DataT = TypeVar("DataT")
 
-    model_config = ConfigDict(extra="allow")
+
+class SeedEnvelope(SeedAnswer, Generic[DataT]):
+    """An answer of the catalog: the seed's `{"success", "message", "data"}`, `data` of one shape a route."""
 
     success: bool
-    message: str | None = None
-    data: Any = None
+    message: str
+    data: DataT
 
 
-class JsonObject(BaseModel):
-    """A JSON object whose fields the service composes (see the README for each)."""
-
-    model_config = ConfigDict(extra="allow")
-
-
-class ActiveBatches(ApiModel):
+class ActiveBatches(Answer):
     batches: list[ActiveBatch]
 
 
-class CancelledBatch(ApiModel):
+class CancelledBatch(Answer):
     message: str
     batch_id: str
     status: BatchStatus
 
 
-class ActiveJobs(ApiModel):
+class ActiveJobs(Answer):
     jobs: list[ActiveJob]
 
 
-class DeletedCollection(ApiModel):
+class DeletedCollection(Answer):
     message: str
     name: str

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from shared.models.common import ApiModel, ClientModel
+from shared.models.common import Answer, ApiModel, ClientModel
 
 
 class BatchStatus(StrEnum):
@@ -192,7 +192,7 @@ class ErrorInfo(ApiModel):
     status: int | None = None
 
 
-class TokenUsage(ApiModel):
+class TokenUsage(Answer):
     input: int = 0
     output: int = 0
     cached: int = 0
@@ -217,7 +217,7 @@ class ItemResult(ApiModel):
     attempts: int | None = None
 
 
-class Summary(ApiModel):
+class Summary(Answer):
     total: int
     successful: int
     failed: int
@@ -228,7 +228,7 @@ class Summary(ApiModel):
     cost_usd: float
 
 
-class SubmitResponse(ApiModel):
+class SubmitResponse(Answer):
     message: str
     batch_id: str
     kind: str
@@ -238,14 +238,14 @@ class SubmitResponse(ApiModel):
     status_url: str
 
 
-class Pagination(ApiModel):
+class Pagination(Answer):
     offset: int
     limit: int
     total: int
     next_offset: int | None
 
 
-class BatchStatusResponse(ApiModel):
+class BatchStatusResponse(Answer):
     batch_id: str
     kind: str
     status: BatchStatus
@@ -265,7 +265,7 @@ class BatchStatusResponse(ApiModel):
     results_url_expires_at: dt.datetime | None = None
 
 
-class ActiveBatch(ApiModel):
+class ActiveBatch(Answer):
     batch_id: str
     kind: str
     status: BatchStatus
@@ -274,7 +274,7 @@ class ActiveBatch(ApiModel):
     total: int
 
 
-class JobListing(ApiModel):
+class JobListing(Answer):
     """One job in `GET /batch/jobs`: any kind, with the same progress block as its status."""
 
     batch_id: str
@@ -288,7 +288,7 @@ class JobListing(ApiModel):
     progress: dict[str, int | float]
 
 
-class JobList(ApiModel):
+class JobList(Answer):
     jobs: list[JobListing]
     next_cursor: str | None
 
@@ -307,3 +307,22 @@ class FinalizeMessage(BaseModel):
     model_config = {"extra": "forbid"}
 
     batch_id: str
+
+
+class KindStats(Answer):
+    """Batches by status, items, failures, tokens and throughput of finished batches."""
+
+    batches: dict[BatchStatus, int]
+    finished_batches: int
+    items: int
+    failed_items: int
+    failure_rate: float = Field(description="a fraction of the items")
+    total_tokens: int
+    throughput_items_per_second: float
+
+
+class BatchStats(KindStats):
+    """`GET /batch/stats`: in all and by kind, over the caller's batches (an admin's: every tenant's)."""
+
+    scope: str = Field(description="the tenant, or `all tenants`")
+    by_kind: dict[str, KindStats]

@@ -7,14 +7,14 @@ import datetime as dt
 
 from pydantic import Field
 
-from shared.models.common import ApiModel, ClientModel
+from shared.models.common import Answer, ClientModel
 
 
 class InputUploadRequest(ClientModel):
     size_bytes: int = Field(ge=1)
 
 
-class InputUploadResponse(ApiModel):
+class InputUploadResponse(Answer):
     upload_id: str
     upload_url: str
     method: str = "PUT"

@@ -5,9 +5,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
 
-from shared.models.common import ApiModel, ClientModel
+from shared.models.common import Answer, ApiModel, ClientModel
 
 MAX_PROMPT_CHARS = 8_000
 # 7 MB of image as base64 (4 characters per 3 bytes) plus a data-URL prefix.
@@ -119,3 +119,75 @@ class JobStatusView(ApiModel):
     state: JobState
     credit_cost: float
     credits_refunded: float
+
+
+# --- answers ----------------------------------------------------------------------------------------------
+
+RunMode = Literal["batch", "interactive"]
+
+
+class CreatedJob(Answer):
+    """`POST /batch/create`: the seed's answer, plus the mode it runs in and where to follow it."""
+
+    id: str
+    status: str = Field(description="the seed's status: pending, processing, completed, failed, cancelled")
+    type: str = Field(description="batch-{type}")
+    request_count: int
+    credit_cost: float
+    message: str
+    mode: RunMode
+    status_url: str
+
+
+class HistoryEntry(Answer):
+    """One job of `GET /batch/history`: the seed's fields, plus state, refunds and mode."""
+
+    id: str
+    status: str
+    type: str
+    created_at: str
+    request_count: int
+    success_count: int
+    credit_cost: float
+    state: JobState
+    credits_refunded: float
+    mode: RunMode
+
+
+class History(RootModel[list[HistoryEntry]]):
+    """`GET /batch/history`: the seed's list, newest first."""
+
+
+class DeletedJob(Answer):
+    message: str
+    id: str
+
+
+class LedgerLine(Answer):
+    id: str
+    kind: str = Field(description="grant, debit or refund")
+    amount: float = Field(description="credits, signed: a debit is negative")
+    reason: str
+    job_id: str | None
+    at: str
+
+
+class CreditsView(Answer):
+    """`GET /batch/credits`: the balance and the latest ledger entries."""
+
+    tenant: str
+    balance: float
+    entries: list[LedgerLine]
+
+
+class Granted(Answer):
+    tenant: str
+    granted: float
+    balance: float
+    entry_id: str
+
+
+class WebhookSecret(Answer):
+    tenant: str
+    secret: str
+    header: str = Field(description="the request header that carries the signature")

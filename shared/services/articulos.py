@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
 from urllib.parse import quote
 
 from pydantic import ValidationError
 
 from shared.errors import InvalidRequest, NotFound, PayloadTooLarge
 from shared.images import EXTENSIONS, sniff
+from shared.models.api import SeedEnvelope
 from shared.models.articulos import Articulo, ArticuloIn
+from shared.models.articulos_answers import ArticuloPage, ArticuloView
 from shared.models.auth import Principal
 from shared.services.batches import validation_details
 from shared.services.image_dispatch import ImageQueue
@@ -34,7 +35,7 @@ def _tenant_of(principal: Principal, requested: str | None) -> str:
     return principal.tenant
 
 
-async def public(queue: ImageQueue, article: Articulo) -> dict[str, Any]:
+async def public(queue: ImageQueue, article: Articulo) -> ArticuloView:
     """An article as the API shows it: its image as a signed URL."""
     url = None
     if article.imagen_object:
@@ -42,33 +43,37 @@ async def public(queue: ImageQueue, article: Articulo) -> dict[str, Any]:
             object_name=article.imagen_object,
             ttl=dt.timedelta(seconds=queue.settings.results_url_ttl_seconds),
         )
-    return {
-        "id": article.id,
-        "nombre": article.nombre,
-        "descripcion": article.descripcion,
-        "unidad": article.unidad,
-        "categoria_id": article.categoria_id,
-        "activo": article.activo,
-        "imagen_url": url,
-        "created_at": article.created_at.isoformat(),
-        "updated_at": article.updated_at.isoformat(),
-    }
+    return ArticuloView(
+        id=article.id,
+        nombre=article.nombre,
+        descripcion=article.descripcion,
+        unidad=article.unidad,
+        categoria_id=article.categoria_id,
+        activo=article.activo,
+        imagen_url=url,
+        created_at=article.created_at.isoformat(),
+        updated_at=article.updated_at.isoformat(),
+    )
+
+
+def _article(*, message: str, data: ArticuloView) -> SeedEnvelope[ArticuloView]:
+    return SeedEnvelope[ArticuloView](success=True, message=message, data=data)
 
 
 async def put_article(
     *, queue: ImageQueue, principal: Principal, articulo_id: int, body: bytes
-) -> dict[str, Any]:
+) -> SeedEnvelope[ArticuloView]:
     try:
         request = ArticuloIn.model_validate_json(body or b"{}", strict=True)
     except ValidationError as exc:
         raise InvalidRequest("the request body is not valid", details=validation_details(exc)) from exc
     article = await queue.store.put_article(principal.tenant, articulo_id, request.model_dump(), queue.now())
-    return {"success": True, "message": "artículo guardado", "data": await public(queue, article)}
+    return _article(message="artículo guardado", data=await public(queue, article))
 
 
 async def upload_image(
     *, queue: ImageQueue, principal: Principal, articulo_id: int, data: bytes
-) -> dict[str, Any]:
+) -> SeedEnvelope[ArticuloView]:
     """Store an image (PNG, JPEG or WebP by its bytes) and point the article at it; the previous image is
     deleted only once the article no longer shows it."""
     limit = queue.settings.image_max_bytes
@@ -103,19 +108,21 @@ async def upload_image(
     article = await queue.store.get_article(principal.tenant, articulo_id)
     if article is None:
         raise NotFound(f"no articulo {articulo_id}")
-    return {"success": True, "message": "imagen guardada", "data": await public(queue, article)}
+    return _article(message="imagen guardada", data=await public(queue, article))
 
 
 async def get_article(
     *, queue: ImageQueue, principal: Principal, articulo_id: int, tenant: str | None
-) -> dict[str, Any]:
+) -> SeedEnvelope[ArticuloView]:
     article = await queue.store.get_article(_tenant_of(principal, tenant), articulo_id)
     if article is None:
         raise NotFound(f"no articulo {articulo_id}")
-    return {"success": True, "message": "artículo", "data": await public(queue, article)}
+    return _article(message="artículo", data=await public(queue, article))
 
 
-async def list_articles(*, queue: ImageQueue, principal: Principal, args: dict[str, str]) -> dict[str, Any]:
+async def list_articles(
+    *, queue: ImageQueue, principal: Principal, args: dict[str, str]
+) -> SeedEnvelope[ArticuloPage]:
     activo_raw = args.get("activo")
     if activo_raw not in (None, "true", "false"):
         raise InvalidRequest(
@@ -136,11 +143,8 @@ async def list_articles(*, queue: ImageQueue, principal: Principal, args: dict[s
         limit=limit,
         after_id=int(raw_cursor) if raw_cursor is not None else None,
     )
-    return {
-        "success": True,
-        "message": f"{len(articles)} artículo(s)",
-        "data": {
-            "articulos": [await public(queue, article) for article in articles],
-            "nextCursor": str(articles[-1].id) if len(articles) == limit else None,
-        },
-    }
+    page = ArticuloPage(
+        articulos=[await public(queue, article) for article in articles],
+        nextCursor=str(articles[-1].id) if len(articles) == limit else None,
+    )
+    return SeedEnvelope[ArticuloPage](success=True, message=f"{len(articles)} artículo(s)", data=page)

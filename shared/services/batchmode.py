@@ -26,7 +26,21 @@ from shared.images import EXTENSIONS, NotAnImage, check_decodes
 from shared.kinds.base import Plan
 from shared.models.auth import Principal
 from shared.models.batch import ResolvedOptions
-from shared.models.batchmode import CreateRequest, GrantRequest, JobState, JobType, Mode, RowInput, Step
+from shared.models.batchmode import (
+    CreatedJob,
+    CreateRequest,
+    CreditsView,
+    Granted,
+    GrantRequest,
+    History,
+    HistoryEntry,
+    JobState,
+    JobType,
+    LedgerLine,
+    Mode,
+    RowInput,
+    Step,
+)
 from shared.ports import (
     BatchmodeJobs,
     Credits,
@@ -97,7 +111,7 @@ def image_object(job_id: str, row: int, extension: str) -> str:
 # --- create -----------------------------------------------------------------------------------------------
 
 
-async def create(*, service: Batchmode, principal: Principal, body: bytes) -> dict[str, Any]:
+async def create(*, service: Batchmode, principal: Principal, body: bytes) -> CreatedJob:
     """Check, price, debit and start a job; the seed's answer, plus the mode it runs in."""
     if principal.is_admin:
         raise Forbidden("an admin key cannot create batch jobs: use a tenant's key")
@@ -179,16 +193,16 @@ async def create(*, service: Batchmode, principal: Principal, body: bytes) -> di
             f"Job created and generated interactively at the interactive price: fewer than "
             f"{settings.batchmode_min_rows} requests or a deadline shorter than Batch Mode's turnaround."
         )
-    return {
-        "id": job_id,
-        "status": JobState.PENDING.status,
-        "type": f"batch-{request.type.value}",
-        "requestCount": len(rows),
-        "creditCost": credits_of(cost),
-        "message": message,
-        "mode": record["mode"],
-        "statusUrl": f"{settings.function_url('batch')}/status/{job_id}",
-    }
+    return CreatedJob(
+        id=job_id,
+        status=JobState.PENDING.status,
+        type=f"batch-{request.type.value}",
+        request_count=len(rows),
+        credit_cost=credits_of(cost),
+        message=message,
+        mode="batch" if batch_mode else "interactive",
+        status_url=f"{settings.function_url('batch')}/status/{job_id}",
+    )
 
 
 def _interactive_fits(request: CreateRequest, settings: Settings) -> bool:
@@ -357,27 +371,27 @@ def sign(*, secret: str, timestamp: int, body: bytes) -> str:
 # --- credits, history -------------------------------------------------------------------------------------
 
 
-async def credits_view(*, service: Batchmode, principal: Principal) -> dict[str, Any]:
+async def credits_view(*, service: Batchmode, principal: Principal) -> CreditsView:
     balance, _ = await service.credits.balance(tenant=principal.tenant)
     entries = await service.credits.entries(tenant=principal.tenant, limit=LEDGER_ENTRIES_SHOWN)
-    return {
-        "tenant": principal.tenant,
-        "balance": credits_of(balance),
-        "entries": [
-            {
-                "id": entry.entry_id,
-                "kind": entry.kind,
-                "amount": credits_of(entry.units),
-                "reason": entry.reason,
-                "jobId": entry.job_id,
-                "at": entry.at.isoformat(),
-            }
+    return CreditsView(
+        tenant=principal.tenant,
+        balance=credits_of(balance),
+        entries=[
+            LedgerLine(
+                id=entry.entry_id,
+                kind=entry.kind,
+                amount=credits_of(entry.units),
+                reason=entry.reason,
+                job_id=entry.job_id,
+                at=entry.at.isoformat(),
+            )
             for entry in entries
         ],
-    }
+    )
 
 
-async def grant(*, service: Batchmode, principal: Principal, body: bytes) -> dict[str, Any]:
+async def grant(*, service: Batchmode, principal: Principal, body: bytes) -> Granted:
     if not principal.is_admin:
         raise Forbidden("only an admin key can grant credits")
     try:
@@ -396,17 +410,14 @@ async def grant(*, service: Batchmode, principal: Principal, body: bytes) -> dic
     )
     await service.credits.post(entries=[entry])
     balance, _ = await service.credits.balance(tenant=request.tenant)
-    return {
-        "tenant": request.tenant,
-        "granted": request.amount,
-        "balance": credits_of(balance),
-        "entryId": entry.entry_id,
-    }
+    return Granted(
+        tenant=request.tenant, granted=request.amount, balance=credits_of(balance), entry_id=entry.entry_id
+    )
 
 
 async def history(
     *, service: Batchmode, principal: Principal, job_type: str | None, limit: int, cursor: str | None
-) -> tuple[list[dict[str, Any]], str | None]:
+) -> tuple[History, str | None]:
     """The seed's list, newest first, and the cursor of the next page (None at the end)."""
     if not 1 <= limit <= HISTORY_MAX_PAGE:
         raise InvalidRequest(
@@ -420,21 +431,21 @@ async def history(
         tenant=principal.tenant, job_type=job_type, limit=limit, after=cursor
     )
     listed = [
-        {
-            "id": record["job_id"],
-            "status": record["status"],
-            "type": f"batch-{record['type']}",
-            "createdAt": record["created_at"].isoformat(),
-            "requestCount": record["request_count"],
-            "successCount": record["success_count"],
-            "creditCost": credits_of(record["credit_cost_units"]),
-            "state": record["state"],
-            "creditsRefunded": credits_of(record["credits_refunded_units"]),
-            "mode": record["mode"],
-        }
+        HistoryEntry(
+            id=record["job_id"],
+            status=record["status"],
+            type=f"batch-{record['type']}",
+            created_at=record["created_at"].isoformat(),
+            request_count=record["request_count"],
+            success_count=record["success_count"],
+            credit_cost=credits_of(record["credit_cost_units"]),
+            state=record["state"],
+            credits_refunded=credits_of(record["credits_refunded_units"]),
+            mode=record["mode"],
+        )
         for record in records
     ]
-    return listed, (listed[-1]["id"] if len(listed) == limit else None)
+    return History(listed), (listed[-1].id if len(listed) == limit else None)
 
 
 async def delete_job(*, service: Batchmode, principal: Principal, job_id: str) -> None:

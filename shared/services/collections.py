@@ -8,12 +8,12 @@ import re
 from shared.errors import NotFound
 from shared.kinds.embeddings import COLLECTION_NAME
 from shared.models.auth import Principal
-from shared.models.common import ApiModel
+from shared.models.common import Answer
 from shared.services.batches import CallerInfo
 from shared.services.engine import Engine
 
 
-class CollectionView(ApiModel):
+class CollectionView(Answer):
     name: str
     document_count: int
     model: str

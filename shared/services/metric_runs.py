@@ -34,13 +34,33 @@ from shared.metrics.jobs import (
     period_for,
 )
 from shared.models.auth import Principal, Role
+from shared.models.dashboards import (
+    Backfill,
+    Firing,
+    JobsStatus,
+    JobView,
+    MetricOutcome,
+    MetricOutcomeStatus,
+    RunStatus,
+    RunView,
+    StartedRun,
+)
 from shared.ports import MetricQuery, MetricsStore, SchedulerJobs
 from shared.services import batches
 from shared.services.engine import Engine
 
 SYSTEM = Principal(tenant=METRICS_TENANT, role=Role.USER)
-STATUS_EN = {"en_curso": "running", "completado": "completed", "parcial": "partial", "fallido": "failed"}
-OUTCOME_EN = {"completada": "completed", "fallida": "failed", "sin_resultado": "missing"}
+STATUS_EN: dict[str, RunStatus] = {
+    "en_curso": "running",
+    "completado": "completed",
+    "parcial": "partial",
+    "fallido": "failed",
+}
+OUTCOME_EN: dict[str, MetricOutcomeStatus] = {
+    "completada": "completed",
+    "fallida": "failed",
+    "sin_resultado": "missing",
+}
 MAX_LIMIT = 500
 
 
@@ -85,7 +105,7 @@ def _request_body(*, run: dict[str, Any], period: Period, spec: JobSpec, dash: D
 
 async def start_run(
     *, dash: Dashboards, period: Period, origin: str, force: bool, fallar: list[str] | None = None
-) -> dict[str, Any]:
+) -> StartedRun:
     """Start the period's run, or join the one in progress; a completed run is re-run only when `force`."""
     spec = job_spec(period.job_id)
     now = dash.engine.clock()
@@ -121,7 +141,7 @@ async def start_run(
 
     run, written = await dash.store.begin_run(run_key(period.run_id), decide)
     if run["estado"] != "en_curso":
-        return {"action": "already_completed", "run": await run_view(dash=dash, run=run)}
+        return StartedRun(action="already_completed", run=await run_view(dash=dash, run=run))
     for batch_id in replaced:
         await _stop_batch(dash=dash, batch_id=batch_id)
     body = _request_body(run=run, period=period, spec=spec, dash=dash)
@@ -147,7 +167,7 @@ async def start_run(
             origen=origin,
             batch_id=accepted.batch_id,
         )
-    return {"action": "started" if written else "joined", "run": await run_view(dash=dash, run=run)}
+    return StartedRun(action="started" if written else "joined", run=await run_view(dash=dash, run=run))
 
 
 async def _stop_batch(*, dash: Dashboards, batch_id: str) -> None:
@@ -162,7 +182,7 @@ async def _stop_batch(*, dash: Dashboards, batch_id: str) -> None:
         return
 
 
-async def fire(*, dash: Dashboards, job_id: str, fired_at: dt.datetime) -> dict[str, Any]:
+async def fire(*, dash: Dashboards, job_id: str, fired_at: dt.datetime) -> Firing:
     """A Cloud Scheduler firing: the period its schedule time covers and, for the daily job, any of the
     `METRICS_CATCHUP_DAYS` days before it without a completed run. Safe to fire twice."""
     spec = job_spec(job_id)
@@ -178,10 +198,10 @@ async def fire(*, dash: Dashboards, job_id: str, fired_at: dt.datetime) -> dict[
                 or (existing["estado"] == "en_curso" and existing["deadline"] <= dash.engine.clock())
             ):
                 started.append(await start_run(dash=dash, period=earlier, origin="catchup", force=False))
-    return {"jobId": job_id, "runs": started}
+    return Firing(job_id=job_id, runs=started)
 
 
-async def trigger(*, dash: Dashboards, job_id: str) -> dict[str, Any]:
+async def trigger(*, dash: Dashboards, job_id: str) -> StartedRun:
     """Run a job now, by hand, for its default period (re-running it if it already completed)."""
     period = default_period(job_spec(job_id), dash.engine.clock(), dash.zone)
     return await start_run(dash=dash, period=period, origin="manual", force=True)
@@ -189,12 +209,12 @@ async def trigger(*, dash: Dashboards, job_id: str) -> dict[str, Any]:
 
 async def run_for_day(
     *, dash: Dashboards, job_id: str, last: dt.date, fallar: list[str] | None = None
-) -> dict[str, Any]:
+) -> StartedRun:
     period = period_for(job_spec(job_id), last, dash.zone)
     return await start_run(dash=dash, period=period, origin="manual", force=True, fallar=fallar)
 
 
-async def backfill(*, dash: Dashboards, job_id: str, desde: dt.date, hasta: dt.date) -> dict[str, Any]:
+async def backfill(*, dash: Dashboards, job_id: str, desde: dt.date, hasta: dt.date) -> Backfill:
     """Each period of `job_id` whose key day is in [desde, hasta] as its own run: every day for the daily
     job, every Sunday (the end of a scheduled week) for the weekly one."""
     spec = job_spec(job_id)
@@ -222,10 +242,10 @@ async def backfill(*, dash: Dashboards, job_id: str, desde: dt.date, hasta: dt.d
         await start_run(dash=dash, period=period_for(spec, day, dash.zone), origin="backfill", force=True)
         for day in days
     ]
-    return {"jobId": job_id, "periods": len(runs), "runs": runs}
+    return Backfill(job_id=job_id, periods=len(runs), runs=runs)
 
 
-async def run_view(*, dash: Dashboards, run: dict[str, Any]) -> dict[str, Any]:
+async def run_view(*, dash: Dashboards, run: dict[str, Any]) -> RunView:
     """A run as the API shows it; a run in progress shows the metrics finished so far."""
     estado = run["estado"]
     metrics = run.get("metricas")
@@ -242,34 +262,34 @@ async def run_view(*, dash: Dashboards, run: dict[str, Any]) -> dict[str, Any]:
             batch is not None and batch.finalized and batch.status.value != "completed"
         ):
             estado = "fallido"
-    return {
-        "runId": run["run_id"],
-        "jobId": run["job_id"],
-        "period": run["periodo"],
-        "periodStart": run["periodo_inicio"].isoformat(),
-        "periodEnd": run["periodo_fin"].isoformat(),
-        "attempt": run["intento"],
-        "origin": run["origen"],
-        "status": STATUS_EN.get(estado, estado),
-        "startedAt": run["iniciado_en"].isoformat(),
-        "finishedAt": run["finalizado_en"].isoformat() if run.get("finalizado_en") else None,
-        "durationS": run.get("duracion_s"),
-        "recordsRead": records,
-        "metrics": {
-            name: {
-                "status": OUTCOME_EN.get(v["estado"], v["estado"]),
-                "records": v["registros"],
-                "durationMs": v["duracion_ms"],
-                "error": v["error"],
-            }
+    return RunView(
+        run_id=run["run_id"],
+        job_id=run["job_id"],
+        period=run["periodo"],
+        period_start=run["periodo_inicio"].isoformat(),
+        period_end=run["periodo_fin"].isoformat(),
+        attempt=run["intento"],
+        origin=run["origen"],
+        status=STATUS_EN[estado],
+        started_at=run["iniciado_en"].isoformat(),
+        finished_at=run["finalizado_en"].isoformat() if run.get("finalizado_en") else None,
+        duration_s=run.get("duracion_s"),
+        records_read=records,
+        metrics={
+            name: MetricOutcome(
+                status=OUTCOME_EN[v["estado"]],
+                records=v["registros"],
+                duration_ms=v["duracion_ms"],
+                error=v["error"],
+            )
             for name, v in (metrics or {}).items()
         },
-        "deleted": run.get("borrados"),
-        "batchId": run.get("batch_id"),
-    }
+        deleted=run.get("borrados"),
+        batch_id=run.get("batch_id"),
+    )
 
 
-async def get_run(*, dash: Dashboards, run_id: str) -> dict[str, Any]:
+async def get_run(*, dash: Dashboards, run_id: str) -> RunView:
     parse_run_id(run_id, dash.zone)
     run = await dash.store.get_run(run_key(run_id))
     if run is None:
@@ -277,24 +297,24 @@ async def get_run(*, dash: Dashboards, run_id: str) -> dict[str, Any]:
     return await run_view(dash=dash, run=run)
 
 
-async def jobs_status(*, dash: Dashboards) -> dict[str, Any]:
-    async def one(spec: JobSpec) -> dict[str, Any]:
+async def jobs_status(*, dash: Dashboards) -> JobsStatus:
+    async def one(spec: JobSpec) -> JobView:
         job, last = await asyncio.gather(
             dash.scheduler.get_job(spec.job_id), dash.store.last_run(spec.job_id)
         )
-        return {
-            "id": spec.job_id,
-            "description": spec.description,
-            "schedule": spec.schedule,
-            "timeZone": dash.zone,
-            "metrics": list(spec.metricas),
-            "schedulerState": job.state if job else "NOT_FOUND",
-            "nextRun": job.next_run.isoformat() if job and job.next_run else None,
-            "lastAttempt": job.last_attempt.isoformat() if job and job.last_attempt else None,
-            "lastRun": await run_view(dash=dash, run=last) if last else None,
-        }
+        return JobView(
+            id=spec.job_id,
+            description=spec.description,
+            schedule=spec.schedule,
+            time_zone=dash.zone,
+            metrics=list(spec.metricas),
+            scheduler_state=job.state if job else "NOT_FOUND",
+            next_run=job.next_run.isoformat() if job and job.next_run else None,
+            last_attempt=job.last_attempt.isoformat() if job and job.last_attempt else None,
+            last_run=await run_view(dash=dash, run=last) if last else None,
+        )
 
-    return {"jobs": list(await asyncio.gather(*(one(spec) for spec in JOBS.values())))}
+    return JobsStatus(jobs=list(await asyncio.gather(*(one(spec) for spec in JOBS.values()))))
 
 
 async def health(*, dash: Dashboards) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from shared.models.auth import Principal
 from shared.models.batch import BatchDoc, BatchStatus
 from shared.models.reports import (
     ActiveJob,
+    CacheStats,
     JobProgress,
     PerformanceMetrics,
     QueuedResponse,
@@ -392,17 +393,17 @@ async def active_jobs(*, reports: Reports, principal: Principal) -> list[ActiveJ
     ]
 
 
-async def cache_stats(*, reports: Reports, principal: Principal) -> dict[str, Any]:
+async def cache_stats(*, reports: Reports, principal: Principal) -> CacheStats:
     entries, size = await reports.store.cache_sums(owner=principal.tenant)
     counters = await reports.store.get(collection=STATS, doc_id=principal.tenant) or {}
     hits, misses = int(counters.get("hits", 0)), int(counters.get("misses", 0))
-    return {
-        "entries": entries,
-        "hits": hits,
-        "misses": misses,
-        "hitRate": round(hits / (hits + misses), 4) if hits + misses else 0.0,
-        "bytes": size,
-    }
+    return CacheStats(
+        entries=entries,
+        hits=hits,
+        misses=misses,
+        hit_rate=round(hits / (hits + misses), 4) if hits + misses else 0.0,
+        size_bytes=size,
+    )
 
 
 async def cleanup(*, reports: Reports) -> dict[str, int]:

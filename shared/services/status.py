@@ -16,11 +16,13 @@ from shared.models.auth import Principal
 from shared.models.batch import (
     ActiveBatch,
     BatchDoc,
+    BatchStats,
     BatchStatus,
     BatchStatusResponse,
     ChunkProgress,
     JobList,
     JobListing,
+    KindStats,
     Pagination,
     ResultTotals,
     Summary,
@@ -282,17 +284,19 @@ async def active(*, engine: Engine, principal: Principal) -> list[ActiveBatch]:
     ]
 
 
-async def stats(*, engine: Engine, principal: Principal) -> dict[str, Any]:
+async def stats(*, engine: Engine, principal: Principal) -> BatchStats:
     """Batches by status, items, failures, tokens and throughput: in all and by kind."""
     owner = None if principal.is_admin else principal.tenant
     names = list(engine.kinds)
     sums = await asyncio.gather(*(_kind_sums(engine=engine, owner=owner, kind=name) for name in names))
     by_kind = {name: _stats_view(kind_sums) for name, kind_sums in zip(names, sums, strict=True)}
-    everything: dict[str, Any] = {}
+    everything: dict[str, float] = {}
     for kind_sums in sums:
         for key, value in kind_sums.items():
             everything[key] = everything.get(key, 0) + value
-    return {"scope": "all tenants" if owner is None else owner, **_stats_view(everything), "byKind": by_kind}
+    in_all = _stats_view(everything)
+    scope = "all tenants" if owner is None else owner
+    return BatchStats(scope=scope, by_kind=by_kind, **in_all.model_dump(by_alias=False))
 
 
 async def _kind_sums(*, engine: Engine, owner: str | None, kind: str) -> dict[str, float]:
@@ -301,14 +305,14 @@ async def _kind_sums(*, engine: Engine, owner: str | None, kind: str) -> dict[st
     return {f"status:{s.value}": float(n) for s, n in zip(BatchStatus, counts, strict=True)} | sums
 
 
-def _stats_view(sums: dict[str, float]) -> dict[str, Any]:
+def _stats_view(sums: dict[str, float]) -> KindStats:
     items, failed, time_ms = sums.get("items", 0.0), sums.get("failed", 0.0), sums.get("time_ms", 0.0)
-    return {
-        "batches": {s.value: int(sums.get(f"status:{s.value}", 0)) for s in BatchStatus},
-        "finishedBatches": int(sums.get("batches", 0)),
-        "items": int(items),
-        "failedItems": int(failed),
-        "failureRate": round(failed / items, 4) if items else 0.0,
-        "totalTokens": int(sums.get("tokens", 0)),
-        "throughputItemsPerSecond": round(items / (time_ms / 1000), 2) if time_ms else 0.0,
-    }
+    return KindStats(
+        batches={s: int(sums.get(f"status:{s.value}", 0)) for s in BatchStatus},
+        finished_batches=int(sums.get("batches", 0)),
+        items=int(items),
+        failed_items=int(failed),
+        failure_rate=round(failed / items, 4) if items else 0.0,
+        total_tokens=int(sums.get("tokens", 0)),
+        throughput_items_per_second=round(items / (time_ms / 1000), 2) if time_ms else 0.0,
+    )

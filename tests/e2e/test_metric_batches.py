@@ -237,11 +237,11 @@ def test_catch_up_runs_the_missing_days_once(reader: httpx.Client, day: dt.date)
     second = runtime.run(metric_runs.fire(dash=dash, job_id=DAILY, fired_at=fired_at))
 
     days = [(day - dt.timedelta(days=back)).isoformat() for back in range(4)]
-    assert sorted(r["run"]["period"] for r in first["runs"]) == sorted(days)
-    assert {r["action"] for r in first["runs"]} == {"started"}
-    assert {r["run"]["origin"] for r in first["runs"][1:]} == {"catchup"}
+    assert sorted(r.run.period for r in first.runs) == sorted(days)
+    assert {r.action for r in first.runs} == {"started"}
+    assert {r.run.origin for r in first.runs[1:]} == {"catchup"}
     # The second firing joins or leaves alone every run: no new attempt.
-    assert {r["action"] for r in second["runs"]} <= {"joined", "already_completed"}
+    assert {r.action for r in second.runs} <= {"joined", "already_completed"}
     for period in days:
         assert wait_run(reader, f"{DAILY}/{period}")["attempt"] == 1
 

@@ -82,7 +82,7 @@ def start_job(service: Batchmode, tenant: str, prompts: list[str], credits: int 
     created = runtime.run(
         batchmode.create(service=service, principal=Principal(tenant=tenant, role=Role.USER), body=body)
     )
-    return str(created["id"])
+    return created.id
 
 
 def deliver(engine: Engine, job_id: str, chunk: int, segment: int = 0) -> dict[str, Any]:
