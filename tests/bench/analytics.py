@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 
 from shared import runtime
-from shared.adapters.firestore_store import _EVENTS, USAGE_EVENTS, _dump_usage
+from shared.adapters.firestore_store import _EVENTS, add_usage
 from shared.app import platform
 from shared.models.auth import Role
 from shared.models.usage import UsageEvent, UsageRecord
@@ -100,7 +100,7 @@ def _load(records: list[UsageRecord]) -> float:
     def commit(part: list[UsageRecord]) -> None:
         batch = db.batch()
         for record in part:
-            batch.set(db.collection(USAGE_EVENTS).document(), _dump_usage(record))
+            add_usage(db=db, commit=batch, record=record)
         batch.commit()
 
     parts = [records[i : i + RECORDS_PER_COMMIT] for i in range(0, len(records), RECORDS_PER_COMMIT)]

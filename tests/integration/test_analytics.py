@@ -16,7 +16,8 @@ import pytest
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from shared import runtime
-from shared.adapters.firestore_store import USAGE_EVENTS, _dump_usage
+from shared.adapters.firestore_store import USAGE_EVENTS, add_usage
+from shared.adapters.usage_tail import USAGE_TAIL
 from shared.app import platform
 from shared.emulator_config import EmulatorConfig
 from shared.models.auth import Principal, Role
@@ -56,7 +57,8 @@ def make_event(*, tenant: str, model: str, at: dt.datetime, latency: int, n: int
 
 
 def write_records(db: Any, events: list[UsageEvent], *, per_record: int = 7) -> None:
-    """Usage records as the engine writes them (the adapter's own encoding), a few events each."""
+    """Usage records as the engine writes them (the adapter's own writes: the record and its tail entry), a
+    few events each."""
     batch = db.batch()
     for _, group in _records_of(events, per_record):
         at = max(e.at for e in group)
@@ -69,7 +71,7 @@ def write_records(db: Any, events: list[UsageEvent], *, per_record: int = 7) -> 
             at=at,
             expire_at=at + RETENTION,
         )
-        batch.set(db.collection(USAGE_EVENTS).document(), _dump_usage(record))
+        add_usage(db=db, commit=batch, record=record)
     batch.commit()
 
 
@@ -217,6 +219,10 @@ def test_a_tenants_reset_removes_its_records_and_its_share_of_the_all_tenant_rol
     gone = crafted(f"g-{unique}", model, base_time + dt.timedelta(minutes=5), 20, 80)
     kept = crafted(f"k-{unique}", model, base_time + dt.timedelta(minutes=5), 20, 50)
     write_records(firestore_db, gone + kept)
+    now = dt.datetime.now(dt.UTC)
+    recent_gone = crafted(f"g-{unique}", model, now - dt.timedelta(seconds=50), 1, 15)
+    recent_kept = crafted(f"k-{unique}", model, now - dt.timedelta(seconds=50), 1, 10)
+    write_records(firestore_db, recent_gone + recent_kept)
     end = base_time + dt.timedelta(hours=1)
     run(roll_range(usage=usage, start=base_time, end=end, retention=RETENTION))
     window = analytics.Window(start=base_time, end=end)
@@ -233,14 +239,25 @@ def test_a_tenants_reset_removes_its_records_and_its_share_of_the_all_tenant_rol
             engine=wired.engine, usage=usage, principal=ADMIN, tenant=f"g-{unique}", caller=caller
         )
     )
-    assert answer["removed"]["calls"] == 80
-    assert answer["removed"]["records"] == math.ceil(80 / 7)
+    assert answer["removed"]["calls"] == 80 + 15
+    assert answer["removed"]["records"] == math.ceil(80 / 7) + math.ceil(15 / 7)
     assert answer["removed"]["rollups"] > 0
 
     empty = run(analytics.metrics(usage=usage, principal=user(f"g-{unique}"), window=window))
     assert empty["metrics"]["requests"]["total"] == 0
     everyone = run(analytics.metrics(usage=usage, principal=ADMIN, window=window, model=model))
     assert_matches(everyone["metrics"], kept)
+    # The recent calls, read from the usage tail: the tenant's entries left it, the other tenant's stayed.
+    recent = analytics.Window(start=now - dt.timedelta(minutes=5), end=now + dt.timedelta(minutes=1))
+    gone_recent = run(analytics.metrics(usage=usage, principal=user(f"g-{unique}"), window=recent))
+    assert gone_recent["metrics"]["requests"]["total"] == 0
+    kept_recent = run(analytics.metrics(usage=usage, principal=user(f"k-{unique}"), window=recent))
+    assert_matches(kept_recent["metrics"], recent_kept)
+    assert not list(
+        firestore_db.collection(USAGE_TAIL)
+        .where(filter=FieldFilter("tenants", "array_contains", f"g-{unique}"))
+        .stream()
+    )
     hour = run(usage.rollups(scope=ALL_TENANTS, grain="hour", start=base_time, end=end))
     assert hour[0].stats.select(model=model).total().calls == 50
     audit = list(
@@ -285,7 +302,12 @@ def test_records_and_rollups_past_retention_are_deleted(
         .where(filter=FieldFilter("scope", "==", f"x-{unique}"))
         .stream()
     )
-    assert left == [] and rollups == []
+    tail = list(
+        firestore_db.collection(USAGE_TAIL)
+        .where(filter=FieldFilter("tenants", "array_contains", f"x-{unique}"))
+        .stream()
+    )
+    assert left == [] and rollups == [] and tail == []
     assert (
         run(analytics.metrics(usage=usage, principal=user(f"x-{unique}"), window=window))["metrics"][
             "requests"
