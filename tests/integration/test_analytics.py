@@ -210,6 +210,31 @@ def test_recent_calls_are_read_raw_after_the_watermark(
     assert_matches(view["metrics"], events)
 
 
+def test_the_usage_tail_holds_exactly_the_records_summaries_by_minute(
+    local_cloud: EmulatorConfig, firestore_db: Any, unique: str, base_time: dt.datetime
+) -> None:
+    usage = platform().usage
+    mine = crafted(f"t-{unique}", "m", base_time + dt.timedelta(minutes=3), 40, 300)
+    theirs = crafted(f"u-{unique}", "m", base_time + dt.timedelta(minutes=3), 40, 100)
+    write_records(firestore_db, mine + theirs)
+    spans = [
+        (base_time + dt.timedelta(minutes=4, seconds=20), base_time + dt.timedelta(minutes=9)),
+        (base_time + dt.timedelta(minutes=30), base_time + dt.timedelta(minutes=31, seconds=30)),
+    ]
+
+    by_id = run(usage.tail_summaries(tenant=f"t-{unique}", spans=spans))
+    by_query = [s for a, b in spans for s in run(usage.usage_summaries(tenant=f"t-{unique}", start=a, end=b))]
+
+    def key(summary: Any) -> tuple[dt.datetime, int]:
+        return summary.at, summary.stats.total().calls
+
+    assert by_id and sorted(map(key, by_id)) == sorted(map(key, by_query))
+    assert {s.tenant for s in by_id} == {f"t-{unique}"}
+    times = _record_times(mine)
+    expected = [e for e in mine if any(a <= times[e.event_id] < b for a, b in spans)]
+    assert sum(s.stats.total().calls for s in by_id) == len(expected)
+
+
 def test_a_tenants_reset_removes_its_records_and_its_share_of_the_all_tenant_rollups(
     local_cloud: EmulatorConfig, firestore_db: Any, unique: str, base_time: dt.datetime
 ) -> None:
