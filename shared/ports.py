@@ -407,10 +407,17 @@ class UsageStore(Protocol):
     """Usage records (written by the engine with its results) and the analytics' rollups of them."""
 
     async def usage_summaries(
+        self, *, tenant: str | None, start: dt.datetime, end: dt.datetime
+    ) -> list[UsageSummary]:
+        """The records with `at` in [start, end), of one tenant or all (None), without their events, in one
+        query."""
+        ...
+
+    async def tail_summaries(
         self, *, tenant: str | None, spans: list[tuple[dt.datetime, dt.datetime]]
     ) -> list[UsageSummary]:
-        """The records with `at` in any of the [start, end) spans, of one tenant or all (None), without their
-        events, in one query."""
+        """The same for a few minutes' worth of [start, end) spans, looked up by minute (no query): its cost
+        follows the minutes, so it is for recent spans and a window's partial minutes."""
         ...
 
     def usage_records(

@@ -5,6 +5,7 @@ Layout (no document is written by more than one worker at a time, and none more 
   batches/{batchId}/chunks/{n}       the chunk's requests and its lease; written by its current worker
   batches/{batchId}/pages/{auto}     the results of one commit of a chunk's lease holder, as JSON lines
   usage_events/{auto}                the usage events of one results commit, TTL field expire_at
+  usage_tail/{minute}-{shard}        the same commit's summary filed under its minute (see usage_tail)
   api_keys/{sha256(key)}, rate_limits/{tenant-window-shard}, audit_log/{auto}
 """
 
@@ -21,6 +22,7 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 from pydantic import TypeAdapter
 
+from shared.adapters.usage_tail import tail_write
 from shared.errors import StoreUnavailable
 from shared.models.auth import ApiKeyRecord, AuditRecord
 from shared.models.batch import (
@@ -117,6 +119,15 @@ def _dump_usage(record: UsageRecord) -> dict[str, Any]:
     # without decoding the events: no extra write, about 1 KB more per (model, endpoint) pair.
     data["summary"] = summarize(record.events).dump()
     return data
+
+
+def add_usage(*, db: firestore.AsyncClient | firestore.Client, commit: Any, record: UsageRecord) -> None:
+    """Add a usage record to a commit, with its summary's entry in the usage tail (same commit)."""
+    ref = db.collection(USAGE_EVENTS).document()
+    data = _dump_usage(record)
+    commit.create(ref, data)
+    tail_ref, tail_data = tail_write(db=db, record_id=ref.id, record=record, summary=data["summary"])
+    commit.set(tail_ref, tail_data, merge=True)
 
 
 Write = tuple[Any, dict[str, Any], str, Any]  # (document, data, "set" | "create" | "update", version)
@@ -437,7 +448,7 @@ class FirestoreStore:
         if page is not None:
             commit.create(self._pages(batch_id).document(), _dump_page(page))
         if usage is not None:
-            commit.create(self._db.collection(USAGE_EVENTS).document(), _dump_usage(usage))
+            add_usage(db=self._db, commit=commit, record=usage)
         chunk_ref = self._chunk_ref(batch_id, chunk)
         commit.update(chunk_ref, changes, option=self._db.write_option(last_update_time=version))
         try:

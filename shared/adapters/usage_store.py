@@ -2,6 +2,7 @@
 
 Layout:
   usage_events/{auto}                          a results commit's calls (see firestore_store._dump_usage)
+  usage_tail/{yyyymmddHHMM}-{shard}            the same commits' summaries by minute (see usage_tail)
   usage_rollups/{grain}-{yyyymmddHHMM}-{scope} one scope's statistics over a minute, hour or day (set by the
                                                one scheduled roller, so no document is hot)
   analytics_state/rollup                       the roller's watermark
@@ -15,10 +16,12 @@ from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
-from google.cloud.firestore_v1.base_query import And, FieldFilter, Or
+from google.cloud.firestore_v1.base_query import FieldFilter
+from google.cloud.firestore_v1.field_path import FieldPath
 from pydantic import TypeAdapter
 
 from shared.adapters.firestore_store import MAX_WRITES_PER_COMMIT, TRANSIENT, USAGE_EVENTS
+from shared.adapters.usage_tail import USAGE_TAIL, tail_refs
 from shared.errors import StoreUnavailable
 from shared.models.usage import UsageEvent, UsageRecord
 from shared.models.usage_stats import UsageStats
@@ -66,25 +69,9 @@ class FirestoreUsageStore:
         return query.where(filter=FieldFilter("at", ">=", start)).where(filter=FieldFilter("at", "<", end))
 
     async def usage_summaries(
-        self, *, tenant: str | None, spans: list[tuple[dt.datetime, dt.datetime]]
+        self, *, tenant: str | None, start: dt.datetime, end: dt.datetime
     ) -> list[UsageSummary]:
-        if len(spans) == 1:
-            query = self._records(tenant=tenant, start=spans[0][0], end=spans[0][1])
-        else:
-            # One query for a window's two raw edges: the emulator runs every query as a scan of the
-            # collection; Firestore serves each span of the disjunction from the (tenant, at) index.
-            query = self._db.collection(USAGE_EVENTS)
-            if tenant is not None:
-                query = query.where(filter=FieldFilter("tenant", "==", tenant))
-            query = query.where(
-                filter=Or(
-                    [
-                        And([FieldFilter("at", ">=", start), FieldFilter("at", "<", end)])
-                        for start, end in spans
-                    ]
-                )
-            )
-        query = query.select(["tenant", "at", "summary"])
+        query = self._records(tenant=tenant, start=start, end=end).select(["tenant", "at", "summary"])
         try:
             return [
                 UsageSummary(tenant=d["tenant"], at=d["at"], stats=UsageStats.load(d.get("summary")))
@@ -93,6 +80,24 @@ class FirestoreUsageStore:
             ]
         except TRANSIENT as exc:
             raise StoreUnavailable(f"cannot read usage records: {exc.message}") from exc
+
+    async def tail_summaries(
+        self, *, tenant: str | None, spans: list[tuple[dt.datetime, dt.datetime]]
+    ) -> list[UsageSummary]:
+        # Lookups by id of the spans' minutes' tail documents: no query (see usage_tail).
+        refs = tail_refs(db=self._db, spans=spans)
+        summaries = []
+        try:
+            async for snapshot in self._db.get_all(refs, field_paths=["records"]):
+                entries = snapshot.get("records") if snapshot.exists else None
+                for entry in (entries or {}).values():
+                    at = entry["at"]
+                    if (tenant is None or entry["tenant"] == tenant) and any(a <= at < b for a, b in spans):
+                        stats = UsageStats.load(entry["summary"])
+                        summaries.append(UsageSummary(tenant=entry["tenant"], at=at, stats=stats))
+        except TRANSIENT as exc:
+            raise StoreUnavailable(f"cannot read the usage tail: {exc.message}") from exc
+        return summaries
 
     async def usage_records(
         self, *, tenant: str | None, start: dt.datetime, end: dt.datetime
@@ -178,6 +183,7 @@ class FirestoreUsageStore:
         query: Any = self._db.collection(USAGE_EVENTS)
         if tenant is not None:
             query = query.where(filter=FieldFilter("tenant", "==", tenant))
+        await self._delete_tail(tenant=tenant)
         records = calls = 0
         while True:
             snapshots = [s async for s in query.select(["calls"]).limit(MAX_WRITES_PER_COMMIT).stream()]
@@ -192,6 +198,33 @@ class FirestoreUsageStore:
                 raise StoreUnavailable(f"cannot delete usage records: {exc.message}") from exc
             records += len(snapshots)
             calls += sum(int(s.get("calls") or 0) for s in snapshots)
+
+    async def _delete_tail(self, *, tenant: str | None) -> None:
+        """Take a tenant's entries out of the usage tail (or delete it all)."""
+        collection = self._db.collection(USAGE_TAIL)
+        if tenant is None:
+            await self._delete_all(collection.select([]))
+            return
+        query = collection.where(filter=FieldFilter("tenants", "array_contains", tenant)).limit(100)
+        while True:
+            documents = [s async for s in query.stream()]
+            if not documents:
+                return
+            commit = self._db.batch()
+            for document in documents:
+                entries = document.get("records") or {}
+                mine = [key for key, entry in entries.items() if entry["tenant"] == tenant]
+                changes: dict[str, Any] = {"tenants": firestore.ArrayRemove([tenant])}
+                changes |= {FieldPath("records", key).to_api_repr(): firestore.DELETE_FIELD for key in mine}
+                # Only as read: an entry the engine adds meanwhile is not left behind unlisted.
+                option = self._db.write_option(last_update_time=document.update_time)
+                commit.update(document.reference, changes, option=option)
+            try:
+                await commit.commit()
+            except (gexc.FailedPrecondition, gexc.Aborted):
+                continue  # an engine commit wrote one of them: read again
+            except TRANSIENT as exc:
+                raise StoreUnavailable(f"cannot delete the usage tail: {exc.message}") from exc
 
     async def delete_rollups(self, *, tenant: str | None) -> int:
         collection = self._db.collection(USAGE_ROLLUPS)
@@ -227,7 +260,7 @@ class FirestoreUsageStore:
 
     async def delete_expired(self, *, now: dt.datetime, limit: int) -> int:
         deleted = 0
-        for name in (USAGE_EVENTS, USAGE_ROLLUPS):
+        for name in (USAGE_EVENTS, USAGE_TAIL, USAGE_ROLLUPS):
             query = self._db.collection(name).where(filter=FieldFilter("expire_at", "<", now)).select([])
             deleted += await self._delete_all(query, limit=limit)
         return deleted

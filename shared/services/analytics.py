@@ -1,8 +1,9 @@
 """Usage analytics: metrics over a window, realtime figures, export and reset.
 
-A window is answered from rollups (whole days, hours and minutes before the roller's watermark) and raw usage
-records only where no rollup exists yet (after the watermark, and a window's partial first or last minute):
-a 30-day window merges a few dozen documents' statistics, never a month of events.
+A window is answered from rollups (whole days, hours and minutes before the roller's watermark) and the usage
+records' summaries only where no rollup exists yet (after the watermark, and a window's partial first
+minute), looked up by minute in the usage tail: a 30-day window merges a few dozen documents' statistics and
+reads no query, never a month of events.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ DEFAULT_WINDOW = dt.timedelta(hours=24)
 MAX_WINDOW = dt.timedelta(days=400)
 REALTIME_WINDOWS = {"lastMinute": dt.timedelta(seconds=60), "last5Minutes": dt.timedelta(minutes=5)}
 IN_FLIGHT_LIMIT = 50
+# Raw spans up to this long are read by minute from the usage tail (32 lookups by id a minute); longer ones
+# with a query, whose cost does not grow with the span.
+TAIL_MAX_SPAN = dt.timedelta(minutes=30)
 
 
 @dataclass(frozen=True)
@@ -109,7 +113,17 @@ async def window_stats(
 async def _raw(
     *, usage: UsageStore, tenant: str | None, spans: list[tuple[dt.datetime, dt.datetime]]
 ) -> list[tuple[dt.datetime, UsageStats]]:
-    return [(s.at, s.stats) for s in await usage.usage_summaries(tenant=tenant, spans=spans)]
+    # Short spans (the tail after the watermark, a partial minute) by minute from the usage tail; a long one
+    # (the roller has fallen behind, or never ran) with a query on the records.
+    short = [(start, end) for start, end in spans if end - start <= TAIL_MAX_SPAN]
+    reads = [usage.tail_summaries(tenant=tenant, spans=short)] if short else []
+    reads += [
+        usage.usage_summaries(tenant=tenant, start=start, end=end)
+        for start, end in spans
+        if end - start > TAIL_MAX_SPAN
+    ]
+    found = await asyncio.gather(*reads)
+    return [(s.at, s.stats) for summaries in found for s in summaries]
 
 
 async def _rolled(
@@ -197,7 +211,7 @@ async def realtime(
     scope = scope_of(principal, None)
     longest = max(REALTIME_WINDOWS.values())
     # Records are stamped with their last call, before they are committed: a little ahead of `now` is fine.
-    recent = await usage.usage_summaries(tenant=scope, spans=[(now - longest, now + MINUTE)])
+    recent = await usage.tail_summaries(tenant=scope, spans=[(now - longest, now + MINUTE)])
     windows = {}
     for name, length in REALTIME_WINDOWS.items():
         cell = UsageStats.merged(s.stats for s in recent if s.at > now - length).total()

@@ -63,7 +63,7 @@ async def roll_range(
     """Write the rollups of the minutes in [start, end) (minute-aligned), and of the hours and days that end
     in (start, end]: the minutes before `start` are read from their rollups. Returns the rollups written."""
     minutes: dict[tuple[str, dt.datetime], UsageStats] = defaultdict(UsageStats)
-    for summary in await usage.usage_summaries(tenant=None, spans=[(start, end)]):
+    for summary in await usage.usage_summaries(tenant=None, start=start, end=end):
         minute = floor(summary.at, MINUTE)
         minutes[(summary.tenant, minute)].merge(summary.stats)
         minutes[(ALL_TENANTS, minute)].merge(summary.stats)

@@ -1,17 +1,17 @@
 """Benchmark section `analytics` (`make bench BENCH_ARGS="--only analytics"`).
 
 Loads N usage events (1,000,000 by default) spread over D days (30) into the local cloud as the engine
-stores them (usage records of 100 calls, encoded by the adapter's own `_dump_usage`, written in bulk), rolls
-them with the roller's own code (`roll`, as the scheduled function runs it, from the start of the data to
-now), then measures in the same run:
+stores them (usage records of 100 calls with their usage-tail entries, by the adapter's own `add_usage`,
+written in bulk), rolls them with the roller's own code (`roll`, as the scheduled function runs it, from the
+start of the data to now), then measures in the same run:
   metrics_api   GET /analytics/metrics for the whole D days, through the gateway (one tenant, and an admin
                 over all tenants; a window ending now, and one ending at the watermark): p50 / p99 over Q
                 requests
   naive_scan    the same figures computed by reading every usage record of the window with its events
                 (what a read without rollups costs): per scan, and whether both agree (sums exactly,
                 percentiles within 1 %)
-  write_overhead what the per-record summary adds when the engine records a 1,000-request batch: CPU time and
-                bytes (no extra document: it rides in the usage record)
+  write_overhead what the analytics add when the engine records a 1,000-request batch: CPU time and bytes of
+                the per-record summary, and the time of its 20 results commits with and without the tail entry
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 
 from shared import runtime
-from shared.adapters.firestore_store import _EVENTS, USAGE_EVENTS, _dump_usage
+from shared.adapters.firestore_store import _EVENTS, USAGE_EVENTS, _dump_usage, add_usage
 from shared.app import platform
 from shared.models.auth import Role
 from shared.models.usage import UsageEvent, UsageRecord
@@ -100,7 +100,7 @@ def _load(records: list[UsageRecord]) -> float:
     def commit(part: list[UsageRecord]) -> None:
         batch = db.batch()
         for record in part:
-            batch.set(db.collection(USAGE_EVENTS).document(), _dump_usage(record))
+            add_usage(db=db, commit=batch, record=record)
         batch.commit()
 
     parts = [records[i : i + RECORDS_PER_COMMIT] for i in range(0, len(records), RECORDS_PER_COMMIT)]
@@ -166,19 +166,47 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
 
 
 def _write_overhead() -> dict[str, float]:
-    """What the per-record summary costs the engine for a 1,000-request batch (committed as about 20 records
-    of 50 calls, one a second per lane): CPU and bytes, against encoding the events themselves."""
+    """What the usage analytics cost the engine for a 1,000-request batch (committed as 20 records of 50
+    calls, one a second per lane): CPU and bytes of the per-record summary against encoding the events, and
+    the tail entry each results commit adds (one more document in the same commit, no extra round trip): the
+    time of those 20 commits against the emulator with and without it, alternated within this run."""
+    from google.cloud import firestore
+
     now = dt.datetime.now(dt.UTC)
-    records = [r.events for r in _records(run_id="overhead", events=1000, days=1, now=now)]
-    records = [events[i : i + 50] for events in records for i in range(0, len(events), 50)]
-    summary_s = min(_timed(lambda: [summarize(events).dump() for events in records]) for _ in range(5))
-    events_s = min(_timed(lambda: [_EVENTS.dump_json(events) for events in records]) for _ in range(5))
+    records = _records(run_id="overhead", events=1000, days=1, now=now)
+    split = [
+        record.model_copy(update={"events": record.events[i : i + 50], "calls": 50})
+        for record in records
+        for i in range(0, len(record.events), 50)
+    ]
+    groups = [record.events for record in split]
+    summary_s = min(_timed(lambda: [summarize(events).dump() for events in groups]) for _ in range(5))
+    events_s = min(_timed(lambda: [_EVENTS.dump_json(events) for events in groups]) for _ in range(5))
+    db = firestore.Client(project=platform().settings.project_id)
+
+    def commits(*, with_tail: bool) -> None:
+        for record in split:
+            commit = db.batch()
+            if with_tail:
+                add_usage(db=db, commit=commit, record=record)
+            else:
+                commit.create(db.collection(USAGE_EVENTS).document(), _dump_usage(record))
+            commit.commit()
+
+    rounds = [
+        (_timed(lambda: commits(with_tail=False)), _timed(lambda: commits(with_tail=True))) for _ in range(5)
+    ]
+    record_only_s, with_tail_s = min(r[0] for r in rounds), min(r[1] for r in rounds)
     return {
         "summary_cpu_ms_per_1000_calls": round(summary_s * 1000, 2),
         "events_blob_cpu_ms_per_1000_calls": round(events_s * 1000, 2),
-        "summary_bytes_per_record": round(statistics.mean(len(summarize(e).dump()) for e in records)),
-        "events_bytes_per_record": round(statistics.mean(len(_EVENTS.dump_json(e)) for e in records)),
-        "extra_documents": 0,
+        "summary_bytes_per_record": round(statistics.mean(len(summarize(e).dump()) for e in groups)),
+        "events_bytes_per_record": round(statistics.mean(len(_EVENTS.dump_json(e)) for e in groups)),
+        "commits_per_1000_calls": len(split),
+        "extra_documents_per_commit": 1,
+        "extra_round_trips": 0,
+        "commits_ms_record_only": round(record_only_s * 1000, 1),
+        "commits_ms_with_tail": round(with_tail_s * 1000, 1),
     }
 
 

@@ -16,7 +16,8 @@ import pytest
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from shared import runtime
-from shared.adapters.firestore_store import USAGE_EVENTS, _dump_usage
+from shared.adapters.firestore_store import USAGE_EVENTS, add_usage
+from shared.adapters.usage_tail import USAGE_TAIL
 from shared.app import platform
 from shared.emulator_config import EmulatorConfig
 from shared.models.auth import Principal, Role
@@ -56,7 +57,8 @@ def make_event(*, tenant: str, model: str, at: dt.datetime, latency: int, n: int
 
 
 def write_records(db: Any, events: list[UsageEvent], *, per_record: int = 7) -> None:
-    """Usage records as the engine writes them (the adapter's own encoding), a few events each."""
+    """Usage records as the engine writes them (the adapter's own writes: the record and its tail entry), a
+    few events each."""
     batch = db.batch()
     for _, group in _records_of(events, per_record):
         at = max(e.at for e in group)
@@ -69,7 +71,7 @@ def write_records(db: Any, events: list[UsageEvent], *, per_record: int = 7) -> 
             at=at,
             expire_at=at + RETENTION,
         )
-        batch.set(db.collection(USAGE_EVENTS).document(), _dump_usage(record))
+        add_usage(db=db, commit=batch, record=record)
     batch.commit()
 
 
@@ -208,6 +210,31 @@ def test_recent_calls_are_read_raw_after_the_watermark(
     assert_matches(view["metrics"], events)
 
 
+def test_the_usage_tail_holds_exactly_the_records_summaries_by_minute(
+    local_cloud: EmulatorConfig, firestore_db: Any, unique: str, base_time: dt.datetime
+) -> None:
+    usage = platform().usage
+    mine = crafted(f"t-{unique}", "m", base_time + dt.timedelta(minutes=3), 40, 300)
+    theirs = crafted(f"u-{unique}", "m", base_time + dt.timedelta(minutes=3), 40, 100)
+    write_records(firestore_db, mine + theirs)
+    spans = [
+        (base_time + dt.timedelta(minutes=4, seconds=20), base_time + dt.timedelta(minutes=9)),
+        (base_time + dt.timedelta(minutes=30), base_time + dt.timedelta(minutes=31, seconds=30)),
+    ]
+
+    by_id = run(usage.tail_summaries(tenant=f"t-{unique}", spans=spans))
+    by_query = [s for a, b in spans for s in run(usage.usage_summaries(tenant=f"t-{unique}", start=a, end=b))]
+
+    def key(summary: Any) -> tuple[dt.datetime, int]:
+        return summary.at, summary.stats.total().calls
+
+    assert by_id and sorted(map(key, by_id)) == sorted(map(key, by_query))
+    assert {s.tenant for s in by_id} == {f"t-{unique}"}
+    times = _record_times(mine)
+    expected = [e for e in mine if any(a <= times[e.event_id] < b for a, b in spans)]
+    assert sum(s.stats.total().calls for s in by_id) == len(expected)
+
+
 def test_a_tenants_reset_removes_its_records_and_its_share_of_the_all_tenant_rollups(
     local_cloud: EmulatorConfig, firestore_db: Any, unique: str, base_time: dt.datetime
 ) -> None:
@@ -217,6 +244,10 @@ def test_a_tenants_reset_removes_its_records_and_its_share_of_the_all_tenant_rol
     gone = crafted(f"g-{unique}", model, base_time + dt.timedelta(minutes=5), 20, 80)
     kept = crafted(f"k-{unique}", model, base_time + dt.timedelta(minutes=5), 20, 50)
     write_records(firestore_db, gone + kept)
+    now = dt.datetime.now(dt.UTC)
+    recent_gone = crafted(f"g-{unique}", model, now - dt.timedelta(seconds=50), 1, 15)
+    recent_kept = crafted(f"k-{unique}", model, now - dt.timedelta(seconds=50), 1, 10)
+    write_records(firestore_db, recent_gone + recent_kept)
     end = base_time + dt.timedelta(hours=1)
     run(roll_range(usage=usage, start=base_time, end=end, retention=RETENTION))
     window = analytics.Window(start=base_time, end=end)
@@ -233,14 +264,25 @@ def test_a_tenants_reset_removes_its_records_and_its_share_of_the_all_tenant_rol
             engine=wired.engine, usage=usage, principal=ADMIN, tenant=f"g-{unique}", caller=caller
         )
     )
-    assert answer["removed"]["calls"] == 80
-    assert answer["removed"]["records"] == math.ceil(80 / 7)
+    assert answer["removed"]["calls"] == 80 + 15
+    assert answer["removed"]["records"] == math.ceil(80 / 7) + math.ceil(15 / 7)
     assert answer["removed"]["rollups"] > 0
 
     empty = run(analytics.metrics(usage=usage, principal=user(f"g-{unique}"), window=window))
     assert empty["metrics"]["requests"]["total"] == 0
     everyone = run(analytics.metrics(usage=usage, principal=ADMIN, window=window, model=model))
     assert_matches(everyone["metrics"], kept)
+    # The recent calls, read from the usage tail: the tenant's entries left it, the other tenant's stayed.
+    recent = analytics.Window(start=now - dt.timedelta(minutes=5), end=now + dt.timedelta(minutes=1))
+    gone_recent = run(analytics.metrics(usage=usage, principal=user(f"g-{unique}"), window=recent))
+    assert gone_recent["metrics"]["requests"]["total"] == 0
+    kept_recent = run(analytics.metrics(usage=usage, principal=user(f"k-{unique}"), window=recent))
+    assert_matches(kept_recent["metrics"], recent_kept)
+    assert not list(
+        firestore_db.collection(USAGE_TAIL)
+        .where(filter=FieldFilter("tenants", "array_contains", f"g-{unique}"))
+        .stream()
+    )
     hour = run(usage.rollups(scope=ALL_TENANTS, grain="hour", start=base_time, end=end))
     assert hour[0].stats.select(model=model).total().calls == 50
     audit = list(
@@ -285,7 +327,12 @@ def test_records_and_rollups_past_retention_are_deleted(
         .where(filter=FieldFilter("scope", "==", f"x-{unique}"))
         .stream()
     )
-    assert left == [] and rollups == []
+    tail = list(
+        firestore_db.collection(USAGE_TAIL)
+        .where(filter=FieldFilter("tenants", "array_contains", f"x-{unique}"))
+        .stream()
+    )
+    assert left == [] and rollups == [] and tail == []
     assert (
         run(analytics.metrics(usage=usage, principal=user(f"x-{unique}"), window=window))["metrics"][
             "requests"
