@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import xlsxwriter
+import rvgsrust_xlsxwriter
 
 # Excel's limit is 1,048,576 rows a sheet (one is the header): longer sheets continue on "Facturas 2", ...
 XLSX_MAX_DATA_ROWS = 1_048_575
@@ -184,7 +184,9 @@ SUMMARY_COLUMNS = ["nit", "cliente", "ciudad", "mes", "facturas", "subtotal", "i
 
 class _FacturacionWriter(ReportWriter):
     """facturas.csv straight into the zip while the records come in; facturas.xlsx in constant-memory mode
-    (each row goes to a temporary file as written) and copied into the zip at the end."""
+    (each row goes to a temporary file as written) and copied into the zip at the end. The sheets are written
+    by rust_xlsxwriter (through rvgsrust-xlsxwriter): formatting each cell in Python was two thirds of a
+    report's CPU."""
 
     def __init__(self, *, archive: zipfile.ZipFile, work_dir: str | None) -> None:
         self._archive = archive
@@ -194,10 +196,10 @@ class _FacturacionWriter(ReportWriter):
         self._csv.writerow(INVOICE_COLUMNS)
         handle, self._xlsx_path = tempfile.mkstemp(suffix=".xlsx", dir=work_dir)
         os.close(handle)
-        self._book = xlsxwriter.Workbook(
-            self._xlsx_path, {"constant_memory": True, "tmpdir": work_dir, "use_zip64": True}
-        )
-        self._money = self._book.add_format({"num_format": "#,##0.00"})
+        self._book = rvgsrust_xlsxwriter.Workbook(self._xlsx_path)
+        if work_dir is not None:
+            self._book.set_tempdir(work_dir)
+        self._book.use_zip_large_file(True)
         self._sheets = 0
         self._sheet = self._new_sheet()
         self._row = 1
@@ -206,9 +208,10 @@ class _FacturacionWriter(ReportWriter):
         self._first: str | None = None
         self._last: str | None = None
 
-    def _new_sheet(self) -> Any:
+    def _new_sheet(self) -> rvgsrust_xlsxwriter.Worksheet:
         self._sheets += 1
-        sheet = self._book.add_worksheet("Facturas" if self._sheets == 1 else f"Facturas {self._sheets}")
+        name = "Facturas" if self._sheets == 1 else f"Facturas {self._sheets}"
+        sheet = self._book.add_worksheet(name, constant_memory=True)
         sheet.write_row(0, 0, INVOICE_COLUMNS)
         return sheet
 
@@ -256,7 +259,7 @@ class _FacturacionWriter(ReportWriter):
         self._csv_text.flush()
         self._csv_text.detach()
         self._csv_entry.close()
-        summary_sheet = self._book.add_worksheet("Resumen")
+        summary_sheet = self._book.add_worksheet("Resumen", constant_memory=True)
         summary_sheet.write_row(0, 0, SUMMARY_COLUMNS)
         for row, (key, group) in enumerate(sorted(self._by_client.items()), start=1):
             total = _money(group.subtotal + group.iva)
