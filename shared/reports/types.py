@@ -16,8 +16,7 @@ import tempfile
 import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import rvgsrust_xlsxwriter
 
@@ -59,8 +58,9 @@ class ReportType(ABC):
 # --- invoices -----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Invoice:
+class Invoice(NamedTuple):
+    """One checked invoice (a tuple: built once per record, so it is built cheaply)."""
+
     numero: str
     fecha: str  # ISO date
     nit: str
@@ -78,9 +78,13 @@ class Invoice:
 
 def _text(record: Mapping[str, Any], key: str, where: str = "") -> str:
     value = record.get(key)
-    if isinstance(value, bool) or not isinstance(value, str | int) or str(value).strip() == "":
-        raise InvalidRecord(f"{where}{key}: falta o no es texto")
-    return str(value).strip()
+    if type(value) is str:  # exact types: a JSON parser gives no subclasses, and bool is not taken for int
+        text = value.strip()
+        if text:
+            return text
+    elif type(value) is int:
+        return str(value)
+    raise InvalidRecord(f"{where}{key}: falta o no es texto")
 
 
 def _number(record: Mapping[str, Any], key: str, where: str) -> float:
@@ -90,9 +94,30 @@ def _number(record: Mapping[str, Any], key: str, where: str) -> float:
     return float(value)
 
 
+def _check_item(item: Any, number: int) -> None:
+    """Raise InvalidRecord for the first problem of an item (the slow path, taken only by a bad item)."""
+    where = f"items[{number}]."
+    if not isinstance(item, dict):
+        raise InvalidRecord(f"items[{number}]: no es un objeto")
+    _text(item, "sku", where)
+    cantidad = _number(item, "cantidad", where)
+    precio = _number(item, "precio_unitario", where)
+    rate = _number(item, "iva", where)
+    if cantidad <= 0:
+        raise InvalidRecord(f"{where}cantidad: debe ser mayor que 0")
+    if precio < 0:
+        raise InvalidRecord(f"{where}precio_unitario: no puede ser negativo")
+    if rate < 0 or rate > 100:
+        raise InvalidRecord(f"{where}iva: debe estar entre 0 y 100 (o 0 y 1)")
+
+
+_NUMBER_TYPES = (int, float)
+
+
 def parse_invoice(record: Any) -> Invoice:
     """An invoice record, checked, with its subtotal and IVA computed (IVA as a rate, 0.19, or a percent,
-    19)."""
+    19). Once a record per input record: each item is checked by one expression of exact type tests, and
+    only an item that fails it is checked again, slowly, to say why."""
     if not isinstance(record, dict):
         raise InvalidRecord("el registro no es un objeto")
     numero = _text(record, "numero")
@@ -112,33 +137,38 @@ def parse_invoice(record: Any) -> Invoice:
         raise InvalidRecord("items: falta o está vacío")
     subtotal = iva = unidades = 0.0
     for number, item in enumerate(items):
-        where = f"items[{number}]."
-        if not isinstance(item, dict):
-            raise InvalidRecord(f"items[{number}]: no es un objeto")
-        _text(item, "sku", where)
-        cantidad = _number(item, "cantidad", where)
-        precio = _number(item, "precio_unitario", where)
-        rate = _number(item, "iva", where)
-        if cantidad <= 0:
-            raise InvalidRecord(f"{where}cantidad: debe ser mayor que 0")
-        if precio < 0:
-            raise InvalidRecord(f"{where}precio_unitario: no puede ser negativo")
-        if rate < 0 or rate > 100:
-            raise InvalidRecord(f"{where}iva: debe estar entre 0 y 100 (o 0 y 1)")
+        if type(item) is not dict:
+            _check_item(item, number)
+        sku = item.get("sku")
+        cantidad = item.get("cantidad")
+        precio = item.get("precio_unitario")
+        rate = item.get("iva")
+        if (
+            not ((type(sku) is str and sku.strip()) or type(sku) is int)
+            or type(cantidad) not in _NUMBER_TYPES
+            or type(precio) not in _NUMBER_TYPES
+            or type(rate) not in _NUMBER_TYPES
+            or cantidad <= 0
+            or precio < 0
+            or rate < 0
+            or rate > 100
+        ):
+            _check_item(item, number)
+        # int * float and int / int give what float(int) would: the figures are those of floats
         base = cantidad * precio
         subtotal += base
         iva += base * (rate / 100 if rate > 1 else rate)
         unidades += cantidad
     return Invoice(
-        numero=numero,
-        fecha=fecha.isoformat(),
-        nit=nit,
-        nombre=nombre,
-        ciudad=ciudad,
-        items=len(items),
-        unidades=unidades,
-        subtotal=round(subtotal, 2),
-        iva=round(iva, 2),
+        numero,
+        fecha.isoformat(),
+        nit,
+        nombre,
+        ciudad,
+        len(items),
+        unidades,
+        round(subtotal, 2),
+        round(iva, 2),
     )
 
 

@@ -76,6 +76,33 @@ def test_an_invoice_gets_its_subtotal_iva_and_total() -> None:
             },
             "cantidad",
         ),
+        (
+            {
+                "numero": "1",
+                "fecha": "2024-01-01",
+                "cliente": {"nit": 1, "nombre": "x", "ciudad": "y"},
+                "items": [{"sku": "a", "cantidad": 1, "precio_unitario": 1, "iva": 0}, "b"],
+            },
+            r"items\[1\]: no es un objeto",
+        ),
+        (
+            {
+                "numero": "1",
+                "fecha": "2024-01-01",
+                "cliente": {"nit": "1", "nombre": "x", "ciudad": "y"},
+                "items": [{"sku": True, "cantidad": 1, "precio_unitario": 1, "iva": 0}],
+            },
+            r"items\[0\]\.sku: falta o no es texto",
+        ),
+        (
+            {
+                "numero": "1",
+                "fecha": "2024-01-01",
+                "cliente": {"nit": "1", "nombre": "x", "ciudad": "y"},
+                "items": [{"sku": "a", "cantidad": 1, "precio_unitario": 1, "iva": False}],
+            },
+            r"items\[0\]\.iva: falta o no es un número",
+        ),
     ],
 )
 def test_an_invalid_invoice_says_why(record: Any, reason: str) -> None:
