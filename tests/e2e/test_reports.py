@@ -269,7 +269,8 @@ def test_tokens_expire_are_hashed_and_guessing_is_limited(
 
 
 def test_at_most_two_jobs_process_at_once(api: httpx.Client) -> None:
-    jobs = [queue_json(api, dataset(sample(6000, seed=seed))) for seed in (11, 12, 13)]
+    # Large enough that each job lasts several status polls on a loaded machine (a report is fast).
+    jobs = [queue_json(api, dataset(sample(24000, seed=seed))) for seed in (11, 12, 13)]
     seen: list[list[str]] = []
 
     def _all_final() -> bool:

@@ -11,6 +11,7 @@ import json
 import zipfile
 from typing import Any
 
+import openpyxl
 import pytest
 
 from infra.report_data import invoices
@@ -18,7 +19,7 @@ from shared.kinds.base import Ports
 from shared.kinds.report import Report, ReportJob
 from shared.reports import types
 from shared.reports.pipeline import MalformedInput, Progress, build_report
-from shared.reports.types import REPORT_TYPES, InvalidRecord, parse_invoice
+from shared.reports.types import INVOICE_COLUMNS, REPORT_TYPES, SUMMARY_COLUMNS, InvalidRecord, parse_invoice
 from shared.settings import Settings
 
 
@@ -75,6 +76,33 @@ def test_an_invoice_gets_its_subtotal_iva_and_total() -> None:
             },
             "cantidad",
         ),
+        (
+            {
+                "numero": "1",
+                "fecha": "2024-01-01",
+                "cliente": {"nit": 1, "nombre": "x", "ciudad": "y"},
+                "items": [{"sku": "a", "cantidad": 1, "precio_unitario": 1, "iva": 0}, "b"],
+            },
+            r"items\[1\]: no es un objeto",
+        ),
+        (
+            {
+                "numero": "1",
+                "fecha": "2024-01-01",
+                "cliente": {"nit": "1", "nombre": "x", "ciudad": "y"},
+                "items": [{"sku": True, "cantidad": 1, "precio_unitario": 1, "iva": 0}],
+            },
+            r"items\[0\]\.sku: falta o no es texto",
+        ),
+        (
+            {
+                "numero": "1",
+                "fecha": "2024-01-01",
+                "cliente": {"nit": "1", "nombre": "x", "ciudad": "y"},
+                "items": [{"sku": "a", "cantidad": 1, "precio_unitario": 1, "iva": False}],
+            },
+            r"items\[0\]\.iva: falta o no es un número",
+        ),
     ],
 )
 def test_an_invalid_invoice_says_why(record: Any, reason: str) -> None:
@@ -95,6 +123,36 @@ def test_invalid_records_go_to_errores_csv_and_the_rest_is_reported() -> None:
     summary = json.loads(archive.read("resumen.json"))
     assert summary["facturasValidas"] == 28 and summary["registros"] == 30
     assert progress.bytes_read == len(json.dumps(records).encode())
+
+
+def test_the_workbook_holds_the_csv_rows_and_the_summary_by_client_city_and_month() -> None:
+    records: list[Any] = sample(60)
+    records[5]["items"] = []
+
+    _, archive, _ = run(json.dumps(records).encode())
+
+    rows = list(csv.reader(io.TextIOWrapper(archive.open("facturas.csv"), encoding="utf-8")))
+    book = openpyxl.load_workbook(io.BytesIO(archive.read("facturas.xlsx")), read_only=True)
+    assert book.sheetnames == ["Facturas", "Resumen"]
+    invoices_sheet = list(book["Facturas"].iter_rows(values_only=True))
+    assert list(invoices_sheet[0]) == rows[0] == INVOICE_COLUMNS
+    assert len(invoices_sheet) == len(rows) == 60  # the header and 59 valid invoices
+    for cells, line in zip(invoices_sheet[1:], rows[1:], strict=True):
+        assert list(cells[:5]) == line[:5]
+        assert list(cells[5:]) == [float(value) for value in line[5:]]
+    groups: dict[tuple[str, ...], list[float]] = {}
+    for line in rows[1:]:
+        group = groups.setdefault((*line[2:5], line[1][:7]), [0, 0.0, 0.0])
+        group[0] += 1
+        group[1] += float(line[6])
+        group[2] += float(line[7])
+    summary_sheet = list(book["Resumen"].iter_rows(values_only=True))
+    assert list(summary_sheet[0]) == SUMMARY_COLUMNS
+    assert [list(cells) for cells in summary_sheet[1:]] == [
+        [*key, count, round(subtotal, 2), round(iva, 2), round(subtotal + iva, 2)]
+        for key, (count, subtotal, iva) in sorted(groups.items())
+    ]
+    book.close()
 
 
 def test_an_object_with_facturas_and_a_bom_are_read() -> None:
