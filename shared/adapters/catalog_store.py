@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -36,6 +36,14 @@ ATTEMPTS = 20
 
 class Contended(Exception):
     """A precondition of a compare-and-set failed: read again and decide again."""
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A waiting item as the queue's head query read it: its update time is the assignment's precondition."""
+
+    item: QueueItem
+    version: Any
 
 
 @dataclass(frozen=True)
@@ -214,11 +222,13 @@ class FirestoreCatalogStore:
         new_object: str,
         content_type: str,
         changes: dict[str, Any],
+        uploaded: Awaitable[Any],
         now: dt.datetime,
     ) -> str:
         """Point the item's article at `new_object` (only if it still shows `expected_object`) and mark the
-        item completed, in one commit. Returns `completed`, `changed` (the article has another image now:
-        nothing written) or the item's state when it is not processing."""
+        item completed, in one commit, once `uploaded` (the new object's upload, which the reads overlap) is
+        done. Returns `completed`, `changed` (the article has another image now: nothing written) or the
+        item's state when it is not processing."""
         item_ref = self._item_ref(item.id)
         article_ref = self._article_ref(item.tenant, item.articulo_id)
         active_ref = self._active_ref(item.tenant, item.articulo_id)
@@ -237,6 +247,7 @@ class FirestoreCatalogStore:
                 new_object,
             ):
                 return "changed"
+            await uploaded
             commit = self._db.batch()
             commit.update(
                 article_ref,
@@ -353,7 +364,7 @@ class FirestoreCatalogStore:
         refs = [self._item_ref(i) for i in ids]
         return {s.id: _item(s) async for s in self._db.get_all(refs) if s.exists}
 
-    async def waiting(self, limit: int) -> list[QueueItem]:
+    async def waiting(self, limit: int) -> list[Waiting]:
         """The next items to run: highest `prioridad` first, then oldest, over every tenant."""
         query = (
             self._db.collection(QUEUE)
@@ -362,13 +373,11 @@ class FirestoreCatalogStore:
             .order_by("created_at")
             .limit(limit)
         )
-        return [_item(s) async for s in query.stream()]
+        return [Waiting(item=_item(s), version=s.update_time) async for s in query.stream()]
 
-    async def assign(self, slot: Slot, queue_id: str, now: dt.datetime) -> QueueItem | None:
-        """Give `slot` (as read) to a waiting item, in one commit; None when either changed meanwhile."""
-        item_snapshot = await self._item_ref(queue_id).get()
-        if not item_snapshot.exists or _item(item_snapshot).despacho is not Dispatch.WAITING:
-            return None
+    async def assign(self, slot: Slot, waiting: Waiting, now: dt.datetime) -> QueueItem | None:
+        """Give `slot` to a waiting item, both as read, in one commit; None when either changed meanwhile."""
+        queue_id = waiting.item.id
         slot_ref = self._db.collection(SLOTS).document(str(slot.index))
         commit = self._db.batch()
         holder = {"queue_id": queue_id, "assigned_at": now}
@@ -377,14 +386,16 @@ class FirestoreCatalogStore:
         else:
             commit.update(slot_ref, holder, option=self._db.write_option(last_update_time=slot.version))
         changes = {"despacho": Dispatch.DISPATCHED.value, "slot": slot.index, "updated_at": now}
-        commit.update(self._item_ref(queue_id), changes, option=self._cas_option(item_snapshot))
+        commit.update(
+            self._item_ref(queue_id), changes, option=self._db.write_option(last_update_time=waiting.version)
+        )
         try:
             await commit.commit()
         except CONTENDED:
             return None
         except TRANSIENT as exc:
             raise StoreUnavailable(f"cannot assign a slot: {exc.message}") from exc
-        return QueueItem.model_validate(_item(item_snapshot).model_dump() | changes)
+        return QueueItem.model_validate(waiting.item.model_dump() | changes)
 
     # --- model calls per minute ---------------------------------------------------------------------
 

@@ -88,7 +88,7 @@ async def _dispatch_pass(queue: ImageQueue) -> tuple[int, bool]:
     started = 0
     contended = False
     for slot, candidate in zip(free, candidates, strict=False):
-        assigned = await store.assign(slot, candidate.id, queue.now())
+        assigned = await store.assign(slot, candidate, queue.now())
         if assigned is None:
             contended = True
             continue
@@ -104,7 +104,10 @@ async def _start(queue: ImageQueue, item: QueueItem) -> None:
         tenant=item.tenant,
         kind_name=KIND,
         batch_id=item.batch_id,
-        plan=Plan(items=[ImageWork(queue_id=item.id)], custom_ids=[item.id]),
+        plan=Plan(
+            items=[ImageWork(queue_id=item.id, tenant=item.tenant, articulo_id=item.articulo_id)],
+            custom_ids=[item.id],
+        ),
         options=ResolvedOptions(
             concurrency=1,
             fail_fast=False,
