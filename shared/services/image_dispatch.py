@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from shared.adapters.catalog_store import FirestoreCatalogStore, Slot
-from shared.kinds.base import Plan
+from shared.kinds.base import Handover, Plan
 from shared.models.articulos import Dispatch, ImageWork, QueueItem, QueueState
 from shared.models.batch import ResolvedOptions
 from shared.ports import ImageObjects
@@ -52,19 +52,21 @@ def processed_object(item: QueueItem) -> str:
     return f"articulos/{quote(item.tenant, safe='')}/{item.articulo_id}/q-{item.id}.png"
 
 
-async def dispatch(*, queue: ImageQueue) -> int:
+async def dispatch(*, queue: ImageQueue, handover: Handover | None = None) -> int:
     """Fill free slots with waiting items, highest `prioridad` then oldest; start their engine batches.
-    Safe to run any number of times, at once: a slot and an item change hands only by compare-and-set."""
+    Safe to run any number of times, at once: a slot and an item change hands only by compare-and-set.
+    With a `handover` (an item that just freed its slot), the first item started runs in that item's
+    delivery, with no task hop between the two; the others are enqueued."""
     started = 0
     for _ in range(5):
-        count, contended = await _dispatch_pass(queue)
+        count, contended, handover = await _dispatch_pass(queue, handover)
         started += count
         if not contended:
             break
     return started
 
 
-async def _dispatch_pass(queue: ImageQueue) -> tuple[int, bool]:
+async def _dispatch_pass(queue: ImageQueue, handover: Handover | None) -> tuple[int, bool, Handover | None]:
     store = queue.store
     concurrency = queue.settings.image_queue_concurrency
 
@@ -83,7 +85,7 @@ async def _dispatch_pass(queue: ImageQueue) -> tuple[int, bool]:
         elif holder.estado is QueueState.PENDING and queue.now() - holder.updated_at > RESTART_AFTER:
             await _start(queue, holder)  # a dispatch that stopped before starting it; a no-op otherwise
     if not free:
-        return 0, False
+        return 0, False, handover
     candidates = head[: len(free)]
     started = 0
     contended = False
@@ -92,12 +94,13 @@ async def _dispatch_pass(queue: ImageQueue) -> tuple[int, bool]:
         if assigned is None:
             contended = True
             continue
-        await _start(queue, assigned)
+        await _start(queue, assigned, handover)
+        handover = None
         started += 1
-    return started, contended
+    return started, contended, handover
 
 
-async def _start(queue: ImageQueue, item: QueueItem) -> None:
+async def _start(queue: ImageQueue, item: QueueItem, handover: Handover | None = None) -> None:
     settings = queue.settings
     await start_planned(
         engine=queue.running_engine,
@@ -119,4 +122,7 @@ async def _start(queue: ImageQueue, item: QueueItem) -> None:
             max_delay_ms=60_000,
             backoff_multiplier=2.0,
         ),
+        task_delay=handover.fallback_delay if handover is not None else None,
     )
+    if handover is not None:
+        handover.run(item.batch_id)

@@ -172,9 +172,10 @@ async def _attempt(
         if failed is not None:
             await _after_final(queue, failed)
         raise ItemFailed("the article's image changed while it was processed", code="image_changed")
-    # The slot is free: the next item first, then the previous image (a crash between leaves it to the
-    # clean-up, which deletes the originals of the items it removes).
-    await dispatch(queue=queue)
+    # The slot is free: the next item first (run in this delivery, beside this item's bookkeeping), then the
+    # previous image (a crash between leaves it to the clean-up, which deletes the originals of the items it
+    # removes).
+    await dispatch(queue=queue, handover=ctx.handover)
     if outcome == QueueState.COMPLETED.value and original != target:
         await queue.objects.delete(object_name=original)
     return {"queueId": item.id, "estado": outcome, "articuloId": item.articulo_id}
