@@ -270,4 +270,4 @@ async def repair(*, queue: ImageQueue) -> dict[str, int]:
         if failed is not None and failed.estado is QueueState.FAILED:
             repaired += 1
             await _after_final(queue, failed)
-    return {"repaired": repaired, "started": await dispatch(queue=queue)}
+    return {"repaired": repaired, "started": await dispatch(queue=queue, thorough=True)}
