@@ -5,7 +5,8 @@ documents it read, `create` for those that must not exist):
   tenants/{tenant}/articulos/{id:012d}   an article; its image is an object name
   image_queue/{queueId}                  a queue item (the seed's fields, its tenant, its slot)
   image_queue_active/{sha(tenant,id)}    the article's item while it is pending or processing (dedupe)
-  image_slots/{k}                        slot k of IMAGE_QUEUE_CONCURRENCY: the item holding it
+  image_slots/{k}                        slot k of IMAGE_QUEUE_CONCURRENCY: the item holding it (none once
+                                         it ended: the commit that ends an item frees its slot)
   image_model_calls/{YYYYmmddHHMM}       model calls started in that minute, across instances
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -36,6 +37,14 @@ ATTEMPTS = 20
 
 class Contended(Exception):
     """A precondition of a compare-and-set failed: read again and decide again."""
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A waiting item as the queue's head query read it: its update time is the assignment's precondition."""
+
+    item: QueueItem
+    version: Any
 
 
 @dataclass(frozen=True)
@@ -192,19 +201,30 @@ class FirestoreCatalogStore:
             commit = self._db.batch()
             commit.update(ref, changes, option=self._cas_option(snapshot))
             if changes.get("despacho") == Dispatch.DONE.value:
-                await self._release_active(commit, item)
+                await self._release_holders(commit, item)
             await commit.commit()
             return QueueItem.model_validate(item.model_dump() | changes)
 
         result: QueueItem | None = await self._retrying(_attempt, "update the queue item")
         return result
 
-    async def _release_active(self, commit: Any, item: QueueItem) -> None:
-        """Add to `commit` the removal of the article's dedupe document, if this item holds it."""
-        active = self._active_ref(item.tenant, item.articulo_id)
-        holder = await active.get()
-        if holder.exists and holder.get("queue_id") == item.id:
-            commit.delete(active, option=self._cas_option(holder))
+    async def _release_holders(self, commit: Any, item: QueueItem) -> None:
+        """Add to `commit` what an item's end releases: the article's dedupe document and the item's slot
+        (each only if this item holds it)."""
+        refs = [self._active_ref(item.tenant, item.articulo_id)]
+        if item.slot is not None:
+            refs.append(self._slot_ref(item.slot))
+        async for holder in self._db.get_all(refs):
+            self._release(commit, holder, item)
+
+    def _release(self, commit: Any, holder: Any, item: QueueItem) -> None:
+        """Add to `commit` the release of a dedupe or slot document `holder` (as read), if `item` holds it."""
+        if not holder.exists or holder.get("queue_id") != item.id:
+            return
+        if holder.reference.parent.id == SLOTS:
+            commit.update(holder.reference, {"queue_id": None}, option=self._cas_option(holder))
+        else:
+            commit.delete(holder.reference, option=self._cas_option(holder))
 
     async def complete_swap(
         self,
@@ -214,19 +234,24 @@ class FirestoreCatalogStore:
         new_object: str,
         content_type: str,
         changes: dict[str, Any],
+        uploaded: Awaitable[Any],
         now: dt.datetime,
     ) -> str:
         """Point the item's article at `new_object` (only if it still shows `expected_object`) and mark the
-        item completed, in one commit. Returns `completed`, `changed` (the article has another image now:
-        nothing written) or the item's state when it is not processing."""
+        item completed, in one commit, once `uploaded` (the new object's upload, which the reads overlap) is
+        done. Returns `completed`, `changed` (the article has another image now: nothing written) or the
+        item's state when it is not processing."""
         item_ref = self._item_ref(item.id)
         article_ref = self._article_ref(item.tenant, item.articulo_id)
         active_ref = self._active_ref(item.tenant, item.articulo_id)
 
         async def _attempt() -> str:
-            # One round trip for the three documents the commit depends on.
-            found = {s.reference.path: s async for s in self._db.get_all([item_ref, article_ref, active_ref])}
-            item_snapshot, article, holder = (found[r.path] for r in (item_ref, article_ref, active_ref))
+            # One round trip for the documents the commit depends on.
+            refs = [item_ref, article_ref, active_ref] + (
+                [self._slot_ref(item.slot)] if item.slot is not None else []
+            )
+            found = {s.reference.path: s async for s in self._db.get_all(refs)}
+            item_snapshot, article = found[item_ref.path], found[article_ref.path]
             if not item_snapshot.exists:
                 return "missing"
             current = _item(item_snapshot)
@@ -237,6 +262,7 @@ class FirestoreCatalogStore:
                 new_object,
             ):
                 return "changed"
+            await uploaded
             commit = self._db.batch()
             commit.update(
                 article_ref,
@@ -244,8 +270,8 @@ class FirestoreCatalogStore:
                 option=self._cas_option(article),
             )
             commit.update(item_ref, changes, option=self._cas_option(item_snapshot))
-            if holder.exists and holder.get("queue_id") == item.id:
-                commit.delete(active_ref, option=self._cas_option(holder))
+            for holder in refs[2:]:
+                self._release(commit, found[holder.path], item)
             await commit.commit()
             return QueueState.COMPLETED.value
 
@@ -337,8 +363,11 @@ class FirestoreCatalogStore:
 
     # --- slots --------------------------------------------------------------------------------------
 
+    def _slot_ref(self, index: int) -> Any:
+        return self._db.collection(SLOTS).document(str(index))
+
     async def slots(self, count: int) -> list[Slot]:
-        refs = [self._db.collection(SLOTS).document(str(k)) for k in range(count)]
+        refs = [self._slot_ref(k) for k in range(count)]
         found = {s.id: s async for s in self._db.get_all(refs)}
         slots = []
         for k in range(count):
@@ -353,7 +382,7 @@ class FirestoreCatalogStore:
         refs = [self._item_ref(i) for i in ids]
         return {s.id: _item(s) async for s in self._db.get_all(refs) if s.exists}
 
-    async def waiting(self, limit: int) -> list[QueueItem]:
+    async def waiting(self, limit: int) -> list[Waiting]:
         """The next items to run: highest `prioridad` first, then oldest, over every tenant."""
         query = (
             self._db.collection(QUEUE)
@@ -362,14 +391,12 @@ class FirestoreCatalogStore:
             .order_by("created_at")
             .limit(limit)
         )
-        return [_item(s) async for s in query.stream()]
+        return [Waiting(item=_item(s), version=s.update_time) async for s in query.stream()]
 
-    async def assign(self, slot: Slot, queue_id: str, now: dt.datetime) -> QueueItem | None:
-        """Give `slot` (as read) to a waiting item, in one commit; None when either changed meanwhile."""
-        item_snapshot = await self._item_ref(queue_id).get()
-        if not item_snapshot.exists or _item(item_snapshot).despacho is not Dispatch.WAITING:
-            return None
-        slot_ref = self._db.collection(SLOTS).document(str(slot.index))
+    async def assign(self, slot: Slot, waiting: Waiting, now: dt.datetime) -> QueueItem | None:
+        """Give `slot` to a waiting item, both as read, in one commit; None when either changed meanwhile."""
+        queue_id = waiting.item.id
+        slot_ref = self._slot_ref(slot.index)
         commit = self._db.batch()
         holder = {"queue_id": queue_id, "assigned_at": now}
         if slot.version is None:
@@ -377,14 +404,16 @@ class FirestoreCatalogStore:
         else:
             commit.update(slot_ref, holder, option=self._db.write_option(last_update_time=slot.version))
         changes = {"despacho": Dispatch.DISPATCHED.value, "slot": slot.index, "updated_at": now}
-        commit.update(self._item_ref(queue_id), changes, option=self._cas_option(item_snapshot))
+        commit.update(
+            self._item_ref(queue_id), changes, option=self._db.write_option(last_update_time=waiting.version)
+        )
         try:
             await commit.commit()
         except CONTENDED:
             return None
         except TRANSIENT as exc:
             raise StoreUnavailable(f"cannot assign a slot: {exc.message}") from exc
-        return QueueItem.model_validate(_item(item_snapshot).model_dump() | changes)
+        return QueueItem.model_validate(waiting.item.model_dump() | changes)
 
     # --- model calls per minute ---------------------------------------------------------------------
 

@@ -145,6 +145,18 @@ class Plan(Generic[ItemT]):
         return self.streamed.total if self.streamed is not None else len(self.items)
 
 
+@dataclass(frozen=True)
+class Handover:
+    """Lets an item start another batch's work in its own delivery, beside its own bookkeeping, instead of
+    through a task hop: a service that starts a one-chunk batch when this item ends (the image queue's next
+    item in the slot this one frees) starts it with `batches.start_planned(task_delay=fallback_delay)` and
+    hands it over with `run(batch_id)`. The delayed task runs the chunk only if this delivery did not (it
+    died first: the chunk's lease decides, as for any duplicate delivery)."""
+
+    fallback_delay: dt.timedelta
+    run: Callable[[str], None]
+
+
 @dataclass
 class ItemContext:
     """What one run of one item sees: who it runs for, its limits, the ports, and usage bookkeeping.
@@ -163,6 +175,7 @@ class ItemContext:
     params: dict[str, Any]
     ports: Ports
     deferrals: int = 0  # how many times this item's chunk was deferred (ItemDeferred) before this run
+    handover: Handover | None = None  # None: this delivery takes no more work (its time budget)
     events: list[UsageEvent] = field(default_factory=list)
     input_tokens: int = 0
     output_tokens: int = 0

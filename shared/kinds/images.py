@@ -36,4 +36,4 @@ class Images(Kind[ImagesRequest, ImageWork]):
 
     async def run(self, item: ImageWork, ctx: ItemContext) -> dict[str, Any]:
         queue: image_dispatch.ImageQueue = ctx.ports.extra("image_queue")
-        return await image_processing.process(queue=queue, queue_id=item.queue_id, ctx=ctx)
+        return await image_processing.process(queue=queue, work=item, ctx=ctx)

@@ -143,6 +143,9 @@ def _iso(value: dt.datetime | None) -> str | None:
 
 
 class ImageWork(BaseModel):
-    """One item of the engine's `images` kind: the queue item it runs."""
+    """One item of the engine's `images` kind: the queue item it runs, and its article (read beside the
+    item's start, not after it)."""
 
     queue_id: str
+    tenant: str
+    articulo_id: int

@@ -322,12 +322,14 @@ async def start_planned(
     plan: Plan[Any],
     options: ResolvedOptions,
     writes: Sequence[GuardedWrite] = (),
+    task_delay: dt.timedelta | None = None,
 ) -> bool:
     """Store and start a batch a service planned itself (not a client's body): for services that run a kind
     behind an API of their own, as the image queue does. Idempotent by `batch_id`: a second call creates
     nothing and its enqueue is rejected by name. Returns whether this call created the batch. `writes` are
     committed atomically with the batch document (a debit of the service's own ledger, a record of its own);
-    when one's precondition fails nothing is created and PreconditionFailed is raised."""
+    when one's precondition fails nothing is created and PreconditionFailed is raised. `task_delay` delays
+    its first tasks (a batch handed over to a running delivery, `ItemContext.handover`)."""
     kind = kind_of(engine, kind_name)
     now = engine.clock()
     batch, chunks = await _planned_batch(
@@ -350,5 +352,10 @@ async def start_planned(
         user_agent=kind.name,
     )
     created = await engine.store.create_batch(batch=batch, chunks=chunks, audit=audit, writes=writes)
-    await enqueue_stage(engine=engine, batch=batch, stage=batch.stages[0])
+    await enqueue_stage(
+        engine=engine,
+        batch=batch,
+        stage=batch.stages[0],
+        schedule_time=now + task_delay if task_delay is not None else None,
+    )
     return created

@@ -131,12 +131,21 @@ def kind_of(engine: Engine, name: str) -> Kind[Any, Any]:
     return kind
 
 
-async def enqueue_stage(*, engine: Engine, batch: BatchDoc, stage: Stage) -> None:
-    """Start a stage: the first chunk of each of its lanes, at once (named tasks: enqueuing twice is
-    harmless)."""
+async def enqueue_stage(
+    *, engine: Engine, batch: BatchDoc, stage: Stage, schedule_time: dt.datetime | None = None
+) -> None:
+    """Start a stage: the first chunk of each of its lanes, at once or at `schedule_time` (named tasks:
+    enqueuing twice is harmless)."""
     await asyncio.gather(
         *(
-            enqueue_chunk(engine=engine, batch_id=batch.batch_id, chunk=first, segment=0, kind=batch.kind)
+            enqueue_chunk(
+                engine=engine,
+                batch_id=batch.batch_id,
+                chunk=first,
+                segment=0,
+                kind=batch.kind,
+                schedule_time=schedule_time,
+            )
             for first in range(stage.first, stage.first + stage.lanes)
         )
     )

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from shared.adapters.catalog_store import FirestoreCatalogStore, Slot
-from shared.kinds.base import Plan
+from shared.kinds.base import Handover, Plan
 from shared.models.articulos import Dispatch, ImageWork, QueueItem, QueueState
 from shared.models.batch import ResolvedOptions
 from shared.ports import ImageObjects
@@ -52,59 +52,76 @@ def processed_object(item: QueueItem) -> str:
     return f"articulos/{quote(item.tenant, safe='')}/{item.articulo_id}/q-{item.id}.png"
 
 
-async def dispatch(*, queue: ImageQueue) -> int:
+async def dispatch(*, queue: ImageQueue, handover: Handover | None = None, thorough: bool = False) -> int:
     """Fill free slots with waiting items, highest `prioridad` then oldest; start their engine batches.
-    Safe to run any number of times, at once: a slot and an item change hands only by compare-and-set."""
+    Safe to run any number of times, at once: a slot and an item change hands only by compare-and-set.
+    With a `handover` (an item that just freed its slot), the first item started runs in that item's
+    delivery, with no task hop between the two; the others are enqueued.
+
+    The commit that ends an item frees its slot, so a dispatch that finds a free slot reads only the slots and
+    the head of the queue. One that finds none, or a `thorough` one (the scheduled repair), also reads the
+    items holding slots: it takes a slot whose item is over without having freed it (a slot written before
+    items freed their slots), and starts an item a dispatch stopped before starting."""
     started = 0
     for _ in range(5):
-        count, contended = await _dispatch_pass(queue)
+        count, contended, handover = await _dispatch_pass(queue, handover, thorough=thorough)
         started += count
         if not contended:
             break
     return started
 
 
-async def _dispatch_pass(queue: ImageQueue) -> tuple[int, bool]:
+async def _dispatch_pass(
+    queue: ImageQueue, handover: Handover | None, *, thorough: bool
+) -> tuple[int, bool, Handover | None]:
     store = queue.store
     concurrency = queue.settings.image_queue_concurrency
-
-    async def _holders() -> tuple[list[Slot], dict[str, QueueItem]]:
-        slots = await store.slots(concurrency)
-        held = [slot.queue_id for slot in slots if slot.queue_id]
-        return slots, (await store.get_items(held) if held else {})
-
     # The slots and the head of the queue are read at once (one round trip less per item).
-    (slots, holders), head = await asyncio.gather(_holders(), store.waiting(concurrency))
+    slots, head = await asyncio.gather(store.slots(concurrency), store.waiting(concurrency))
+    free = [slot for slot in slots if slot.queue_id is None]
+    if thorough or not free:  # every slot shows an item: one may be over without having freed it
+        free = await _held_slots_checked(queue, slots)
+    if not free:
+        return 0, False, handover
+    started = 0
+    contended = False
+    for slot, candidate in zip(free, head, strict=False):
+        assigned = await store.assign(slot, candidate, queue.now())
+        if assigned is None:
+            contended = True
+            continue
+        await _start(queue, assigned, handover)
+        handover = None
+        started += 1
+    return started, contended, handover
+
+
+async def _held_slots_checked(queue: ImageQueue, slots: list[Slot]) -> list[Slot]:
+    """The free slots, counting those whose item is over or gone; an item holding a slot that was never
+    started is started (its task name makes that a no-op when the first start got through)."""
+    held = [slot.queue_id for slot in slots if slot.queue_id]
+    holders = await queue.store.get_items(held) if held else {}
     free: list[Slot] = []
     for slot in slots:
         holder = holders.get(slot.queue_id) if slot.queue_id else None
         if holder is None or holder.despacho is Dispatch.DONE or holder.slot != slot.index:
             free.append(slot)
         elif holder.estado is QueueState.PENDING and queue.now() - holder.updated_at > RESTART_AFTER:
-            await _start(queue, holder)  # a dispatch that stopped before starting it; a no-op otherwise
-    if not free:
-        return 0, False
-    candidates = head[: len(free)]
-    started = 0
-    contended = False
-    for slot, candidate in zip(free, candidates, strict=False):
-        assigned = await store.assign(slot, candidate.id, queue.now())
-        if assigned is None:
-            contended = True
-            continue
-        await _start(queue, assigned)
-        started += 1
-    return started, contended
+            await _start(queue, holder)
+    return free
 
 
-async def _start(queue: ImageQueue, item: QueueItem) -> None:
+async def _start(queue: ImageQueue, item: QueueItem, handover: Handover | None = None) -> None:
     settings = queue.settings
     await start_planned(
         engine=queue.running_engine,
         tenant=item.tenant,
         kind_name=KIND,
         batch_id=item.batch_id,
-        plan=Plan(items=[ImageWork(queue_id=item.id)], custom_ids=[item.id]),
+        plan=Plan(
+            items=[ImageWork(queue_id=item.id, tenant=item.tenant, articulo_id=item.articulo_id)],
+            custom_ids=[item.id],
+        ),
         options=ResolvedOptions(
             concurrency=1,
             fail_fast=False,
@@ -116,4 +133,7 @@ async def _start(queue: ImageQueue, item: QueueItem) -> None:
             max_delay_ms=60_000,
             backoff_multiplier=2.0,
         ),
+        task_delay=handover.fallback_delay if handover is not None else None,
     )
+    if handover is not None:
+        handover.run(item.batch_id)

@@ -17,7 +17,7 @@ from typing import Any
 from shared.errors import ModelError, NotFound, PlatformError
 from shared.images import NotAnImage, check_decodes, sniff
 from shared.kinds.base import ItemContext, ItemFailed
-from shared.models.articulos import Dispatch, QueueItem, QueueState
+from shared.models.articulos import Dispatch, ImageWork, QueueItem, QueueState
 from shared.ports import ImageCall
 from shared.services.image_dispatch import ImageQueue, dispatch, processed_object
 
@@ -42,7 +42,7 @@ def build_prompt(item: QueueItem) -> str:
     return ". ".join(parts)
 
 
-async def process(*, queue: ImageQueue, queue_id: str, ctx: ItemContext) -> dict[str, Any]:
+async def process(*, queue: ImageQueue, work: ImageWork, ctx: ItemContext) -> dict[str, Any]:
     """One attempt at one item. Raises a transient error to have the engine retry it with backoff, or
     ItemFailed once the item has failed for good."""
     now = queue.now()
@@ -64,29 +64,58 @@ async def process(*, queue: ImageQueue, queue_id: str, ctx: ItemContext) -> dict
             "updated_at": now,
         }
 
-    item = await queue.store.update_item(queue_id, _begin)
+    # The original image and the model's pace do not depend on the start's commit: they run beside it, so
+    # the model is called as soon as the start is written. (A call counted for an item that turns out not to
+    # run is one the pace gives away: it never lets more calls through.)
+    preparing = asyncio.ensure_future(_prepare(queue, work))
+    try:
+        item = await queue.store.update_item(work.queue_id, _begin)
+    except BaseException:
+        await _abandon(preparing)
+        raise
+    if item is None or decision != "run":
+        await _abandon(preparing)
     if item is None:
-        raise ItemFailed(f"queue item {queue_id} no longer exists", code="not_found")
+        raise ItemFailed(f"queue item {work.queue_id} no longer exists", code="not_found")
     if decision == "final":
         await _after_final(queue, item)
         return {"queueId": item.id, "estado": item.estado.value}
     if decision == "exhausted":
         await _after_final(queue, item)
-        raise ItemFailed(f"queue item {queue_id} used its {item.max_intentos} attempts", code="image_failed")
+        raise ItemFailed(
+            f"queue item {work.queue_id} used its {item.max_intentos} attempts", code="image_failed"
+        )
     try:
-        return await _attempt(queue=queue, item=item, ctx=ctx)
+        original, data = await preparing
+        return await _attempt(queue=queue, item=item, ctx=ctx, original=original, data=data)
     except (ModelError, InvalidImage, NotFound) as exc:
         await _attempt_failed(queue=queue, item=item, error=exc)
         raise
 
 
-async def _attempt(*, queue: ImageQueue, item: QueueItem, ctx: ItemContext) -> dict[str, Any]:
+async def _abandon(preparing: asyncio.Future[tuple[str, bytes]]) -> None:
+    preparing.cancel()
+    await asyncio.gather(preparing, return_exceptions=True)
+
+
+async def _prepare(queue: ImageQueue, work: ImageWork) -> tuple[str, bytes]:
+    """The article's image (its object name and bytes), once the model may be called."""
+    pacing = asyncio.ensure_future(_pace(queue))
+    try:
+        article = await queue.store.get_article(work.tenant, work.articulo_id)
+        if article is None or not article.imagen_object:
+            raise NotFound(f"articulo {work.articulo_id} or its image no longer exists")
+        data = await queue.objects.get(object_name=article.imagen_object)
+        await pacing
+    finally:
+        pacing.cancel()  # a no-op once it is done
+    return article.imagen_object, data
+
+
+async def _attempt(
+    *, queue: ImageQueue, item: QueueItem, ctx: ItemContext, original: str, data: bytes
+) -> dict[str, Any]:
     settings = queue.settings
-    article = await queue.store.get_article(item.tenant, item.articulo_id)
-    if article is None or not article.imagen_object:
-        raise NotFound(f"articulo {item.articulo_id} or its image no longer exists")
-    original = article.imagen_object
-    data, _ = await asyncio.gather(queue.objects.get(object_name=original), _pace(queue))
     reply = await ctx.edit_image(
         ImageCall(
             model=settings.image_model,
@@ -103,25 +132,32 @@ async def _attempt(*, queue: ImageQueue, item: QueueItem, ctx: ItemContext) -> d
     except NotAnImage as exc:
         raise InvalidImage(f"the model's image does not decode: {exc}") from exc
     target = processed_object(item)
-    await queue.objects.put(object_name=target, data=reply.image, content_type=mime)
     now = queue.now()
-    outcome = await queue.store.complete_swap(
-        item,
-        expected_object=original,
-        new_object=target,
-        content_type=mime,
-        changes={
-            "estado": QueueState.COMPLETED.value,
-            "completed_at": now,
-            "updated_at": now,
-            "despacho": Dispatch.DONE.value,
-            "imagen_url_original": original,
-            "imagen_url_procesada": target,
-            "error_message": None,
-            "error_stack": None,
-        },
-        now=now,
+    # The swap's reads overlap the upload; its commit waits for it (the article never shows a missing object).
+    uploading = asyncio.ensure_future(
+        queue.objects.put(object_name=target, data=reply.image, content_type=mime)
     )
+    try:
+        outcome = await queue.store.complete_swap(
+            item,
+            expected_object=original,
+            new_object=target,
+            content_type=mime,
+            changes={
+                "estado": QueueState.COMPLETED.value,
+                "completed_at": now,
+                "updated_at": now,
+                "despacho": Dispatch.DONE.value,
+                "imagen_url_original": original,
+                "imagen_url_procesada": target,
+                "error_message": None,
+                "error_stack": None,
+            },
+            uploaded=uploading,
+            now=now,
+        )
+    finally:
+        await asyncio.gather(uploading, return_exceptions=True)
     if outcome == "changed":
         # The article was given another image (or removed) while this one was processed: keep the user's.
         await queue.objects.delete(object_name=target)
@@ -136,9 +172,10 @@ async def _attempt(*, queue: ImageQueue, item: QueueItem, ctx: ItemContext) -> d
         if failed is not None:
             await _after_final(queue, failed)
         raise ItemFailed("the article's image changed while it was processed", code="image_changed")
-    # The slot is free: the next item first, then the previous image (a crash between leaves it to the
-    # clean-up, which deletes the originals of the items it removes).
-    await dispatch(queue=queue)
+    # The slot is free: the next item first (run in this delivery, beside this item's bookkeeping), then the
+    # previous image (a crash between leaves it to the clean-up, which deletes the originals of the items it
+    # removes).
+    await dispatch(queue=queue, handover=ctx.handover)
     if outcome == QueueState.COMPLETED.value and original != target:
         await queue.objects.delete(object_name=original)
     return {"queueId": item.id, "estado": outcome, "articuloId": item.articulo_id}
@@ -233,4 +270,4 @@ async def repair(*, queue: ImageQueue) -> dict[str, int]:
         if failed is not None and failed.estado is QueueState.FAILED:
             repaired += 1
             await _after_final(queue, failed)
-    return {"repaired": repaired, "started": await dispatch(queue=queue)}
+    return {"repaired": repaired, "started": await dispatch(queue=queue, thorough=True)}

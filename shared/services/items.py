@@ -79,6 +79,7 @@ async def run_one(run: ChunkRun, index: int) -> None:
             params=batch.params,
             ports=engine.ports,
             deferrals=run.chunk.deferrals,
+            handover=run.handover,
         )
         error: PlatformError | None = None
         fields: dict[str, Any] = {}

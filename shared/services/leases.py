@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.errors import LeaseHeld
-from shared.kinds.base import Kind
+from shared.kinds.base import Handover, Kind
 from shared.models.batch import BatchDoc, ChunkDoc, ChunkState, ResultTotals
 from shared.models.usage import UsageEvent, UsageRecord
 from shared.ports import BatchStop, ResultPage
@@ -64,6 +64,7 @@ class ChunkRun:
     carry_on_decided: asyncio.Event = field(default_factory=asyncio.Event)
     items: list[Any] | None = None  # the chunk's items, read with the kind's adapter on first use
     deferred: dt.timedelta | None = None  # an item asked to run again this much later (ItemDeferred)
+    handover: Handover | None = None  # how its items start other batches' work in this delivery
 
     @property
     def stopping(self) -> bool:

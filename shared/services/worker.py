@@ -14,9 +14,12 @@ import contextlib
 import datetime as dt
 import logging
 import uuid
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any
 
 from shared.errors import LeaseHeld, PlatformError
+from shared.kinds.base import Handover
 from shared.models.batch import (
     BatchDoc,
     BatchStatus,
@@ -54,10 +57,68 @@ FAN_IN_SAFETY_DELAY = dt.timedelta(seconds=5)
 _deliveries_running = 0
 
 
+@dataclass
+class _Delivery:
+    """One delivery of a chunk task: its time budget, shared by the runs its items handed over to it
+    (`ItemContext.handover`), and those runs, which it awaits before it answers."""
+
+    deadline: float  # loop time when it stops starting items
+    handed_over: list[asyncio.Future[dict[str, Any]]] = field(default_factory=list)
+
+
+_current_delivery: ContextVar[_Delivery | None] = ContextVar("current_delivery", default=None)
+
+
 async def process_chunk(
     *, engine: Engine, message: WorkMessage, retry_count: int, worker_id: str | None = None
 ) -> dict[str, Any]:
     """Handle one delivery of a chunk task. Raises only for failures the whole chunk should be retried for."""
+    if _current_delivery.get() is not None:  # a run handed over inside a delivery, which awaits it
+        return await _process(engine=engine, message=message, retry_count=retry_count, worker_id=worker_id)
+    delivery = _Delivery(
+        deadline=asyncio.get_running_loop().time() + engine.settings.batch_task_budget_seconds
+    )
+    token = _current_delivery.set(delivery)
+    try:
+        outcome = await _process(engine=engine, message=message, retry_count=retry_count, worker_id=worker_id)
+    finally:
+        handed_over = await _await_handed_over(delivery)
+        _current_delivery.reset(token)
+    return outcome | ({"handedOver": handed_over} if handed_over else {})
+
+
+async def _await_handed_over(delivery: _Delivery) -> list[dict[str, Any]]:
+    """Await the runs handed over to this delivery (and those they handed over in turn). A run that fails
+    is left to its own delayed task, which Cloud Tasks retries as any other."""
+    outcomes = []
+    while delivery.handed_over:
+        try:
+            outcomes.append(await delivery.handed_over.pop(0))
+        except Exception as exc:
+            log.info("a handed-over run is left to its task: %r", exc)
+            outcomes.append({"outcome": "left to its task", "reason": str(exc)})
+    return outcomes
+
+
+def _handover(engine: Engine, delivery: _Delivery) -> Handover | None:
+    """What lets a claimed chunk's items hand another batch's first chunk over to this delivery: None once
+    its budget is nearly spent (the batch is then enqueued at once, as usual). Unlike carrying on, a handover
+    is allowed beside other deliveries: it replaces the item that handed it over, it adds no concurrency."""
+    if delivery.deadline - asyncio.get_running_loop().time() < CARRY_ON_MIN_BUDGET_S:
+        return None
+
+    def _run(batch_id: str) -> None:
+        message = WorkMessage(batch_id=batch_id, chunk=0, segment=0)
+        delivery.handed_over.append(
+            asyncio.ensure_future(process_chunk(engine=engine, message=message, retry_count=0))
+        )
+
+    return Handover(fallback_delay=dt.timedelta(seconds=engine.settings.batch_lease_seconds), run=_run)
+
+
+async def _process(
+    *, engine: Engine, message: WorkMessage, retry_count: int, worker_id: str | None
+) -> dict[str, Any]:
     worker_id = worker_id or uuid.uuid4().hex
     read = await engine.store.read_batch(message.batch_id)
     if read is None:
@@ -142,7 +203,8 @@ async def _run_claimed(
     *, engine: Engine, batch: BatchDoc, chunk: ChunkDoc, version: Any, worker_id: str
 ) -> dict[str, Any]:
     """Run a claimed chunk, and carry on to its lane's next chunks while that saves time."""
-    loop = asyncio.get_running_loop()
+    delivery = _current_delivery.get()
+    assert delivery is not None, "a chunk runs inside process_chunk"
     run = ChunkRun(
         engine=engine,
         kind=kind_of(engine, batch.kind),
@@ -150,7 +212,8 @@ async def _run_claimed(
         chunk=chunk,
         worker_id=worker_id,
         version=version,
-        deadline=loop.time() + engine.settings.batch_task_budget_seconds,
+        deadline=delivery.deadline,  # a run handed over to a delivery shares its budget
+        handover=_handover(engine, delivery),
     )
     # The lane's share of the batch's concurrency: for this chunk and every chunk the delivery carries on to.
     lane = asyncio.Semaphore(chunk.concurrency or batch.options.concurrency)
@@ -264,6 +327,7 @@ async def _claim_following(run: ChunkRun) -> ChunkRun | None:
         worker_id=run.worker_id,
         version=version,
         deadline=run.deadline,
+        handover=run.handover,
     )
 
 

@@ -5,6 +5,11 @@ IMAGE_QUEUE_CONCURRENCY=C (and an RPM limit that does not bind), at a model late
 from the add until the status shows every item completed, polled every 250 ms. Compared in the same run with
 the physical limit N x L / C (goal: within 1.2x) and, for scale, with the seed's design of one article at a
 time with a 2 s pause: N x (L + 2 s) (computed, not run).
+
+Two causes of the distance to the limit are measured directly: the CPU seconds per item of the gateway and of
+the Firestore emulator over the timed run, and the slot gap, the time from an item's end (`completed_at`) to
+the start of the next item in the same slot (`started_at`, written just before its article is read and the
+model called), p50 and p95 over every slot's consecutive items.
 """
 
 from __future__ import annotations
@@ -12,16 +17,21 @@ from __future__ import annotations
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
 import uuid
+from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import httpx
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
 
 from infra.seed_data import api_key, seed_catalog
-from shared.emulator_config import REPO_ROOT, EmulatorConfig
+from shared.emulator_config import REPO_ROOT, STATE_DIR, EmulatorConfig
 from tests.bench.gateway import start_gateway
 
 SEED_PAUSE_S = 2.0
@@ -47,9 +57,48 @@ def _wait_all(api: httpx.Client, count: int) -> None:
     raise RuntimeError(f"the warm-up of {count} items did not finish within 120 s")
 
 
-def run(*, config: EmulatorConfig, items: int, latency_ms: int, concurrency: int) -> dict[str, Any]:
+def _slot_times(*, config: EmulatorConfig, tenant: str, items: int) -> tuple[list[float], list[float]]:
+    """Seconds from each timed item's end to the start of the next one in its slot (the slot gaps), and
+    from each timed item's start to its end (its model call and the queue's work around it)."""
+    os.environ["FIRESTORE_EMULATOR_HOST"] = config.emulators.firestore.address
+    db = firestore.Client(project=config.project_id)
+    query = db.collection("image_queue").where(filter=FieldFilter("tenant", "==", tenant))
+    by_slot: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for snapshot in query.stream():
+        item = snapshot.to_dict() or {}
+        if item["articulo_id"] <= items and item.get("started_at") and item.get("completed_at"):
+            by_slot[item["slot"]].append(item)
+    gaps = []
+    durations = [
+        (item["completed_at"] - item["started_at"]).total_seconds()
+        for slot_items in by_slot.values()
+        for item in slot_items
+    ]
+    for slot_items in by_slot.values():
+        slot_items.sort(key=lambda item: item["started_at"])
+        for ended, following in zip(slot_items, slot_items[1:], strict=False):
+            gaps.append((following["started_at"] - ended["completed_at"]).total_seconds())
+    return gaps, durations
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else 0.0
+
+
+def run(
+    *,
+    config: EmulatorConfig,
+    items: int,
+    latency_ms: int,
+    concurrency: int,
+    cpu_seconds: Callable[[dict[str, int]], dict[str, float]],
+) -> dict[str, Any]:
+    """`cpu_seconds` reads the CPU seconds used so far by each named process group (by its leader's id)."""
     gemini = httpx.Client(base_url=config.emulators.gemini.url, timeout=10)
     process, url = _gateway(concurrency=concurrency)
+    local_cloud: dict[str, int] = json.loads((STATE_DIR / "pids.json").read_text())
+    groups = {"gateway": process.pid, "firestore": local_cloud["firestore"], "tasks": local_cloud["tasks"]}
     tenant = f"bench-img-{uuid.uuid4().hex[:8]}"
     api = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {api_key(tenant)}"}, timeout=120)
     try:
@@ -59,6 +108,7 @@ def run(*, config: EmulatorConfig, items: int, latency_ms: int, concurrency: int
         warm_up = list(range(items + 1, items + concurrency + 1))
         api.post("/articulos/batch-process-images", json={"articuloIds": warm_up}).raise_for_status()
         _wait_all(api, concurrency)
+        cpu_before = cpu_seconds(groups)
         started = time.perf_counter()
         added = api.post("/articulos/batch-process-images", json={"articuloIds": list(range(1, items + 1))})
         added.raise_for_status()
@@ -73,6 +123,7 @@ def run(*, config: EmulatorConfig, items: int, latency_ms: int, concurrency: int
                 break
             time.sleep(0.25)  # the status poll's interval (a poll is five queries: it loads the store too)
         wall_s = time.perf_counter() - started
+        cpu_after = cpu_seconds(groups)
     finally:
         gemini.post("/emulator/reset").raise_for_status()
         api.close()
@@ -80,6 +131,8 @@ def run(*, config: EmulatorConfig, items: int, latency_ms: int, concurrency: int
         process.wait(10)
     latency_s = latency_ms / 1000
     ideal_s = items * latency_s / concurrency
+    gaps, durations = _slot_times(config=config, tenant=tenant, items=items)
+    cpu_per_item_ms = {name: round((cpu_after[name] - cpu_before[name]) * 1000 / items, 1) for name in groups}
     report = {
         "items": items,
         "latency_ms": latency_ms,
@@ -89,6 +142,16 @@ def run(*, config: EmulatorConfig, items: int, latency_ms: int, concurrency: int
         "ratio_vs_ideal": round(wall_s / ideal_s, 3),
         "first_completed_s": round(first_s or wall_s, 2),
         "peak_processing": peak,
+        "cpu_ms_per_item": cpu_per_item_ms,
+        "slot_gap_ms": {
+            "p50": round(_percentile(gaps, 0.5) * 1000),
+            "p95": round(_percentile(gaps, 0.95) * 1000),
+            "mean": round(statistics.fmean(gaps) * 1000) if gaps else 0,
+        },
+        "item_ms": {
+            "p50": round(_percentile(durations, 0.5) * 1000),
+            "p95": round(_percentile(durations, 0.95) * 1000),
+        },
         "failed": stats["fallidos"],
         "load_average_1m": round(os.getloadavg()[0], 1),
         "seed_s": round(items * (latency_s + SEED_PAUSE_S), 1),
@@ -103,6 +166,8 @@ def print_report(report: dict[str, Any]) -> None:
         f"images: {report['items']} items, L = {report['latency_ms']} ms, C = {report['concurrency']}: "
         f"{report['wall_s']} s against the limit {report['ideal_s']} s (ratio {report['ratio_vs_ideal']}, "
         f"goal 1.2); first completed {report['first_completed_s']} s; at most {report['peak_processing']} "
-        f"processing at once; {report['failed']} failed; the seed's design: {report['seed_s']} s "
+        f"processing at once; {report['failed']} failed; CPU ms per item {report['cpu_ms_per_item']}; "
+        f"slot gap ms {report['slot_gap_ms']}; item ms {report['item_ms']}; the seed's design: "
+        f"{report['seed_s']} s "
         f"(load average {report['load_average_1m']} on {os.cpu_count()} cores)\n"
     )

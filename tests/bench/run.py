@@ -321,6 +321,7 @@ def main() -> int:
                     items=args.images_items,
                     latency_ms=args.images_latency_ms,
                     concurrency=args.images_concurrency,
+                    cpu_seconds=_cpu_seconds,
                 )
             )
         if args.only in (None, "batchmode"):

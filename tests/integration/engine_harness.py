@@ -18,10 +18,16 @@ class RecordingQueue:
     def __init__(self) -> None:
         self.tasks: dict[str, dict[str, Any]] = {}
 
-    async def enqueue(self, *, task_id: str, function_name: str, body: bytes, **_: object) -> bool:
+    async def enqueue(
+        self, *, task_id: str, function_name: str, body: bytes, schedule_time: object = None, **_: object
+    ) -> bool:
         if task_id in self.tasks:
             return False
-        self.tasks[task_id] = {"function": function_name, "body": json.loads(body)}
+        self.tasks[task_id] = {
+            "function": function_name,
+            "body": json.loads(body),
+            "schedule_time": schedule_time,
+        }
         return True
 
 

@@ -60,7 +60,9 @@ def test_two_dispatchers_never_give_one_slot_to_two_items(
         for item in items:
             assert await store.add_item(item) is None
         slot = (await store.slots(1000))[999]  # a slot index no other test uses
-        return list(await asyncio.gather(*(store.assign(slot, item.id, now) for item in items)))
+        waiting = [w for w in await store.waiting(1000) if w.item.id in {item.id for item in items}]
+        assert len(waiting) == len(items)
+        return list(await asyncio.gather(*(store.assign(slot, w, now) for w in waiting)))
 
     # Cleanup first: the item left waiting must not reach the real dispatcher.
     def _cleanup() -> None:

@@ -17,7 +17,7 @@ from shared import runtime
 from shared.app import platform
 from shared.emulator_config import EmulatorConfig
 from shared.kinds.base import ItemContext
-from shared.models.articulos import Dispatch, QueueItem, QueueState
+from shared.models.articulos import Dispatch, ImageWork, QueueItem, QueueState
 from shared.services import image_processing
 from shared.services.image_dispatch import ImageQueue, processed_object
 
@@ -98,7 +98,8 @@ def _attempt(queue: ImageQueue, item: QueueItem, attempt: int) -> dict[str, Any]
         params={},
         ports=queue.running_engine.ports,
     )
-    result: dict[str, Any] = runtime.run(image_processing.process(queue=queue, queue_id=item.id, ctx=ctx))
+    work = ImageWork(queue_id=item.id, tenant=item.tenant, articulo_id=item.articulo_id)
+    result: dict[str, Any] = runtime.run(image_processing.process(queue=queue, work=work, ctx=ctx))
     return result
 
 
