@@ -135,9 +135,10 @@ class BatchStore(Protocol):
         """An audit record of a change made outside the batch documents (a collection deleted)."""
         ...
 
-    async def put_chunks(self, *, batch_id: str, chunks: list[ChunkDoc]) -> None:
+    async def put_chunks(self, *, batch_id: str, chunks: list[ChunkDoc], if_absent: bool = False) -> None:
         """Write chunks of a batch not created yet (a streamed submit writes its chunks as it reads them,
-        then `create_batch` with none)."""
+        then `create_batch` with none). `if_absent`: of a batch already running, created and never written
+        over (a commit that is retried after it was applied writes nothing)."""
         ...
 
 

@@ -11,6 +11,7 @@ Layout (no document is written by more than one worker at a time, and none more 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import random
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -207,17 +208,22 @@ class FirestoreStore:
             raise StoreUnavailable(f"cannot write batch: {exc.message}") from exc
         return True
 
-    async def put_chunks(self, *, batch_id: str, chunks: list[ChunkDoc]) -> None:
-        """Write chunks ahead of their batch document (see `create_batch`)."""
+    async def put_chunks(self, *, batch_id: str, chunks: list[ChunkDoc], if_absent: bool = False) -> None:
+        """Write chunks ahead of their batch document (see `create_batch`), or, `if_absent`, behind it."""
         writes: list[Write] = [
-            (self._chunk_ref(batch_id, c.index), _dump_chunk(c), "set", None) for c in chunks
+            (self._chunk_ref(batch_id, c.index), _dump_chunk(c), "create" if if_absent else "set", None)
+            for c in chunks
         ]
         try:
             for group in _commit_groups(writes):
                 commit = self._db.batch()
-                for ref, data, _, _ in group:
-                    commit.set(ref, data)
-                await commit.commit()
+                for ref, data, op, _ in group:
+                    if op == "create":
+                        commit.create(ref, data)
+                    else:
+                        commit.set(ref, data)
+                with contextlib.suppress(gexc.AlreadyExists):  # only this commit, retried, wrote them
+                    await commit.commit()
         except TRANSIENT as exc:
             raise StoreUnavailable(f"cannot write chunks: {exc.message}") from exc
 
