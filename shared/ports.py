@@ -135,10 +135,14 @@ class BatchStore(Protocol):
         """An audit record of a change made outside the batch documents (a collection deleted)."""
         ...
 
-    async def put_chunks(self, *, batch_id: str, chunks: list[ChunkDoc], if_absent: bool = False) -> None:
+    async def put_chunks(self, *, batch_id: str, chunks: list[ChunkDoc]) -> None:
         """Write chunks of a batch not created yet (a streamed submit writes its chunks as it reads them,
-        then `create_batch` with none). `if_absent`: of a batch already running, created and never written
-        over (a commit that is retried after it was applied writes nothing)."""
+        then `create_batch` with none)."""
+        ...
+
+    async def add_later_chunks(self, *, batch_id: str, chunks: list[ChunkDoc]) -> None:
+        """Create the rest of the chunks of a batch already running, and mark its plan written in the commit
+        of the last of them. Never written over: a commit retried after it was applied writes nothing."""
         ...
 
 

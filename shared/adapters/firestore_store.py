@@ -208,20 +208,31 @@ class FirestoreStore:
             raise StoreUnavailable(f"cannot write batch: {exc.message}") from exc
         return True
 
-    async def put_chunks(self, *, batch_id: str, chunks: list[ChunkDoc], if_absent: bool = False) -> None:
-        """Write chunks ahead of their batch document (see `create_batch`), or, `if_absent`, behind it."""
+    async def put_chunks(self, *, batch_id: str, chunks: list[ChunkDoc]) -> None:
+        """Write chunks ahead of their batch document (see `create_batch`)."""
         writes: list[Write] = [
-            (self._chunk_ref(batch_id, c.index), _dump_chunk(c), "create" if if_absent else "set", None)
-            for c in chunks
+            (self._chunk_ref(batch_id, c.index), _dump_chunk(c), "set", None) for c in chunks
         ]
         try:
             for group in _commit_groups(writes):
                 commit = self._db.batch()
-                for ref, data, op, _ in group:
-                    if op == "create":
-                        commit.create(ref, data)
-                    else:
-                        commit.set(ref, data)
+                for ref, data, _, _ in group:
+                    commit.set(ref, data)
+                await commit.commit()
+        except TRANSIENT as exc:
+            raise StoreUnavailable(f"cannot write chunks: {exc.message}") from exc
+
+    async def add_later_chunks(self, *, batch_id: str, chunks: list[ChunkDoc]) -> None:
+        groups = _commit_groups(
+            [(self._chunk_ref(batch_id, c.index), _dump_chunk(c), "create", None) for c in chunks]
+        )
+        try:
+            for number, group in enumerate(groups, start=1):
+                commit = self._db.batch()
+                for ref, data, _, _ in group:
+                    commit.create(ref, data)
+                if number == len(groups):
+                    commit.update(self._batch_ref(batch_id), {"plan_written": True})
                 with contextlib.suppress(gexc.AlreadyExists):  # only this commit, retried, wrote them
                     await commit.commit()
         except TRANSIENT as exc:

@@ -241,7 +241,11 @@ async def submit(
     # and the task name makes a second enqueue a no-op.
     await enqueue_stage(engine=engine, batch=batch, stage=batch.stages[0])
     if created and later_chunks:
-        await _write_later_chunks(engine=engine, batch_id=batch_id, chunks=later_chunks)
+        # While the first chunks run. Until a chunk is written, the task that reaches it finds no chunk and is
+        # retried by Cloud Tasks, and no stage check or fan-in counts it as finished. A retried submit (same
+        # Idempotency-Key) writes none: should this one die before the end, the sweeper stops the batch once
+        # it has stalled, keeping what ran. No chunk is written twice, so none runs twice.
+        await engine.store.add_later_chunks(batch_id=batch_id, chunks=later_chunks)
     wait = request.options.wait
     if wait is None:
         wait = batch.entries <= settings.batch_wait_threshold
@@ -273,22 +277,6 @@ def _first_chunks(batch: BatchDoc, chunks: list[ChunkDoc]) -> tuple[list[ChunkDo
     """The chunks the first stage's lanes start with, and the others."""
     first = batch.stages[0]
     return chunks[: first.first + first.lanes], chunks[first.first + first.lanes :]
-
-
-async def _write_later_chunks(*, engine: Engine, batch_id: str, chunks: list[ChunkDoc]) -> None:
-    """Write the chunks after the first of each lane, while those run, then mark the plan written.
-
-    Until a chunk is written, the task that reaches it finds no chunk and is retried by Cloud Tasks, and no
-    stage check or fan-in counts it as finished. A retried submit (same Idempotency-Key) finds the batch and
-    writes nothing: should this submit die before the end, the sweeper stops the batch once it has stalled
-    (`BATCH_STALL_SECONDS`), keeping what ran; no chunk is ever written twice, so none runs twice.
-    """
-    await engine.store.put_chunks(batch_id=batch_id, chunks=chunks, if_absent=True)
-
-    def _written(batch: BatchDoc) -> dict[str, Any] | None:
-        return None if batch.plan_written else {"plan_written": True}
-
-    await engine.store.update_batch(batch_id, _written)
 
 
 async def _wait_until_final(*, engine: Engine, batch: BatchDoc) -> BatchDoc:

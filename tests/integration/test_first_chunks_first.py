@@ -45,10 +45,8 @@ class SubmitDiesWritingLaterChunks:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    async def put_chunks(self, *, batch_id: str, chunks: list[ChunkDoc], if_absent: bool = False) -> None:
-        if if_absent:
-            raise StoreUnavailable("the instance died")
-        await self._store.put_chunks(batch_id=batch_id, chunks=chunks)
+    async def add_later_chunks(self, *, batch_id: str, chunks: list[ChunkDoc]) -> None:
+        raise StoreUnavailable("the instance died")
 
 
 @pytest.fixture
