@@ -140,6 +140,11 @@ class BatchStore(Protocol):
         then `create_batch` with none)."""
         ...
 
+    async def add_later_chunks(self, *, batch_id: str, chunks: list[ChunkDoc]) -> None:
+        """Create the rest of the chunks of a batch already running, and mark its plan written in the commit
+        of the last of them. Never written over: a commit retried after it was applied writes nothing."""
+        ...
+
 
 class KeyStore(Protocol):
     async def get_api_key(self, key_hash: str) -> ApiKeyRecord | None: ...

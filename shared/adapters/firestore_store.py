@@ -12,6 +12,7 @@ Layout (no document is written by more than one worker at a time, and none more 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import random
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -229,6 +230,22 @@ class FirestoreStore:
                 for ref, data, _, _ in group:
                     commit.set(ref, data)
                 await commit.commit()
+        except TRANSIENT as exc:
+            raise StoreUnavailable(f"cannot write chunks: {exc.message}") from exc
+
+    async def add_later_chunks(self, *, batch_id: str, chunks: list[ChunkDoc]) -> None:
+        groups = _commit_groups(
+            [(self._chunk_ref(batch_id, c.index), _dump_chunk(c), "create", None) for c in chunks]
+        )
+        try:
+            for number, group in enumerate(groups, start=1):
+                commit = self._db.batch()
+                for ref, data, _, _ in group:
+                    commit.create(ref, data)
+                if number == len(groups):
+                    commit.update(self._batch_ref(batch_id), {"plan_written": True})
+                with contextlib.suppress(gexc.AlreadyExists):  # only this commit, retried, wrote them
+                    await commit.commit()
         except TRANSIENT as exc:
             raise StoreUnavailable(f"cannot write chunks: {exc.message}") from exc
 

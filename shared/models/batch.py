@@ -102,6 +102,9 @@ class BatchDoc(BaseModel):
     entry_starts: list[int] | None = None  # the first item of each result entry, when not one per item
     body_hash: str
     idempotency_key: str | None = None
+    # False while the submit writes the chunks after the first of each lane (work has started on those); a
+    # batch left so by a submit that died is stopped by the sweeper.
+    plan_written: bool = True
     stop_reason: str | None = None
     finalized: bool = False
     results_object: str | None = None

@@ -11,7 +11,8 @@ from typing import Any
 from pydantic_core import to_json
 
 from shared.errors import PlatformError
-from shared.models.batch import BatchDoc, BatchStatus, ChunkState, ResultTotals
+from shared.models.batch import BatchDoc, BatchStatus, ChunkProgress, ChunkState, ResultTotals
+from shared.ports import BatchSnapshot
 from shared.services.engine import Engine, kind_of, results_object
 from shared.services.results import entries, missing_result, parse
 from shared.services.status import summarize
@@ -25,27 +26,38 @@ class NotReady(PlatformError):
     transient = True
 
 
-async def finalize(*, engine: Engine, batch_id: str) -> dict[str, Any]:
+async def finalize(
+    *,
+    engine: Engine,
+    batch_id: str,
+    read: BatchSnapshot | None = None,
+    chunks: list[ChunkProgress] | None = None,
+) -> dict[str, Any]:
+    """Fan the batch in. `read` and `chunks`: the batch and its chunks' progress, when the caller has just
+    read them (the end of the last lane), so the fan-in does not read them again."""
     store = engine.store
-    read = await store.read_batch(batch_id)
+    if read is None:
+        read = await store.read_batch(batch_id)
     if read is None:
         return {"outcome": "unknown batch"}
     batch = read.batch
     if batch.finalized:
         return {"outcome": "already final"}
     now = engine.clock()
-    chunks = await store.chunk_progress(batch_id)
+    if chunks is None:
+        chunks = await store.chunk_progress(batch_id)
     if batch.status.is_final:
         # A stopped batch: wait only for chunks still working under a live lease (their in-flight requests).
-        busy = [
-            c
+        busy = sum(
+            1
             for c in chunks
             if c.state is ChunkState.RUNNING and c.lease_expires_at and c.lease_expires_at > now
-        ]
+        )
     else:
-        busy = [c for c in chunks if not c.state.is_terminal]
+        # A chunk the submit has not written yet is not finished either.
+        busy = sum(1 for c in chunks if not c.state.is_terminal) + batch.chunk_count - len(chunks)
     if busy and batch.deadline_at > now:
-        raise NotReady(f"{len(busy)} chunk(s) of {batch_id} still running")
+        raise NotReady(f"{busy} chunk(s) of {batch_id} still running")
     object_name = results_object(batch_id)
     kind = kind_of(engine, batch.kind)
     results: list[dict[str, Any]] | None = None

@@ -17,7 +17,7 @@ from shared.errors import LeaseHeld
 from shared.kinds.base import Handover, Kind
 from shared.models.batch import BatchDoc, ChunkDoc, ChunkState, ResultTotals
 from shared.models.usage import UsageEvent, UsageRecord
-from shared.ports import BatchStop, ResultPage
+from shared.ports import BatchStop, ChunkSnapshot, ResultPage
 from shared.services.engine import Engine
 
 # Results are recorded together with a write of the chunk document (lease and progress), and Firestore
@@ -85,14 +85,23 @@ class Superseded(Exception):
 
 
 async def claim(
-    *, engine: Engine, batch_id: str, index: int, worker_id: str, segment: int | None = None
+    *,
+    engine: Engine,
+    batch_id: str,
+    index: int,
+    worker_id: str,
+    segment: int | None = None,
+    read: ChunkSnapshot | None = None,
 ) -> tuple[ChunkDoc, Any]:
     """Take the chunk's lease: the chunk as claimed and its version (a finished chunk is returned as is).
     With the delivery's `segment`: Superseded when the chunk was handed on to a later segment's task and waits
-    for it (a duplicate or late delivery must not run it beside that task)."""
+    for it (a duplicate or late delivery must not run it beside that task). `read`: the chunk as the caller
+    just read it, for the first compare-and-set (a round trip less)."""
     lease = dt.timedelta(seconds=engine.settings.batch_lease_seconds)
-    for _ in range(5):
-        snapshot = await engine.store.get_chunk(batch_id, index)
+    snapshot = read
+    for attempt in range(5):
+        if attempt or snapshot is None:
+            snapshot = await engine.store.get_chunk(batch_id, index)
         if snapshot is None:
             raise LeaseHeld("chunk vanished", retry_after_s=1)
         chunk = snapshot.chunk

@@ -33,8 +33,12 @@ async def sweep(*, engine: Engine) -> dict[str, Any]:
             kind=kinds[lease.batch_id],
         )
     stall = dt.timedelta(seconds=engine.settings.batch_stall_seconds)
+    unwritten = 0
     for stalled_batch in await engine.store.unfinished_batches(now - stall, SWEEP_LIMIT):
-        requeued += await _resume_stalled(engine=engine, batch=stalled_batch, now=now, stall=stall)
+        if stalled_batch.plan_written:
+            requeued += await _resume_stalled(engine=engine, batch=stalled_batch, now=now, stall=stall)
+        else:
+            unwritten += await _stop_unwritten(engine=engine, batch=stalled_batch, now=now)
     expired = 0
     for batch in await engine.store.overdue_batches(now, SWEEP_LIMIT):
 
@@ -49,7 +53,27 @@ async def sweep(*, engine: Engine) -> dict[str, Any]:
 
         await engine.store.update_batch(batch.batch_id, _expire)
         expired += await enqueue_finalize(engine=engine, batch_id=batch.batch_id, suffix=f"-{now:%Y%m%d%H%M}")
-    return {"requeuedChunks": requeued, "expiredBatches": expired}
+    return {"requeuedChunks": requeued, "expiredBatches": expired, "unwrittenBatches": unwritten}
+
+
+async def _stop_unwritten(*, engine: Engine, batch: BatchDoc, now: dt.datetime) -> int:
+    """A batch whose submit ended before it wrote every chunk (its work started on the first chunk of each
+    lane, `plan_written` never came): stop it as failed, keeping what ran, and fan it in. The chunks that were
+    never written show as never run."""
+
+    def _stop(current: BatchDoc) -> dict[str, Any] | None:
+        if current.status.is_final or current.plan_written:
+            return None
+        return {
+            "status": BatchStatus.FAILED.value,
+            "stop_reason": "the submit ended before every chunk of the batch was written",
+            "finished_at": now,
+        }
+
+    stopped = await engine.store.update_batch(batch.batch_id, _stop)
+    if stopped is None or not stopped.status.is_final:
+        return 0
+    return int(await enqueue_finalize(engine=engine, batch_id=batch.batch_id, suffix=f"-{now:%Y%m%d%H%M}"))
 
 
 async def _resume_stalled(*, engine: Engine, batch: BatchDoc, now: dt.datetime, stall: dt.timedelta) -> int:

@@ -24,12 +24,13 @@ from shared.models.batch import (
     BatchDoc,
     BatchStatus,
     ChunkDoc,
+    ChunkProgress,
     ChunkState,
     ErrorInfo,
     ResultTotals,
     WorkMessage,
 )
-from shared.ports import BatchSnapshot
+from shared.ports import BatchSnapshot, ChunkSnapshot
 from shared.services.engine import Engine, enqueue_chunk, enqueue_finalize, enqueue_stage, kind_of
 from shared.services.finalizer import finalize
 from shared.services.items import run_items
@@ -120,7 +121,10 @@ async def _process(
     *, engine: Engine, message: WorkMessage, retry_count: int, worker_id: str | None
 ) -> dict[str, Any]:
     worker_id = worker_id or uuid.uuid4().hex
-    read = await engine.store.read_batch(message.batch_id)
+    # The batch and the chunk are read at once: the claim decides on this read of the chunk.
+    read, chunk_read = await asyncio.gather(
+        engine.store.read_batch(message.batch_id), engine.store.get_chunk(message.batch_id, message.chunk)
+    )
     if read is None:
         return {"outcome": "unknown batch"}
     batch = read.batch
@@ -128,7 +132,9 @@ async def _process(
     global _deliveries_running
     _deliveries_running += 1
     try:
-        return await _run_delivery(engine=engine, read=read, message=message, worker_id=worker_id)
+        return await _run_delivery(
+            engine=engine, read=read, chunk_read=chunk_read, message=message, worker_id=worker_id
+        )
     except LeaseHeld:
         raise  # the holder finishes the chunk, or the sweeper recovers it once the lease expires
     except Exception as exc:
@@ -145,12 +151,16 @@ async def _process(
 
 
 async def _run_delivery(
-    *, engine: Engine, read: BatchSnapshot, message: WorkMessage, worker_id: str
+    *,
+    engine: Engine,
+    read: BatchSnapshot,
+    chunk_read: ChunkSnapshot | None,
+    message: WorkMessage,
+    worker_id: str,
 ) -> dict[str, Any]:
     batch = read.batch
     if batch.status.is_final:
-        snapshot = await engine.store.get_chunk(batch.batch_id, message.chunk)
-        if snapshot is None:
+        if chunk_read is None:
             return {"outcome": "unknown chunk"}
         await set_chunk_state(
             engine=engine, batch_id=batch.batch_id, index=message.chunk, state=ChunkState.CANCELLED
@@ -164,6 +174,7 @@ async def _run_delivery(
             index=message.chunk,
             worker_id=worker_id,
             segment=message.segment,
+            read=chunk_read,
         )
     except Superseded as superseded:
         # The later segment's task may be missing (its enqueue crashed): enqueue it again (a no-op by name).
@@ -267,13 +278,29 @@ async def _run_chunk(run: ChunkRun, lane: asyncio.Semaphore) -> dict[str, Any]:
             await hand_back(run)
         raise
     if released:
-        # A stopped run knows its batch's final status; otherwise the batch may have stopped meanwhile.
+        # A stopped run knows its batch's final status; otherwise the batch may have stopped meanwhile. At
+        # the end of a lane the chunks' progress is read beside the batch: the stage check and the fan-in
+        # decide on these two reads.
+        read: BatchSnapshot | None = None
+        chunks: list[ChunkProgress] | None = None
         if run.stopped is not None:
             latest = batch.model_copy(update={"status": run.stopped.status})
+        elif batch.following_in_lane(chunk.index) is None:
+            read, chunks = await asyncio.gather(
+                engine.store.read_batch(batch.batch_id), engine.store.chunk_progress(batch.batch_id)
+            )
+            latest = read.batch if read is not None else batch
         else:
             latest = await engine.store.get_batch(batch.batch_id) or batch
         await run.carry_on_decided.wait()  # chain on to the next chunk only if this delivery does not run it
-        await _after_chunk(engine=engine, batch=latest, chunk_index=chunk.index, carried_on=run.carried_on)
+        await _after_chunk(
+            engine=engine,
+            batch=latest,
+            chunk_index=chunk.index,
+            carried_on=run.carried_on,
+            read=read,
+            chunks=chunks,
+        )
     return {"chunk": chunk.index, "outcome": final_state.value, "recorded": run.recorded}
 
 
@@ -378,14 +405,22 @@ async def _hand_on(
 
 
 async def _after_chunk(
-    *, engine: Engine, batch: BatchDoc, chunk_index: int, carried_on: bool = False
+    *,
+    engine: Engine,
+    batch: BatchDoc,
+    chunk_index: int,
+    carried_on: bool = False,
+    read: BatchSnapshot | None = None,
+    chunks: list[ChunkProgress] | None = None,
 ) -> None:
     """Chain on: the lane's next chunk (unless this delivery carried on to it); at the end of a lane, once
-    every chunk of the stage is finished, the next stage, or after the last stage the fan-in (at once after a
-    stop). Idempotent by task name.
+    every chunk of the stage is written and finished, the next stage, or after the last stage the fan-in (at
+    once after a stop). Idempotent by task name. `read` and `chunks`: the batch and the chunks' progress as
+    just read after this chunk's release, if the caller read them.
 
     This chunk's state was written before this runs, so of two lanes ending together the later one always
-    sees both finished: the next step is never left out.
+    sees both finished: the next step is never left out. A chunk the submit has not written yet is not
+    finished: its own task runs it once it is there, and chains on from it.
     """
     if batch.status.is_final:
         await enqueue_finalize(engine=engine, batch_id=batch.batch_id)
@@ -398,24 +433,32 @@ async def _after_chunk(
             )
         return
     stage = batch.stage_of(chunk_index)
-    chunks = await engine.store.chunk_progress(batch.batch_id)
-    if not all(c.state.is_terminal for c in chunks if stage.first <= c.index < stage.end):
-        return  # another lane of the stage is still running: its end chains on
+    if chunks is None:
+        chunks = await engine.store.chunk_progress(batch.batch_id)
+    in_stage = [c for c in chunks if stage.first <= c.index < stage.end]
+    if len(in_stage) < stage.count or not all(c.state.is_terminal for c in in_stage):
+        return  # another lane of the stage is still running (or not written yet): its end chains on
     later = [s for s in batch.stages if s.first >= stage.end]
     if later:
         await enqueue_stage(engine=engine, batch=batch, stage=later[0])
     else:
-        await _fan_in(engine=engine, batch_id=batch.batch_id)
+        await _fan_in(engine=engine, batch_id=batch.batch_id, read=read, chunks=chunks)
 
 
-async def _fan_in(*, engine: Engine, batch_id: str) -> None:
+async def _fan_in(
+    *,
+    engine: Engine,
+    batch_id: str,
+    read: BatchSnapshot | None = None,
+    chunks: list[ChunkProgress] | None = None,
+) -> None:
     """Run the fan-in here, at once, behind a finalize task that waits FAN_IN_SAFETY_DELAY: a task hop less
     before the batch shows completed, and should this delivery die or the fan-in fail, the task runs it. Of
     two lanes ending together, only the one whose enqueue created the task runs it here."""
     if not await enqueue_finalize(engine=engine, batch_id=batch_id, delay=FAN_IN_SAFETY_DELAY):
         return
     try:
-        await finalize(engine=engine, batch_id=batch_id)
+        await finalize(engine=engine, batch_id=batch_id, read=read, chunks=chunks)
     except PlatformError as exc:
         log.info("fan-in of %s left to its task: %r", batch_id, exc)
 
