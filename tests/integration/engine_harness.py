@@ -3,11 +3,13 @@ submit straight through the service."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
 from shared import runtime
 from shared.models.auth import Principal, Role
+from shared.models.common import utcnow
 from shared.services import batches
 from shared.services.engine import Engine
 
@@ -45,3 +47,13 @@ def submit(engine: Engine, tenant: str, requests: list[dict[str, Any]], **option
         )
     )
     return accepted.batch_id
+
+
+class Clock:
+    """The true time plus an offset the test moves forward."""
+
+    def __init__(self) -> None:
+        self.offset = dt.timedelta()
+
+    def __call__(self) -> dt.datetime:
+        return utcnow() + self.offset

@@ -13,24 +13,13 @@ from shared import runtime
 from shared.app import platform
 from shared.emulator_config import EmulatorConfig
 from shared.models.batch import WorkMessage
-from shared.models.common import utcnow
 from shared.services.engine import Engine
 from shared.services.finalizer import finalize
 from shared.services.sweeper import sweep
 from shared.services.worker import process_chunk
-from tests.integration.engine_harness import RecordingQueue, submit
+from tests.integration.engine_harness import Clock, RecordingQueue, submit
 
 STALL_S = 30.0
-
-
-class Clock:
-    """The true time plus an offset the test moves forward."""
-
-    def __init__(self) -> None:
-        self.offset = dt.timedelta()
-
-    def __call__(self) -> dt.datetime:
-        return utcnow() + self.offset
 
 
 @pytest.fixture
