@@ -31,8 +31,8 @@ from shared.models.batch import (
     WorkMessage,
 )
 from shared.ports import BatchSnapshot, ChunkSnapshot
-from shared.services.engine import Engine, enqueue_chunk, enqueue_finalize, enqueue_stage, kind_of
-from shared.services.finalizer import finalize
+from shared.services.chaining import after_chunk, continue_later, defer
+from shared.services.engine import Engine, enqueue_chunk, kind_of
 from shared.services.items import run_items
 from shared.services.leases import (
     ChunkRun,
@@ -50,8 +50,6 @@ log = logging.getLogger(__name__)
 
 # A delivery carries on to its lane's next chunk only with this much of its time budget left.
 CARRY_ON_MIN_BUDGET_S = 10.0
-# The end of the last lane runs the fan-in itself; its finalize task waits this long, in case it does not.
-FAN_IN_SAFETY_DELAY = dt.timedelta(seconds=5)
 
 # Chunk deliveries running on this instance. One running beside others hands its lane's next chunk to the
 # queue instead of carrying on to it, so that the next delivery can land on a less busy instance.
@@ -165,7 +163,7 @@ async def _run_delivery(
         await set_chunk_state(
             engine=engine, batch_id=batch.batch_id, index=message.chunk, state=ChunkState.CANCELLED
         )
-        await _after_chunk(engine=engine, batch=batch, chunk_index=message.chunk)
+        await after_chunk(engine=engine, batch=batch, chunk_index=message.chunk)
         return {"outcome": f"batch {batch.status.value}"}
     try:
         chunk, version = await claim(
@@ -189,7 +187,7 @@ async def _run_delivery(
         )
         return {"outcome": f"superseded by segment {waiting.segment}"}
     if chunk.state.is_terminal:
-        await _after_chunk(engine=engine, batch=batch, chunk_index=chunk.index)
+        await after_chunk(engine=engine, batch=batch, chunk_index=chunk.index)
         return {"outcome": f"chunk already {chunk.state.value}"}
     # The batch is marked running beside its first requests, not before them: the status shows `running`
     # from the chunks' claims already, and the first result comes a round trip sooner.
@@ -264,10 +262,10 @@ async def _run_chunk(run: ChunkRun, lane: asyncio.Semaphore) -> dict[str, Any]:
         if run.lease_lost:
             return {"chunk": chunk.index, "outcome": "lease lost; another worker owns the chunk"}
         if run.deferred is not None and run.stopped is None:
-            until = await _defer(engine=engine, run=run, after=run.deferred)
+            until = await defer(engine=engine, run=run, after=run.deferred)
             return {"chunk": chunk.index, "outcome": "deferred", "until": until.isoformat()}
         if run.out_of_time and run.stopped is None:
-            await _continue_later(engine=engine, run=run)
+            await continue_later(engine=engine, run=run)
             return {"chunk": chunk.index, "outcome": "continued in a new segment", "recorded": run.recorded}
         final_state = ChunkState.CANCELLED if run.stopped else ChunkState.DONE
         released = await release(run=run, changes={"state": final_state.value})
@@ -293,7 +291,7 @@ async def _run_chunk(run: ChunkRun, lane: asyncio.Semaphore) -> dict[str, Any]:
         else:
             latest = await engine.store.get_batch(batch.batch_id) or batch
         await run.carry_on_decided.wait()  # chain on to the next chunk only if this delivery does not run it
-        await _after_chunk(
+        await after_chunk(
             engine=engine,
             batch=latest,
             chunk_index=chunk.index,
@@ -365,104 +363,6 @@ async def _mark_running(*, engine: Engine, read: BatchSnapshot) -> BatchDoc | No
     return await engine.store.update_batch(read.batch.batch_id, _running, read=read)
 
 
-async def _continue_later(*, engine: Engine, run: ChunkRun) -> None:
-    """The time budget of this delivery is spent: hand the rest of the chunk to a new task."""
-    await _hand_on(engine=engine, run=run)
-
-
-async def _defer(*, engine: Engine, run: ChunkRun, after: dt.timedelta) -> dt.datetime:
-    """An item asked to run later (ItemDeferred): record what finished, hand the chunk on to a new segment
-    and enqueue that segment's task scheduled for then. No delivery waits, and no attempt is counted."""
-    until = engine.clock() + after
-    await _hand_on(
-        engine=engine,
-        run=run,
-        changes={"deferrals": run.chunk.deferrals + 1, "deferred_until": until},
-        schedule_time=until,
-    )
-    return until
-
-
-async def _hand_on(
-    *,
-    engine: Engine,
-    run: ChunkRun,
-    changes: dict[str, Any] | None = None,
-    schedule_time: dt.datetime | None = None,
-) -> None:
-    """Release the chunk to its next segment (with `changes`) and enqueue that segment's task."""
-    segment = run.chunk.segment + 1
-    released = {"state": ChunkState.PENDING.value, "segment": segment, **(changes or {})}
-    if await release(run=run, changes=released):
-        await enqueue_chunk(
-            engine=engine,
-            batch_id=run.batch.batch_id,
-            chunk=run.chunk.index,
-            segment=segment,
-            kind=run.batch.kind,
-            schedule_time=schedule_time,
-        )
-
-
-async def _after_chunk(
-    *,
-    engine: Engine,
-    batch: BatchDoc,
-    chunk_index: int,
-    carried_on: bool = False,
-    read: BatchSnapshot | None = None,
-    chunks: list[ChunkProgress] | None = None,
-) -> None:
-    """Chain on: the lane's next chunk (unless this delivery carried on to it); at the end of a lane, once
-    every chunk of the stage is written and finished, the next stage, or after the last stage the fan-in (at
-    once after a stop). Idempotent by task name. `read` and `chunks`: the batch and the chunks' progress as
-    just read after this chunk's release, if the caller read them.
-
-    This chunk's state was written before this runs, so of two lanes ending together the later one always
-    sees both finished: the next step is never left out. A chunk the submit has not written yet is not
-    finished: its own task runs it once it is there, and chains on from it.
-    """
-    if batch.status.is_final:
-        await enqueue_finalize(engine=engine, batch_id=batch.batch_id)
-        return
-    following = batch.following_in_lane(chunk_index)
-    if following is not None:
-        if not carried_on:
-            await enqueue_chunk(
-                engine=engine, batch_id=batch.batch_id, chunk=following, segment=0, kind=batch.kind
-            )
-        return
-    stage = batch.stage_of(chunk_index)
-    if chunks is None:
-        chunks = await engine.store.chunk_progress(batch.batch_id)
-    in_stage = [c for c in chunks if stage.first <= c.index < stage.end]
-    if len(in_stage) < stage.count or not all(c.state.is_terminal for c in in_stage):
-        return  # another lane of the stage is still running (or not written yet): its end chains on
-    later = [s for s in batch.stages if s.first >= stage.end]
-    if later:
-        await enqueue_stage(engine=engine, batch=batch, stage=later[0])
-    else:
-        await _fan_in(engine=engine, batch_id=batch.batch_id, read=read, chunks=chunks)
-
-
-async def _fan_in(
-    *,
-    engine: Engine,
-    batch_id: str,
-    read: BatchSnapshot | None = None,
-    chunks: list[ChunkProgress] | None = None,
-) -> None:
-    """Run the fan-in here, at once, behind a finalize task that waits FAN_IN_SAFETY_DELAY: a task hop less
-    before the batch shows completed, and should this delivery die or the fan-in fail, the task runs it. Of
-    two lanes ending together, only the one whose enqueue created the task runs it here."""
-    if not await enqueue_finalize(engine=engine, batch_id=batch_id, delay=FAN_IN_SAFETY_DELAY):
-        return
-    try:
-        await finalize(engine=engine, batch_id=batch_id, read=read, chunks=chunks)
-    except PlatformError as exc:
-        log.info("fan-in of %s left to its task: %r", batch_id, exc)
-
-
 async def _fail_chunk(*, engine: Engine, batch: BatchDoc, chunk_index: int, reason: str) -> None:
     """Record every open item of the chunk as failed and mark the chunk failed (one compare-and-set commit,
     retried on a concurrent change), then chain on."""
@@ -516,4 +416,4 @@ async def _fail_chunk(*, engine: Engine, batch: BatchDoc, chunk_index: int, reas
         )
         if recorded is not None:
             break
-    await _after_chunk(engine=engine, batch=batch, chunk_index=chunk_index)
+    await after_chunk(engine=engine, batch=batch, chunk_index=chunk_index)

@@ -1,0 +1,120 @@
+"""What a chunk's delivery does once it stops running items: hand the rest of the chunk on to a new segment
+(its time budget spent, or an item deferred), or chain on to the lane's next chunk, the next stage or the
+fan-in. Every step is enqueued under a deterministic task name, so running it twice is harmless.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from shared.errors import PlatformError
+from shared.models.batch import BatchDoc, ChunkProgress, ChunkState
+from shared.ports import BatchSnapshot
+from shared.services.engine import Engine, enqueue_chunk, enqueue_finalize, enqueue_stage
+from shared.services.finalizer import finalize
+from shared.services.leases import ChunkRun, release
+
+log = logging.getLogger(__name__)
+
+# The end of the last lane runs the fan-in itself; its finalize task waits this long, in case it does not.
+FAN_IN_SAFETY_DELAY = dt.timedelta(seconds=5)
+
+
+async def continue_later(*, engine: Engine, run: ChunkRun) -> None:
+    """The time budget of this delivery is spent: hand the rest of the chunk to a new task."""
+    await _hand_on(engine=engine, run=run)
+
+
+async def defer(*, engine: Engine, run: ChunkRun, after: dt.timedelta) -> dt.datetime:
+    """An item asked to run later (ItemDeferred): record what finished, hand the chunk on to a new segment
+    and enqueue that segment's task scheduled for then. No delivery waits, and no attempt is counted."""
+    until = engine.clock() + after
+    await _hand_on(
+        engine=engine,
+        run=run,
+        changes={"deferrals": run.chunk.deferrals + 1, "deferred_until": until},
+        schedule_time=until,
+    )
+    return until
+
+
+async def _hand_on(
+    *,
+    engine: Engine,
+    run: ChunkRun,
+    changes: dict[str, Any] | None = None,
+    schedule_time: dt.datetime | None = None,
+) -> None:
+    """Release the chunk to its next segment (with `changes`) and enqueue that segment's task."""
+    segment = run.chunk.segment + 1
+    released = {"state": ChunkState.PENDING.value, "segment": segment, **(changes or {})}
+    if await release(run=run, changes=released):
+        await enqueue_chunk(
+            engine=engine,
+            batch_id=run.batch.batch_id,
+            chunk=run.chunk.index,
+            segment=segment,
+            kind=run.batch.kind,
+            schedule_time=schedule_time,
+        )
+
+
+async def after_chunk(
+    *,
+    engine: Engine,
+    batch: BatchDoc,
+    chunk_index: int,
+    carried_on: bool = False,
+    read: BatchSnapshot | None = None,
+    chunks: list[ChunkProgress] | None = None,
+) -> None:
+    """Chain on: the lane's next chunk (unless this delivery carried on to it); at the end of a lane, once
+    every chunk of the stage is written and finished, the next stage, or after the last stage the fan-in (at
+    once after a stop). Idempotent by task name. `read` and `chunks`: the batch and the chunks' progress as
+    just read after this chunk's release, if the caller read them.
+
+    This chunk's state was written before this runs, so of two lanes ending together the later one always
+    sees both finished: the next step is never left out. A chunk the submit has not written yet is not
+    finished: its own task runs it once it is there, and chains on from it.
+    """
+    if batch.status.is_final:
+        await enqueue_finalize(engine=engine, batch_id=batch.batch_id)
+        return
+    following = batch.following_in_lane(chunk_index)
+    if following is not None:
+        if not carried_on:
+            await enqueue_chunk(
+                engine=engine, batch_id=batch.batch_id, chunk=following, segment=0, kind=batch.kind
+            )
+        return
+    stage = batch.stage_of(chunk_index)
+    if chunks is None:
+        chunks = await engine.store.chunk_progress(batch.batch_id)
+    in_stage = [c for c in chunks if stage.first <= c.index < stage.end]
+    if len(in_stage) < stage.count or not all(c.state.is_terminal for c in in_stage):
+        return  # another lane of the stage is still running (or not written yet): its end chains on
+    later = [s for s in batch.stages if s.first >= stage.end]
+    if later:
+        await enqueue_stage(engine=engine, batch=batch, stage=later[0])
+    else:
+        await _fan_in(engine=engine, batch_id=batch.batch_id, read=read, chunks=chunks)
+
+
+async def _fan_in(
+    *,
+    engine: Engine,
+    batch_id: str,
+    read: BatchSnapshot | None = None,
+    chunks: list[ChunkProgress] | None = None,
+) -> None:
+    """Run the fan-in here, at once, behind a finalize task that waits FAN_IN_SAFETY_DELAY: a task hop less
+    before the batch shows completed, and should this delivery die or the fan-in fail, the task runs it. Of
+    two lanes ending together, only the one whose enqueue created the task runs it here."""
+    if not await enqueue_finalize(engine=engine, batch_id=batch_id, delay=FAN_IN_SAFETY_DELAY):
+        return
+    try:
+        await finalize(engine=engine, batch_id=batch_id, read=read, chunks=chunks)
+    except PlatformError as exc:
+        log.info("fan-in of %s left to its task: %r", batch_id, exc)
