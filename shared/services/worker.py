@@ -94,7 +94,7 @@ async def _await_handed_over(delivery: _Delivery) -> list[dict[str, Any]]:
         try:
             outcomes.append(await delivery.handed_over.pop(0))
         except Exception as exc:
-            log.info("a handed-over run is left to its task: %r", exc)
+            log.warning("a handed-over run is left to its task, which waits BATCH_LEASE_SECONDS: %r", exc)
             outcomes.append({"outcome": "left to its task", "reason": str(exc)})
     return outcomes
 
