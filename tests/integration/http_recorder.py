@@ -51,6 +51,12 @@ class Recorder:
                 try:
                     if reply.delay_s:
                         time.sleep(reply.delay_s)  # the handler's own work time, not a wait for work
+                finally:
+                    # Out of flight before the answer is written: its caller may start the next request as
+                    # soon as it reads the answer, before this thread would get the lock back.
+                    with recorder._lock:
+                        recorder.in_flight -= 1
+                try:
                     self.send_response(reply.status)
                     for name, value in reply.headers.items():
                         self.send_header(name, value)
@@ -61,7 +67,6 @@ class Recorder:
                     pass
                 finally:
                     with recorder._lock:
-                        recorder.in_flight -= 1
                         recorder.arrivals.append(
                             Arrival(
                                 self.path,
