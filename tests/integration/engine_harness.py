@@ -1,13 +1,15 @@
-"""For tests that play the engine's deliveries themselves: a queue that keeps what the engine enqueues, and a
-submit straight through the service."""
+"""For tests that play the engine's deliveries themselves: a queue that keeps what the engine enqueues, a
+clock they move, the engine wired with both, and a submit straight through the service."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from typing import Any
 
 from shared import runtime
+from shared.app import platform
 from shared.models.auth import Principal, Role
 from shared.models.common import utcnow
 from shared.services import batches
@@ -57,3 +59,15 @@ class Clock:
 
     def __call__(self) -> dt.datetime:
         return utcnow() + self.offset
+
+
+# A played batch stalls after this long without progress (the sweeper's BATCH_STALL_SECONDS).
+STALL_S = 30.0
+
+
+def played_engine(*, clock: Clock) -> Engine:
+    """The platform's engine on the real emulators, with chunks of two requests, the test's clock, and a
+    queue that keeps its tasks for the test to deliver (or lose)."""
+    real = platform().engine
+    settings = real.settings.model_copy(update={"batch_chunk_size": 2, "batch_stall_seconds": STALL_S})
+    return dataclasses.replace(real, queue=RecordingQueue(), clock=clock, settings=settings)

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from shared import runtime
-from shared.app import platform
 from shared.emulator_config import EmulatorConfig
 from shared.errors import LeaseHeld, StoreUnavailable
 from shared.models.batch import BatchStatus, ChunkDoc, ChunkState, WorkMessage
@@ -20,9 +19,7 @@ from shared.services.engine import Engine
 from shared.services.finalizer import NotReady, finalize
 from shared.services.sweeper import sweep
 from shared.services.worker import process_chunk
-from tests.integration.engine_harness import Clock, RecordingQueue, submit
-
-STALL_S = 30.0
+from tests.integration.engine_harness import STALL_S, Clock, RecordingQueue, played_engine, submit
 
 
 class SubmitDiesWritingLaterChunks:
@@ -45,9 +42,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def engine(local_cloud: EmulatorConfig, clock: Clock) -> Engine:
-    real = platform().engine
-    settings = real.settings.model_copy(update={"batch_chunk_size": 2, "batch_stall_seconds": STALL_S})
-    return dataclasses.replace(real, queue=RecordingQueue(), clock=clock, settings=settings)
+    return played_engine(clock=clock)
 
 
 def _own(engine: Engine, batch_id: str) -> list[str]:

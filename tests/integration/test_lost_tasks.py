@@ -4,22 +4,18 @@ deliveries itself and keeps the enqueued tasks, so it can lose one."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 
 import pytest
 
 from shared import runtime
-from shared.app import platform
 from shared.emulator_config import EmulatorConfig
 from shared.models.batch import WorkMessage
 from shared.services.engine import Engine
 from shared.services.finalizer import finalize
 from shared.services.sweeper import sweep
 from shared.services.worker import process_chunk
-from tests.integration.engine_harness import Clock, RecordingQueue, submit
-
-STALL_S = 30.0
+from tests.integration.engine_harness import STALL_S, Clock, RecordingQueue, played_engine, submit
 
 
 @pytest.fixture
@@ -29,9 +25,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def engine(local_cloud: EmulatorConfig, clock: Clock) -> Engine:
-    real = platform().engine
-    settings = real.settings.model_copy(update={"batch_chunk_size": 2, "batch_stall_seconds": STALL_S})
-    return dataclasses.replace(real, queue=RecordingQueue(), clock=clock, settings=settings)
+    return played_engine(clock=clock)
 
 
 def _tasks(engine: Engine) -> dict[str, object]:
