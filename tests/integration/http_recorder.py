@@ -26,6 +26,12 @@ class Arrival:
     client_port: int  # the sender's port: one per connection
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's listen backlog is 5: a burst of deliveries past it would wait for the kernel's SYN
+    # retransmission, and arrive late for reasons of the recorder, not of the sender.
+    request_queue_size = 128
+
+
 class Recorder:
     """Records arrivals per path; `plan(path, [Reply, ...])` scripts the answers (then 200)."""
 
@@ -84,7 +90,7 @@ class Recorder:
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002
                 return
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
