@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 import msgspec
 
 BLANKS = b" \t\r\n"
-MAX_RECORD_BYTES = 64 << 20  # a record, or a value skipped, longer than this fails the job: memory stays flat
+MAX_RECORD_BYTES = 16 << 20  # a record, or a value skipped, longer than this fails the job: memory stays flat
 _BOM = b"\xef\xbb\xbf"
 _TRIES_PER_BLOCK = 8  # cuts tried before reading another block (most blocks take one or two)
 _BLANKS_BEFORE_COMMA = 64  # a record followed by more blanks than this before its comma is not cut there
@@ -65,10 +65,11 @@ class RecordBatches:
         if self._eof:
             return False
         left = self._buffer[self._pos :]
-        if len(left) >= MAX_RECORD_BYTES:
+        room = MAX_RECORD_BYTES - len(left)
+        if room <= 0:
             raise self._malformed(len(self._buffer), f"no record ends within {MAX_RECORD_BYTES >> 20} MiB")
         # A record longer than a block doubles the read, so it is parsed again a few times, not once a block.
-        block = self._source.read(max(self._block_bytes, len(left)))
+        block = self._source.read(min(max(self._block_bytes, len(left)), room))
         self._offset += self._pos
         self._buffer = left + block
         self._pos = 0
