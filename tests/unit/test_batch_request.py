@@ -44,7 +44,7 @@ def test_camel_case_fields_are_read(settings: Settings) -> None:
         settings=settings,
     )
     item = request.requests[0]
-    assert (item.max_tokens, item.custom_id, item.system_instruction) == (10, "a", "be brief")
+    assert (item["maxTokens"], item["customId"], item["systemInstruction"]) == (10, "a", "be brief")
     options = resolve_options(request, settings=settings)
     assert (options.fail_fast, options.max_retries, options.base_delay_ms) == (True, 1, 5)
 
