@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from pydantic_core import to_json
 
 from shared.errors import InvalidRequest, PayloadTooLarge
 from shared.kinds.generate import Generate
@@ -90,3 +91,17 @@ def test_lanes_share_the_concurrency_exactly() -> None:
     shares = [lane_concurrency(chunk=i, lanes=3, concurrency=50) for i in range(6)]
     assert shares == [17, 17, 16, 17, 17, 16]
     assert sum(shares[:3]) == 50
+
+
+def test_chunks_store_requests_as_validated_and_read_back_old_and_new_keys(settings: Settings) -> None:
+    request = parse_request(
+        body(requests=[{"prompt": "hi", "maxTokens": 10, "systemInstruction": "be brief", "customId": "a"}]),
+        settings=settings,
+    )
+    stored = to_json(request.requests)
+    written_before = b'[{"prompt":"hi","max_tokens":10,"system_instruction":"be brief","custom_id":"a"}]'
+
+    read = [Generate.item_adapter.validate_json(items)[0] for items in (stored, written_before)]
+
+    assert stored == b'[{"prompt":"hi","maxTokens":10,"customId":"a","systemInstruction":"be brief"}]'
+    assert [(p.prompt, p.max_tokens, p.system_instruction) for p in read] == [("hi", 10, "be brief")] * 2
