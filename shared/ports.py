@@ -141,8 +141,8 @@ class BatchStore(Protocol):
         ...
 
     async def add_later_chunks(self, *, batch_id: str, chunks: list[ChunkDoc]) -> None:
-        """Create the rest of the chunks of a batch already running, and mark its plan written in the commit
-        of the last of them. Never written over: a commit retried after it was applied writes nothing."""
+        """Create the rest of the chunks of a batch already running, and mark its plan written once every one
+        of them is. Never written over: a commit retried after it was applied writes nothing."""
         ...
 
 

@@ -12,15 +12,16 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Coroutine
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, NotRequired
 
-from pydantic import BaseModel, Field, TypeAdapter, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator, with_config
+from pydantic.alias_generators import to_camel
+from typing_extensions import TypedDict  # pydantic reads TypedDicts from typing only on Python 3.12+
 
 from shared.errors import PlatformError
 from shared.kinds.base import ItemContext, ItemFailed, Kind, KindRequest, Plan, Ports, StreamedItems
 from shared.kinds.jsonl_input import INPUT_PORT, JsonlInput
 from shared.models.batch import BatchOptions
-from shared.models.common import ClientModel
 from shared.ports import ModelCall
 from shared.settings import Settings
 
@@ -28,13 +29,21 @@ MODEL_PATTERN = r"^(models/)?[A-Za-z0-9][A-Za-z0-9._-]*$"
 DEFAULT_MODEL_PARAM = "defaultModel"
 
 
-class GenerateItem(ClientModel):
-    prompt: str = Field(min_length=1)
-    model: str | None = Field(default=None, max_length=100, pattern=MODEL_PATTERN)
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    max_tokens: int | None = Field(default=None, ge=1, le=65_536)
-    custom_id: str | None = Field(default=None, max_length=256)
-    system_instruction: str | None = None
+@with_config(ConfigDict(extra="forbid"))
+class GenerateItem(TypedDict):
+    """One request as validated: a dict of the JSON keys the client sent (camelCase, unknown keys refused),
+    which its chunk stores as it is. 50,000 requests validate about three times faster as dicts than as
+    models (a model per request, and the collector scanning them as they pile up) and encode twice as fast."""
+
+    prompt: Annotated[str, Field(min_length=1)]
+    model: NotRequired[Annotated[str | None, Field(max_length=100, pattern=MODEL_PATTERN)]]
+    temperature: NotRequired[Annotated[float | None, Field(ge=0.0, le=2.0)]]
+    maxTokens: NotRequired[Annotated[int | None, Field(ge=1, le=65_536)]]
+    customId: NotRequired[Annotated[str | None, Field(max_length=256)]]
+    systemInstruction: NotRequired[str | None]
+
+
+GENERATE_ITEM = TypeAdapter(GenerateItem)
 
 
 class GenerateBatchRequest(KindRequest):
@@ -52,9 +61,12 @@ class GenerateBatchRequest(KindRequest):
 
 
 class StoredPrompt(BaseModel):
-    """One prompt inside a chunk document, read back from the JSON of the request's `GenerateItem` (its
-    `custom_id` is ignored: the chunk keeps customIds apart) or, when the prompt was too large, of a
-    StoredPrompt whose `ref` names a Cloud Storage object. No `model`: the batch's default (Plan.params)."""
+    """One prompt inside a chunk document, read back from the JSON of the request's `GenerateItem` (camelCase;
+    its `customId` is ignored: the chunk keeps customIds apart; chunks written before kept snake_case) or,
+    when the prompt was too large, of a StoredPrompt whose `ref` names a Cloud Storage object. No `model`:
+    the batch's default (Plan.params)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
     prompt: str | None = None
     ref: str | None = None
@@ -90,7 +102,7 @@ class Generate(Kind[GenerateBatchRequest, StoredPrompt]):
         assert request.requests is not None
         # Each request is stored as it was validated (no second object per request: 50,000 of them in a
         # large submit); only a prompt too large to keep inline is replaced by a reference.
-        items: list[GenerateItem | StoredPrompt] = list(request.requests)
+        items: list[Any] = list(request.requests)
         uploads = []
         for index, item in enumerate(request.requests):
             stored, upload = _stored(item, index=index, batch_id=batch_id, ports=ports)
@@ -100,7 +112,7 @@ class Generate(Kind[GenerateBatchRequest, StoredPrompt]):
         await asyncio.gather(*uploads)
         return Plan(
             items=items,
-            custom_ids=[item.custom_id for item in request.requests],
+            custom_ids=[item.get("customId") for item in request.requests],
             params=_params(ports.settings),
         )
 
@@ -138,16 +150,20 @@ def _stored(
     """A request as its chunk stores it (itself, or a reference when its prompt is too large to keep
     inline), and the upload of that prompt."""
     limit = ports.settings.batch_inline_limit_bytes
-    characters = len(item.prompt) + len(item.system_instruction or "")
+    prompt, system_instruction = item["prompt"], item.get("systemInstruction")
+    characters = len(prompt) + len(system_instruction or "")
     if characters * 4 + 200 <= limit:  # at most 4 bytes a character in UTF-8: no need to encode
         return item, None
-    if len(item.prompt.encode()) + len((item.system_instruction or "").encode()) + 200 <= limit:
+    if len(prompt.encode()) + len((system_instruction or "").encode()) + 200 <= limit:
         return item, None
     object_name = request_object(batch_id, index)
-    payload = json.dumps({"prompt": item.prompt, "systemInstruction": item.system_instruction})
+    payload = json.dumps({"prompt": prompt, "systemInstruction": system_instruction})
     upload = ports.blobs.put(object_name=object_name, data=payload.encode(), content_type="application/json")
     stored = StoredPrompt(
-        ref=object_name, model=item.model, temperature=item.temperature, max_tokens=item.max_tokens
+        ref=object_name,
+        model=item.get("model"),
+        temperature=item.get("temperature"),
+        max_tokens=item.get("maxTokens"),
     )
     return stored, upload
 
@@ -162,7 +178,7 @@ async def _streamed_plan(uri: str, *, tenant: str, batch_id: str, ports: Ports) 
         bucket_name=settings.results_bucket,
         tenant=tenant,
         max_bytes=settings.batch_input_max_bytes,
-        model=GenerateItem,
+        adapter=GENERATE_ITEM,
     )
     total = await source.check(max_items=settings.batch_input_max_requests)
 
@@ -172,7 +188,7 @@ async def _streamed_plan(uri: str, *, tenant: str, batch_id: str, ports: Ports) 
             stored, upload = _stored(item, index=index, batch_id=batch_id, ports=ports)
             if upload is not None:
                 await upload
-            yield stored, item.custom_id
+            yield stored, item.get("customId")
             index += 1
 
     return Plan(

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Generic, TypeVar
 from urllib.parse import quote
 
-from pydantic import BaseModel, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from shared.errors import InvalidRequest, NotFound, PayloadTooLarge
 from shared.ports import StreamingBlobs
@@ -33,7 +33,7 @@ MAX_LINE_BYTES = (
 LINES_PER_READ = 2000  # lines handed from the reading thread to the event loop at a time
 MAX_PROBLEMS = 20
 
-ModelT = TypeVar("ModelT", bound=BaseModel)
+ItemT = TypeVar("ItemT")
 
 
 def tenant_prefix(tenant: str) -> str:
@@ -82,13 +82,13 @@ def _lines(stream: BinaryIO) -> Iterator[tuple[int, bytes]]:
 
 
 @dataclass(frozen=True)
-class JsonlInput(Generic[ModelT]):
-    """One generation of a tenant's JSONL object, each non-blank line one `model`."""
+class JsonlInput(Generic[ItemT]):
+    """One generation of a tenant's JSONL object, each non-blank line one item that `adapter` validates."""
 
     files: StreamingBlobs
     object_name: str
     generation: int
-    model: type[ModelT]
+    adapter: TypeAdapter[ItemT]
 
     @classmethod
     async def open(
@@ -99,15 +99,15 @@ class JsonlInput(Generic[ModelT]):
         bucket_name: str,
         tenant: str,
         max_bytes: int,
-        model: type[ModelT],
-    ) -> JsonlInput[ModelT]:
+        adapter: TypeAdapter[ItemT],
+    ) -> JsonlInput[ItemT]:
         object_name = object_of(uri, bucket_name=bucket_name, tenant=tenant)
         info = await files.stat(object_name=object_name)
         if info is None:
             raise NotFound(f"no input {uri}")
         if info.size > max_bytes:
             raise PayloadTooLarge(f"the input has {info.size} bytes; the limit is {max_bytes}")
-        return cls(files=files, object_name=object_name, generation=info.generation, model=model)
+        return cls(files=files, object_name=object_name, generation=info.generation, adapter=adapter)
 
     async def check(self, *, max_items: int) -> int:
         """Validate every line (first pass); the number of items. InvalidRequest names the bad lines."""
@@ -127,7 +127,7 @@ class JsonlInput(Generic[ModelT]):
                         details=[{"field": "inputUri", "problem": f"at most {max_items} requests"}],
                     )
                 try:
-                    self.model.model_validate_json(line)
+                    self.adapter.validate_json(line)
                 except ValidationError as exc:
                     problems += [
                         {
@@ -146,7 +146,7 @@ class JsonlInput(Generic[ModelT]):
             )
         return count
 
-    async def read(self) -> AsyncIterator[ModelT]:
+    async def read(self) -> AsyncIterator[ItemT]:
         """Every item, in order (second pass): a thread reads a few thousand lines at a time."""
         stream = await asyncio.to_thread(
             self.files.open_read, object_name=self.object_name, generation=self.generation
@@ -156,6 +156,6 @@ class JsonlInput(Generic[ModelT]):
             while batch := await asyncio.to_thread(list, itertools.islice(lines, LINES_PER_READ)):
                 for _, line in batch:
                     if line.strip():
-                        yield self.model.model_validate_json(line)
+                        yield self.adapter.validate_json(line)
         finally:
             await asyncio.to_thread(stream.close)

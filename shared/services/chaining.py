@@ -5,6 +5,7 @@ fan-in. Every step is enqueued under a deterministic task name, so running it tw
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from typing import Any
@@ -109,12 +110,17 @@ async def _fan_in(
     read: BatchSnapshot | None = None,
     chunks: list[ChunkProgress] | None = None,
 ) -> None:
-    """Run the fan-in here, at once, behind a finalize task that waits FAN_IN_SAFETY_DELAY: a task hop less
-    before the batch shows completed, and should this delivery die or the fan-in fail, the task runs it. Of
-    two lanes ending together, only the one whose enqueue created the task runs it here."""
-    if not await enqueue_finalize(engine=engine, batch_id=batch_id, delay=FAN_IN_SAFETY_DELAY):
-        return
-    try:
-        await finalize(engine=engine, batch_id=batch_id, read=read, chunks=chunks)
-    except PlatformError as exc:
-        log.info("fan-in of %s left to its task: %r", batch_id, exc)
+    """Run the fan-in here, at once, beside the enqueue of a finalize task that waits FAN_IN_SAFETY_DELAY: a
+    task hop and a round trip less before the batch shows completed, and should this delivery die or the
+    fan-in fail, the task runs it. Two lanes that end together may both run it here: the fan-in acts once
+    (the results file is written only if absent, the batch by compare-and-set)."""
+
+    async def _fan_in_here() -> None:
+        try:
+            await finalize(engine=engine, batch_id=batch_id, read=read, chunks=chunks)
+        except PlatformError as exc:
+            log.info("fan-in of %s left to its task: %r", batch_id, exc)
+
+    await asyncio.gather(
+        enqueue_finalize(engine=engine, batch_id=batch_id, delay=FAN_IN_SAFETY_DELAY), _fan_in_here()
+    )

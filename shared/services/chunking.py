@@ -70,8 +70,8 @@ class Chunker:
 
 
 def encoded_item(item: Any) -> bytes:
-    encoded: bytes = item.model_dump_json(exclude_none=True).encode()
-    return encoded
+    """One item as its chunk stores it (a model, or a dict as a kind validated it)."""
+    return to_json(item, exclude_none=True)
 
 
 def stage_chunks(
@@ -83,7 +83,7 @@ def stage_chunks(
     span: range,
     size: int,
 ) -> list[ChunkDoc]:
-    """One stage's chunks: each `size` items encoded in one call (as each item's `model_dump_json`, joined),
+    """One stage's chunks: each `size` items encoded in one call (as each item's `encoded_item`, joined),
     unless a chunk would pass its byte budget; then the stage is packed item by item, by count and bytes."""
     chunks: list[ChunkDoc] = []
     for start in range(span.start, span.stop, size):

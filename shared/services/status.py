@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from cachetools import TTLCache
+from cachetools import LRUCache, TTLCache
 from pydantic.alias_generators import to_camel
 
 from shared.errors import InvalidRequest, NotFound
@@ -64,6 +64,19 @@ class ProgressCache:
         self._cache: TTLCache[str, list[ChunkProgress]] | None = (
             TTLCache(maxsize=1024, ttl=max_age_s, timer=timer) if max_age_s > 0 else None
         )
+        # Batches seen fanned in on this instance: their totals are in the batch document, so a status poll
+        # does not read their progress ahead of the batch (see `read_ahead`).
+        self._fanned_in: LRUCache[str, bool] = LRUCache(maxsize=4096)
+
+    async def read_ahead(self, batch_id: str) -> list[ChunkProgress] | None:
+        """The progress, read beside the batch before knowing whether it is needed; None (no read) for a
+        batch already seen fanned in."""
+        if batch_id in self._fanned_in:
+            return None
+        return await self.read(batch_id)
+
+    def seen_fanned_in(self, batch_id: str) -> None:
+        self._fanned_in[batch_id] = True
 
     async def read(self, batch_id: str) -> list[ChunkProgress]:
         if self._cache is None:
@@ -77,16 +90,21 @@ class ProgressCache:
 
 
 async def current_totals(
-    *, engine: Engine, batch: BatchDoc, progress: ProgressCache | None = None
+    *,
+    engine: Engine,
+    batch: BatchDoc,
+    progress: ProgressCache | None = None,
+    chunks: list[ChunkProgress] | None = None,
 ) -> tuple[ResultTotals, bool]:
     """Totals so far and whether any chunk started: exact once fanned in, else summed from the chunks'
     progress (at most a second behind, plus the age `progress` allows), so a status read costs one small
-    query, not a scan of the results."""
+    query, not a scan of the results. `chunks`: the progress, when the caller read it already."""
     if batch.totals is not None:
         return batch.totals, True
-    chunks = await (
-        progress.read(batch.batch_id) if progress else engine.store.chunk_progress(batch.batch_id)
-    )
+    if chunks is None:
+        chunks = await (
+            progress.read(batch.batch_id) if progress else engine.store.chunk_progress(batch.batch_id)
+        )
     totals = ResultTotals()
     for chunk in chunks:
         totals = totals.plus(chunk.progress)
@@ -127,13 +145,25 @@ def summarize(
     ).model_dump(by_alias=True)
 
 
-async def results_page(*, engine: Engine, batch: BatchDoc, offset: int, limit: int) -> list[dict[str, Any]]:
-    """The caller's results [offset, offset + limit), in order, joined to their customIds."""
+async def results_page(
+    *,
+    engine: Engine,
+    batch: BatchDoc,
+    offset: int,
+    limit: int,
+    lines_read: dict[int, str] | None = None,
+) -> list[dict[str, Any]]:
+    """The caller's results [offset, offset + limit), in order, joined to their customIds. `lines_read`:
+    the result lines of items [offset, offset + limit), when the caller read them already (used only where
+    entries are items)."""
     end = min(offset + limit, batch.entries)
     if offset >= end:
         return []
     first, last = entry_items(batch, offset, end)
-    lines = await engine.store.result_lines(batch.batch_id, first, last)
+    if lines_read is not None and batch.entry_starts is None:
+        lines = {index: line for index, line in lines_read.items() if first <= index < last}
+    else:
+        lines = await engine.store.result_lines(batch.batch_id, first, last)
     missing = len(lines) < last - first
     custom_ids = await engine.store.custom_ids(batch.batch_id, first, last) if missing else {}
     stopped = batch.status in (BatchStatus.CANCELLED, BatchStatus.FAILED) and batch.finalized
@@ -161,7 +191,25 @@ async def status(
             "invalid pagination",
             details=[{"field": "offset/limit", "problem": f"offset >= 0 and 1 <= limit <= {MAX_PAGE}"}],
         )
-    batch = await get_owned_batch(engine=engine, principal=principal, batch_id=batch_id)
+    if not _plausible_id(batch_id):
+        raise NotFound(f"no batch {batch_id}")
+    # The chunks' progress and the page's result lines are read beside the batch, before it says whether
+    # they are needed (a round trip less per poll; the page is read again for a kind whose entries are not
+    # items, and both are thrown away when the batch is not the caller's).
+    chunks_ahead = asyncio.ensure_future(
+        progress.read_ahead(batch_id) if progress else engine.store.chunk_progress(batch_id)
+    )
+    lines_ahead = asyncio.ensure_future(engine.store.result_lines(batch_id, offset, offset + limit))
+    try:
+        batch = await get_owned_batch(engine=engine, principal=principal, batch_id=batch_id)
+    except BaseException:
+        chunks_ahead.cancel()
+        lines_ahead.cancel()
+        await asyncio.gather(chunks_ahead, lines_ahead, return_exceptions=True)
+        raise
+    chunks, lines = await asyncio.gather(chunks_ahead, lines_ahead)
+    if batch.finalized and progress:
+        progress.seen_fanned_in(batch_id)
     kind = kind_of(engine, batch.kind)
     if kind.shapes_status:
         every = await results_page(engine=engine, batch=batch, offset=0, limit=batch.entries)
@@ -169,8 +217,8 @@ async def status(
         if view is not None:
             return view
     (totals, started), page = await asyncio.gather(
-        current_totals(engine=engine, batch=batch, progress=progress),
-        results_page(engine=engine, batch=batch, offset=offset, limit=limit),
+        current_totals(engine=engine, batch=batch, progress=progress, chunks=chunks),
+        results_page(engine=engine, batch=batch, offset=offset, limit=limit, lines_read=lines),
     )
     summary = summarize(batch, totals)
     results_url = expires_at = None

@@ -74,3 +74,15 @@ def test_an_age_of_zero_reads_every_time(engine: Engine, unique: str) -> None:
     after = runtime.run(cache.read(batch_id))
 
     assert ([c.claims for c in before], [c.claims for c in after]) == ([0], [1])
+
+
+def test_no_progress_is_read_ahead_for_a_batch_seen_fanned_in(engine: Engine, unique: str) -> None:
+    batch_id = submit(engine, f"progress-{unique}", [{"prompt": "p"}])
+    cache = status.ProgressCache(engine.store, max_age_s=0.5, timer=lambda: 100.0)
+
+    before = runtime.run(cache.read_ahead(batch_id))
+    cache.seen_fanned_in(batch_id)
+    after = runtime.run(cache.read_ahead(batch_id))
+
+    assert before is not None and [c.index for c in before] == [0]
+    assert after is None

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from pydantic_core import to_json
 
 from shared.errors import InvalidRequest, PayloadTooLarge
 from shared.kinds.generate import Generate
@@ -44,7 +45,7 @@ def test_camel_case_fields_are_read(settings: Settings) -> None:
         settings=settings,
     )
     item = request.requests[0]
-    assert (item.max_tokens, item.custom_id, item.system_instruction) == (10, "a", "be brief")
+    assert (item["maxTokens"], item["customId"], item["systemInstruction"]) == (10, "a", "be brief")
     options = resolve_options(request, settings=settings)
     assert (options.fail_fast, options.max_retries, options.base_delay_ms) == (True, 1, 5)
 
@@ -90,3 +91,17 @@ def test_lanes_share_the_concurrency_exactly() -> None:
     shares = [lane_concurrency(chunk=i, lanes=3, concurrency=50) for i in range(6)]
     assert shares == [17, 17, 16, 17, 17, 16]
     assert sum(shares[:3]) == 50
+
+
+def test_chunks_store_requests_as_validated_and_read_back_old_and_new_keys(settings: Settings) -> None:
+    request = parse_request(
+        body(requests=[{"prompt": "hi", "maxTokens": 10, "systemInstruction": "be brief", "customId": "a"}]),
+        settings=settings,
+    )
+    stored = to_json(request.requests)
+    written_before = b'[{"prompt":"hi","max_tokens":10,"system_instruction":"be brief","custom_id":"a"}]'
+
+    read = [Generate.item_adapter.validate_json(items)[0] for items in (stored, written_before)]
+
+    assert stored == b'[{"prompt":"hi","maxTokens":10,"customId":"a","systemInstruction":"be brief"}]'
+    assert [(p.prompt, p.max_tokens, p.system_instruction) for p in read] == [("hi", 10, "be brief")] * 2
