@@ -24,6 +24,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -36,6 +37,7 @@ from tests.bench.gateway import start_gateway
 
 SEED_PAUSE_S = 2.0
 RESULTS_FILE = REPO_ROOT / ".bench" / "images.json"
+GATEWAY_LOG = REPO_ROOT / ".bench" / "images-gateway.log"
 
 
 def _gateway(*, concurrency: int) -> tuple[subprocess.Popen[bytes], str]:
@@ -43,7 +45,8 @@ def _gateway(*, concurrency: int) -> tuple[subprocess.Popen[bytes], str]:
         settings={
             "IMAGE_QUEUE_CONCURRENCY": str(concurrency),
             "IMAGE_MODEL_RPM": "100000",
-        }
+        },
+        log_path=GATEWAY_LOG,
     )
 
 
@@ -57,28 +60,68 @@ def _wait_all(api: httpx.Client, count: int) -> None:
     raise RuntimeError(f"the warm-up of {count} items did not finish within 120 s")
 
 
-def _slot_times(*, config: EmulatorConfig, tenant: str, items: int) -> tuple[list[float], list[float]]:
-    """Seconds from each timed item's end to the start of the next one in its slot (the slot gaps), and
-    from each timed item's start to its end (its model call and the queue's work around it)."""
+@dataclass
+class _Timeline:
+    """What the timed items' own timestamps say about the run."""
+
+    gaps: list[float]  # seconds from an item's end to the start of the next one in its slot
+    durations: list[float]  # seconds from an item's start to its end (its model call and the work around it)
+    # slot-seconds from the add to the last end when a slot held no item in progress: the gaps within the
+    # slots, plus each slot's wait for its first item and its idle tail (which the gaps do not show)
+    idle_slot_s: float
+    # the items that were started more than once (`intentos` > 1): a retried attempt or a lost delivery
+    retried: int
+    # seconds from the add to the latest of the slots' first starts (a slot whose first item of the add
+    # started late: no gap within the slot shows it)
+    last_first_start_s: float
+
+
+def _timeline(*, config: EmulatorConfig, tenant: str, items: int, concurrency: int) -> _Timeline:
     os.environ["FIRESTORE_EMULATOR_HOST"] = config.emulators.firestore.address
     db = firestore.Client(project=config.project_id)
     query = db.collection("image_queue").where(filter=FieldFilter("tenant", "==", tenant))
     by_slot: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    retried = 0
     for snapshot in query.stream():
         item = snapshot.to_dict() or {}
         if item["articulo_id"] <= items and item.get("started_at") and item.get("completed_at"):
             by_slot[item["slot"]].append(item)
+            retried += item["intentos"] > 1
+    timed = [item for slot_items in by_slot.values() for item in slot_items]
+    durations = [(item["completed_at"] - item["started_at"]).total_seconds() for item in timed]
     gaps = []
-    durations = [
-        (item["completed_at"] - item["started_at"]).total_seconds()
-        for slot_items in by_slot.values()
-        for item in slot_items
-    ]
+    added_at = min((item["created_at"] for item in timed), default=None)
+    last_first_start_s = 0.0
     for slot_items in by_slot.values():
         slot_items.sort(key=lambda item: item["started_at"])
+        if added_at is not None:
+            first_start_s = (slot_items[0]["started_at"] - added_at).total_seconds()
+            last_first_start_s = max(last_first_start_s, first_start_s)
         for ended, following in zip(slot_items, slot_items[1:], strict=False):
             gaps.append((following["started_at"] - ended["completed_at"]).total_seconds())
-    return gaps, durations
+    idle_slot_s = 0.0
+    if added_at is not None:
+        span_s = (max(item["completed_at"] for item in timed) - added_at).total_seconds()
+        idle_slot_s = concurrency * span_s - sum(durations)
+    return _Timeline(
+        gaps=gaps,
+        durations=durations,
+        idle_slot_s=idle_slot_s,
+        retried=retried,
+        last_first_start_s=last_first_start_s,
+    )
+
+
+def _logged_problems() -> int:
+    """The gateway's log lines at WARNING or above over the whole section (warm-up included)."""
+    problems = 0
+    for line in GATEWAY_LOG.read_text(errors="replace").splitlines():
+        try:
+            severity = json.loads(line).get("severity", "") if line.startswith("{") else ""
+        except json.JSONDecodeError:
+            severity = ""
+        problems += severity in ("WARNING", "ERROR", "CRITICAL") or line.startswith("Traceback")
+    return problems
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -117,7 +160,7 @@ def run(
         while True:
             stats = api.get("/articulos/processing-queue/status").json()["data"]["stats"]
             peak = max(peak, stats["procesando"])
-            if first_s is None and stats["completados"]:
+            if first_s is None and stats["completados"] > concurrency:  # beyond the warm-up's items
                 first_s = time.perf_counter() - started
             if stats["completados"] + stats["fallidos"] >= items + concurrency:
                 break
@@ -131,7 +174,8 @@ def run(
         process.wait(10)
     latency_s = latency_ms / 1000
     ideal_s = items * latency_s / concurrency
-    gaps, durations = _slot_times(config=config, tenant=tenant, items=items)
+    timeline = _timeline(config=config, tenant=tenant, items=items, concurrency=concurrency)
+    gaps, durations = timeline.gaps, timeline.durations
     cpu_per_item_ms = {name: round((cpu_after[name] - cpu_before[name]) * 1000 / items, 1) for name in groups}
     report = {
         "items": items,
@@ -147,7 +191,13 @@ def run(
             "p50": round(_percentile(gaps, 0.5) * 1000),
             "p95": round(_percentile(gaps, 0.95) * 1000),
             "mean": round(statistics.fmean(gaps) * 1000) if gaps else 0,
+            "max": round(max(gaps, default=0.0) * 1000),
         },
+        "idle_slot_s": round(timeline.idle_slot_s, 2),
+        "slot_gaps_s": round(sum(gaps), 2),
+        "retried_items": timeline.retried,
+        "last_first_start_s": round(timeline.last_first_start_s, 2),
+        "gateway_log_problems": _logged_problems(),
         "item_ms": {
             "p50": round(_percentile(durations, 0.5) * 1000),
             "p95": round(_percentile(durations, 0.95) * 1000),
@@ -167,7 +217,10 @@ def print_report(report: dict[str, Any]) -> None:
         f"{report['wall_s']} s against the limit {report['ideal_s']} s (ratio {report['ratio_vs_ideal']}, "
         f"goal 1.2); first completed {report['first_completed_s']} s; at most {report['peak_processing']} "
         f"processing at once; {report['failed']} failed; CPU ms per item {report['cpu_ms_per_item']}; "
-        f"slot gap ms {report['slot_gap_ms']}; item ms {report['item_ms']}; the seed's design: "
-        f"{report['seed_s']} s "
+        f"slot gap ms {report['slot_gap_ms']}; item ms {report['item_ms']}; idle slot-seconds "
+        f"{report['idle_slot_s']} ({report['slot_gaps_s']} of them in gaps within a slot); "
+        f"{report['retried_items']} items started more than once; every slot's first item started within "
+        f"{report['last_first_start_s']} s of the add; {report['gateway_log_problems']} warnings or errors "
+        f"in {GATEWAY_LOG}; the seed's design: {report['seed_s']} s "
         f"(load average {report['load_average_1m']} on {os.cpu_count()} cores)\n"
     )
