@@ -12,6 +12,7 @@ documents it read, `create` for those that must not exist):
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 from collections.abc import Awaitable, Callable
@@ -25,6 +26,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from shared.errors import Conflict, NotFound, StoreUnavailable
 from shared.models.articulos import Articulo, Dispatch, QueueItem, QueueState
+from shared.ports import GuardedWrite
 
 QUEUE = "image_queue"
 ACTIVE = "image_queue_active"
@@ -393,27 +395,39 @@ class FirestoreCatalogStore:
         )
         return [Waiting(item=_item(s), version=s.update_time) async for s in query.stream()]
 
-    async def assign(self, slot: Slot, waiting: Waiting, now: dt.datetime) -> QueueItem | None:
-        """Give `slot` to a waiting item, both as read, in one commit; None when either changed meanwhile."""
-        queue_id = waiting.item.id
-        slot_ref = self._slot_ref(slot.index)
-        commit = self._db.batch()
-        holder = {"queue_id": queue_id, "assigned_at": now}
+    async def create_slots(self, indices: list[int]) -> None:
+        """Create the slot documents that do not exist yet, free, so that every assignment is a
+        compare-and-set on a slot as read (`assignment`). Safe to race: a slot already there is kept."""
+
+        async def _create(index: int) -> None:
+            try:
+                await self._slot_ref(index).create({"queue_id": None})
+            except gexc.AlreadyExists:
+                pass
+            except TRANSIENT as exc:
+                raise StoreUnavailable(f"cannot create slot {index}: {exc.message}") from exc
+
+        await asyncio.gather(*(_create(index) for index in indices))
+
+    def assignment(
+        self, slot: Slot, waiting: Waiting, now: dt.datetime
+    ) -> tuple[list[GuardedWrite], QueueItem]:
+        """The writes that give `slot` (as read; it exists) to a waiting item (as read), each a
+        compare-and-set, to be committed with the item's engine batch; and the item as they leave it."""
         if slot.version is None:
-            commit.create(slot_ref, holder)
-        else:
-            commit.update(slot_ref, holder, option=self._db.write_option(last_update_time=slot.version))
+            raise ValueError(f"slot {slot.index} does not exist yet: create_slots first")
+        queue_id = waiting.item.id
         changes = {"despacho": Dispatch.DISPATCHED.value, "slot": slot.index, "updated_at": now}
-        commit.update(
-            self._item_ref(queue_id), changes, option=self._db.write_option(last_update_time=waiting.version)
-        )
-        try:
-            await commit.commit()
-        except CONTENDED:
-            return None
-        except TRANSIENT as exc:
-            raise StoreUnavailable(f"cannot assign a slot: {exc.message}") from exc
-        return QueueItem.model_validate(waiting.item.model_dump() | changes)
+        writes = [
+            GuardedWrite(
+                path=f"{SLOTS}/{slot.index}",
+                op="update",
+                data={"queue_id": queue_id, "assigned_at": now},
+                version=slot.version,
+            ),
+            GuardedWrite(path=f"{QUEUE}/{queue_id}", op="update", data=changes, version=waiting.version),
+        ]
+        return writes, QueueItem.model_validate(waiting.item.model_dump() | changes)
 
     # --- model calls per minute ---------------------------------------------------------------------
 
