@@ -62,6 +62,7 @@ async def dispatch(
     queue: ImageQueue,
     handover: Handover | None = None,
     prepare: Prepare | None = None,
+    freed: tuple[Slot, list[Waiting]] | None = None,
     thorough: bool = False,
 ) -> int:
     """Fill free slots with waiting items, highest `prioridad` then oldest; start their engine batches.
@@ -69,15 +70,22 @@ async def dispatch(
     the commit that creates the item's engine batch (so an item holds a slot exactly when its batch exists).
     With a `handover` (an item that just freed its slot), the first item started runs in that item's
     delivery, with no task hop between the two, and `prepare` starts reading what it needs beside that
-    commit; the others are enqueued.
+    commit; the others are enqueued. `freed`: the slot the caller's commit just freed, as that commit left
+    it, and the head of the queue as read beside that commit: the slot is offered to the head's first item
+    with no read in between (a stale head costs at most a contended commit, after which everything is read
+    again; an empty one is read again at once, so an item added meanwhile is never left waiting).
 
     The commit that ends an item frees its slot, so a dispatch that finds a free slot reads only the slots and
     the head of the queue. One that finds none, or a `thorough` one (the scheduled repair), also reads the
     items holding slots: it takes a slot whose item is over without having freed it (a slot written before
     items freed their slots), and starts an item a dispatch stopped before starting."""
     started = 0
+    known = ([freed[0]], freed[1]) if freed is not None and freed[1] else None
     for _ in range(5):
-        count, contended, handover = await _dispatch_pass(queue, handover, prepare, thorough=thorough)
+        count, contended, handover = await _dispatch_pass(
+            queue, handover, prepare, known=known, thorough=thorough
+        )
+        known = None
         started += count
         if not contended:
             break
@@ -85,19 +93,14 @@ async def dispatch(
 
 
 async def _dispatch_pass(
-    queue: ImageQueue, handover: Handover | None, prepare: Prepare | None, *, thorough: bool
+    queue: ImageQueue,
+    handover: Handover | None,
+    prepare: Prepare | None,
+    *,
+    known: tuple[list[Slot], list[Waiting]] | None,
+    thorough: bool,
 ) -> tuple[int, bool, Handover | None]:
-    store = queue.store
-    concurrency = queue.settings.image_queue_concurrency
-    # The slots and the head of the queue are read at once (one round trip less per item).
-    slots, head = await asyncio.gather(store.slots(concurrency), store.waiting(concurrency))
-    missing = [slot.index for slot in slots if slot.version is None]
-    if missing:  # once per slot: an assignment is a compare-and-set on the slot as read
-        await store.create_slots(missing)
-        slots = await store.slots(concurrency)
-    free = [slot for slot in slots if slot.queue_id is None]
-    if thorough or not free:  # every slot shows an item: one may be over without having freed it
-        free = await _held_slots_checked(queue, slots)
+    free, head = known if known is not None else await _read_free(queue, thorough=thorough)
     if not free:
         return 0, False, handover
     started = 0
@@ -109,6 +112,22 @@ async def _dispatch_pass(
         else:
             contended = True
     return started, contended, handover
+
+
+async def _read_free(queue: ImageQueue, *, thorough: bool) -> tuple[list[Slot], list[Waiting]]:
+    """The free slots and the head of the queue."""
+    store = queue.store
+    concurrency = queue.settings.image_queue_concurrency
+    # The slots and the head of the queue are read at once (one round trip less per item).
+    slots, head = await asyncio.gather(store.slots(concurrency), store.waiting(concurrency))
+    missing = [slot.index for slot in slots if slot.version is None]
+    if missing:  # once per slot: an assignment is a compare-and-set on the slot as read
+        await store.create_slots(missing)
+        slots = await store.slots(concurrency)
+    free = [slot for slot in slots if slot.queue_id is None]
+    if thorough or not free:  # every slot shows an item: one may be over without having freed it
+        free = await _held_slots_checked(queue, slots)
+    return free, head
 
 
 async def _assign(

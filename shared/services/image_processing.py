@@ -101,9 +101,9 @@ async def process(*, queue: ImageQueue, work: ImageWork, ctx: ItemContext) -> di
         raise
 
 
-async def _abandon(preparing: asyncio.Future[tuple[str, bytes]]) -> None:
-    preparing.cancel()
-    await asyncio.gather(preparing, return_exceptions=True)
+async def _abandon(reading: asyncio.Future[Any]) -> None:
+    reading.cancel()
+    await asyncio.gather(reading, return_exceptions=True)
 
 
 def _prepare_ahead(queue: ImageQueue, item: QueueItem) -> asyncio.Future[tuple[str, bytes]]:
@@ -155,11 +155,13 @@ async def _attempt(
     target = processed_object(item)
     now = queue.now()
     # The swap's reads overlap the upload; its commit waits for it (the article never shows a missing object).
+    # The head of the queue is read beside them too, for the slot the swap's commit frees.
     uploading = asyncio.ensure_future(
         queue.objects.put(object_name=target, data=reply.image, content_type=mime)
     )
+    head = asyncio.ensure_future(queue.store.waiting(queue.settings.image_queue_concurrency))
     try:
-        outcome = await queue.store.complete_swap(
+        swapped = await queue.store.complete_swap(
             item,
             expected_object=original,
             new_object=target,
@@ -177,9 +179,14 @@ async def _attempt(
             uploaded=uploading,
             now=now,
         )
+    except BaseException:
+        await _abandon(head)
+        raise
     finally:
         await asyncio.gather(uploading, return_exceptions=True)
+    outcome = swapped.outcome
     if outcome == "changed":
+        await _abandon(head)
         # The article was given another image (or removed) while this one was processed: keep the user's.
         await queue.objects.delete(object_name=target)
         failed = await queue.store.update_item(
@@ -196,8 +203,12 @@ async def _attempt(
     # The slot is free: the next item first (run in this delivery, beside this item's bookkeeping), then the
     # previous image (a crash between leaves it to the clean-up, which deletes the originals of the items it
     # removes).
+    waiting = await head
     await dispatch(
-        queue=queue, handover=ctx.handover, prepare=lambda next_item: _prepare_ahead(queue, next_item)
+        queue=queue,
+        handover=ctx.handover,
+        prepare=lambda next_item: _prepare_ahead(queue, next_item),
+        freed=(swapped.freed_slot, waiting) if swapped.freed_slot is not None else None,
     )
     if outcome == QueueState.COMPLETED.value and original != target:
         await queue.objects.delete(object_name=original)
