@@ -155,11 +155,12 @@ async def _attempt(
     target = processed_object(item)
     now = queue.now()
     # The swap's reads overlap the upload; its commit waits for it (the article never shows a missing object).
-    # The head of the queue is read beside them too, for the slot the swap's commit frees.
+    # The head of the queue is read beside them too, for the one slot the swap's commit frees: its first item
+    # only (a query's cost here is mostly decoding what it returns).
     uploading = asyncio.ensure_future(
         queue.objects.put(object_name=target, data=reply.image, content_type=mime)
     )
-    head = asyncio.ensure_future(queue.store.waiting(queue.settings.image_queue_concurrency))
+    head = asyncio.ensure_future(queue.store.waiting(1))
     try:
         swapped = await queue.store.complete_swap(
             item,

@@ -208,6 +208,7 @@ def run(
         "item_ms": {
             "p50": round(_percentile(durations, 0.5) * 1000),
             "p95": round(_percentile(durations, 0.95) * 1000),
+            "max": round(max(durations, default=0.0) * 1000),
         },
         "failed": stats["fallidos"],
         "load_average_1m": round(os.getloadavg()[0], 1),
