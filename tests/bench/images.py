@@ -66,7 +66,10 @@ class _Timeline:
 
     gaps: list[float]  # seconds from an item's end to the start of the next one in its slot
     durations: list[float]  # seconds from an item's start to its end (its model call and the work around it)
-    # slot-seconds from the add to the last end when a slot held no item in progress: the gaps within the
+    # seconds from an item's end (`completed_at`, stamped when the model answered) to the commit that ends it
+    # (the upload of its image and the swap), which frees its slot
+    closings: list[float]
+    # slot-seconds from the add to the last commit when a slot held no item in progress: the gaps within the
     # slots, plus each slot's wait for its first item and its idle tail (which the gaps do not show)
     idle_slot_s: float
     # the items that were started more than once (`intentos` > 1): a retried attempt or a lost delivery
@@ -88,10 +91,12 @@ def _timeline(*, config: EmulatorConfig, tenant: str, items: int, concurrency: i
     for snapshot in query.stream():
         item = snapshot.to_dict() or {}
         if item["articulo_id"] <= items and item.get("started_at") and item.get("completed_at"):
+            item["ended_at"] = snapshot.update_time  # the commit that ended it (nothing writes it after)
             by_slot[item["slot"]].append(item)
             retried += item["intentos"] > 1
     timed = [item for slot_items in by_slot.values() for item in slot_items]
     durations = [(item["completed_at"] - item["started_at"]).total_seconds() for item in timed]
+    closings = [(item["ended_at"] - item["completed_at"]).total_seconds() for item in timed]
     gaps = []
     added_at = min((item["created_at"] for item in timed), default=None)
     last_first_start_s = 0.0
@@ -104,11 +109,12 @@ def _timeline(*, config: EmulatorConfig, tenant: str, items: int, concurrency: i
             gaps.append((following["started_at"] - ended["completed_at"]).total_seconds())
     idle_slot_s = span_s = 0.0
     if added_at is not None:
-        span_s = (max(item["completed_at"] for item in timed) - added_at).total_seconds()
+        span_s = (max(item["ended_at"] for item in timed) - added_at).total_seconds()
         idle_slot_s = concurrency * span_s - sum(durations)
     return _Timeline(
         gaps=gaps,
         durations=durations,
+        closings=closings,
         idle_slot_s=idle_slot_s,
         span_s=span_s,
         retried=retried,
@@ -210,6 +216,11 @@ def run(
             "p95": round(_percentile(durations, 0.95) * 1000),
             "max": round(max(durations, default=0.0) * 1000),
         },
+        "closing_ms": {
+            "p50": round(_percentile(timeline.closings, 0.5) * 1000),
+            "p95": round(_percentile(timeline.closings, 0.95) * 1000),
+            "max": round(max(timeline.closings, default=0.0) * 1000),
+        },
         "failed": stats["fallidos"],
         "load_average_1m": round(os.getloadavg()[0], 1),
         "seed_s": round(items * (latency_s + SEED_PAUSE_S), 1),
@@ -227,7 +238,8 @@ def print_report(report: dict[str, Any]) -> None:
         f"{report['span_s']} s after the add; first completed {report['first_completed_s']} s; at most "
         f"{report['peak_processing']} "
         f"processing at once; {report['failed']} failed; CPU ms per item {report['cpu_ms_per_item']}; "
-        f"slot gap ms {report['slot_gap_ms']}; item ms {report['item_ms']}; idle slot-seconds "
+        f"slot gap ms {report['slot_gap_ms']}; item ms {report['item_ms']}; from its end to its commit ms "
+        f"{report['closing_ms']}; idle slot-seconds "
         f"{report['idle_slot_s']} ({report['slot_gaps_s']} of them in gaps within a slot); "
         f"{report['retried_items']} items started more than once; every slot's first item started within "
         f"{report['last_first_start_s']} s of the add; {report['gateway_log_problems']} warnings or errors "
