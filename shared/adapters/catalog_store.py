@@ -12,6 +12,7 @@ documents it read, `create` for those that must not exist):
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 from collections.abc import Awaitable, Callable
@@ -25,6 +26,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from shared.errors import Conflict, NotFound, StoreUnavailable
 from shared.models.articulos import Articulo, Dispatch, QueueItem, QueueState
+from shared.ports import GuardedWrite
 
 QUEUE = "image_queue"
 ACTIVE = "image_queue_active"
@@ -52,6 +54,14 @@ class Slot:
     index: int
     queue_id: str | None
     version: Any  # update time, or None when the slot document does not exist yet
+
+
+@dataclass(frozen=True)
+class Swapped:
+    """What `complete_swap` did: its outcome, and the slot its commit freed (None if it freed none)."""
+
+    outcome: str
+    freed_slot: Slot | None = None
 
 
 def _active_id(tenant: str, articulo_id: int) -> str:
@@ -217,14 +227,16 @@ class FirestoreCatalogStore:
         async for holder in self._db.get_all(refs):
             self._release(commit, holder, item)
 
-    def _release(self, commit: Any, holder: Any, item: QueueItem) -> None:
-        """Add to `commit` the release of a dedupe or slot document `holder` (as read), if `item` holds it."""
+    def _release(self, commit: Any, holder: Any, item: QueueItem) -> bool:
+        """Add to `commit` the release of a dedupe or slot document `holder` (as read), if `item` holds it;
+        whether it did."""
         if not holder.exists or holder.get("queue_id") != item.id:
-            return
+            return False
         if holder.reference.parent.id == SLOTS:
             commit.update(holder.reference, {"queue_id": None}, option=self._cas_option(holder))
         else:
             commit.delete(holder.reference, option=self._cas_option(holder))
+        return True
 
     async def complete_swap(
         self,
@@ -236,16 +248,16 @@ class FirestoreCatalogStore:
         changes: dict[str, Any],
         uploaded: Awaitable[Any],
         now: dt.datetime,
-    ) -> str:
+    ) -> Swapped:
         """Point the item's article at `new_object` (only if it still shows `expected_object`) and mark the
         item completed, in one commit, once `uploaded` (the new object's upload, which the reads overlap) is
-        done. Returns `completed`, `changed` (the article has another image now: nothing written) or the
-        item's state when it is not processing."""
+        done. Its outcome: `completed`, `changed` (the article has another image now: nothing written) or the
+        item's state when it is not processing; and the slot the commit freed, as the commit left it."""
         item_ref = self._item_ref(item.id)
         article_ref = self._article_ref(item.tenant, item.articulo_id)
         active_ref = self._active_ref(item.tenant, item.articulo_id)
 
-        async def _attempt() -> str:
+        async def _attempt() -> Swapped:
             # One round trip for the documents the commit depends on.
             refs = [item_ref, article_ref, active_ref] + (
                 [self._slot_ref(item.slot)] if item.slot is not None else []
@@ -253,15 +265,15 @@ class FirestoreCatalogStore:
             found = {s.reference.path: s async for s in self._db.get_all(refs)}
             item_snapshot, article = found[item_ref.path], found[article_ref.path]
             if not item_snapshot.exists:
-                return "missing"
+                return Swapped(outcome="missing")
             current = _item(item_snapshot)
             if current.estado is not QueueState.PROCESSING:
-                return current.estado.value
+                return Swapped(outcome=current.estado.value)
             if not article.exists or (article.to_dict() or {}).get("imagen_object") not in (
                 expected_object,
                 new_object,
             ):
-                return "changed"
+                return Swapped(outcome="changed")
             await uploaded
             commit = self._db.batch()
             commit.update(
@@ -270,12 +282,14 @@ class FirestoreCatalogStore:
                 option=self._cas_option(article),
             )
             commit.update(item_ref, changes, option=self._cas_option(item_snapshot))
-            for holder in refs[2:]:
-                self._release(commit, found[holder.path], item)
-            await commit.commit()
-            return QueueState.COMPLETED.value
+            released = [self._release(commit, found[holder.path], item) for holder in refs[2:]]
+            results = await commit.commit()
+            freed = None
+            if item.slot is not None and released[-1]:  # the slot's release is the commit's last write
+                freed = Slot(index=item.slot, queue_id=None, version=results[-1].update_time)
+            return Swapped(outcome=QueueState.COMPLETED.value, freed_slot=freed)
 
-        result: str = await self._retrying(_attempt, "swap the article's image")
+        result: Swapped = await self._retrying(_attempt, "swap the article's image")
         return result
 
     async def retry_item(self, queue_id: str, changes: Callable[[QueueItem], dict[str, Any]]) -> QueueItem:
@@ -393,27 +407,39 @@ class FirestoreCatalogStore:
         )
         return [Waiting(item=_item(s), version=s.update_time) async for s in query.stream()]
 
-    async def assign(self, slot: Slot, waiting: Waiting, now: dt.datetime) -> QueueItem | None:
-        """Give `slot` to a waiting item, both as read, in one commit; None when either changed meanwhile."""
-        queue_id = waiting.item.id
-        slot_ref = self._slot_ref(slot.index)
-        commit = self._db.batch()
-        holder = {"queue_id": queue_id, "assigned_at": now}
+    async def create_slots(self, indices: list[int]) -> None:
+        """Create the slot documents that do not exist yet, free, so that every assignment is a
+        compare-and-set on a slot as read (`assignment`). Safe to race: a slot already there is kept."""
+
+        async def _create(index: int) -> None:
+            try:
+                await self._slot_ref(index).create({"queue_id": None})
+            except gexc.AlreadyExists:
+                pass
+            except TRANSIENT as exc:
+                raise StoreUnavailable(f"cannot create slot {index}: {exc.message}") from exc
+
+        await asyncio.gather(*(_create(index) for index in indices))
+
+    def assignment(
+        self, slot: Slot, waiting: Waiting, now: dt.datetime
+    ) -> tuple[list[GuardedWrite], QueueItem]:
+        """The writes that give `slot` (as read; it exists) to a waiting item (as read), each a
+        compare-and-set, to be committed with the item's engine batch; and the item as they leave it."""
         if slot.version is None:
-            commit.create(slot_ref, holder)
-        else:
-            commit.update(slot_ref, holder, option=self._db.write_option(last_update_time=slot.version))
+            raise ValueError(f"slot {slot.index} does not exist yet: create_slots first")
+        queue_id = waiting.item.id
         changes = {"despacho": Dispatch.DISPATCHED.value, "slot": slot.index, "updated_at": now}
-        commit.update(
-            self._item_ref(queue_id), changes, option=self._db.write_option(last_update_time=waiting.version)
-        )
-        try:
-            await commit.commit()
-        except CONTENDED:
-            return None
-        except TRANSIENT as exc:
-            raise StoreUnavailable(f"cannot assign a slot: {exc.message}") from exc
-        return QueueItem.model_validate(waiting.item.model_dump() | changes)
+        writes = [
+            GuardedWrite(
+                path=f"{SLOTS}/{slot.index}",
+                op="update",
+                data={"queue_id": queue_id, "assigned_at": now},
+                version=slot.version,
+            ),
+            GuardedWrite(path=f"{QUEUE}/{queue_id}", op="update", data=changes, version=waiting.version),
+        ]
+        return writes, QueueItem.model_validate(waiting.item.model_dump() | changes)
 
     # --- model calls per minute ---------------------------------------------------------------------
 

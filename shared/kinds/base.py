@@ -149,9 +149,10 @@ class Plan(Generic[ItemT]):
 class Handover:
     """Lets an item start another batch's work in its own delivery, beside its own bookkeeping, instead of
     through a task hop: a service that starts a one-chunk batch when this item ends (the image queue's next
-    item in the slot this one frees) starts it with `batches.start_planned(task_delay=fallback_delay)` and
-    hands it over with `run(batch_id)`. The delayed task runs the chunk only if this delivery did not (it
-    died first: the chunk's lease decides, as for any duplicate delivery)."""
+    item in the slot this one frees) starts it with `batches.start_planned(handover=...)`, which hands it
+    over with `run(batch_id)` and enqueues its task `fallback_delay` later. The delayed task runs the chunk
+    only if this delivery did not (it died first: the chunk's lease decides, as for any duplicate
+    delivery)."""
 
     fallback_delay: dt.timedelta
     run: Callable[[str], None]

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from shared.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, PlatformError
-from shared.kinds.base import Kind, KindRequest, Plan
+from shared.kinds.base import Handover, Kind, KindRequest, Plan
 from shared.models.auth import AuditRecord, Principal
 from shared.models.batch import (
     BatchDoc,
@@ -348,14 +348,15 @@ async def start_planned(
     plan: Plan[Any],
     options: ResolvedOptions,
     writes: Sequence[GuardedWrite] = (),
-    task_delay: dt.timedelta | None = None,
+    handover: Handover | None = None,
 ) -> bool:
     """Store and start a batch a service planned itself (not a client's body): for services that run a kind
     behind an API of their own, as the image queue does. Idempotent by `batch_id`: a second call creates
     nothing and its enqueue is rejected by name. Returns whether this call created the batch. `writes` are
     committed atomically with the batch document (a debit of the service's own ledger, a record of its own);
-    when one's precondition fails nothing is created and PreconditionFailed is raised. `task_delay` delays
-    its first tasks (a batch handed over to a running delivery, `ItemContext.handover`)."""
+    when one's precondition fails nothing is created and PreconditionFailed is raised. With a `handover` (a
+    running delivery's, `ItemContext.handover`) the first chunk runs in that delivery as soon as the batch is
+    written, beside the enqueue of its task, which is delayed by `handover.fallback_delay`."""
     kind = kind_of(engine, kind_name)
     now = engine.clock()
     batch, chunks = await _planned_batch(
@@ -378,10 +379,14 @@ async def start_planned(
         user_agent=kind.name,
     )
     created = await engine.store.create_batch(batch=batch, chunks=chunks, audit=audit, writes=writes)
+    if handover is not None:
+        # Should this delivery die before the enqueue, the chunk is recovered as any other: the sweeper
+        # re-enqueues it once its lease expires, and the service that started it starts it again.
+        handover.run(batch_id)
     await enqueue_stage(
         engine=engine,
         batch=batch,
         stage=batch.stages[0],
-        schedule_time=now + task_delay if task_delay is not None else None,
+        schedule_time=now + handover.fallback_delay if handover is not None else None,
     )
     return created

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote
 
-from shared.adapters.catalog_store import FirestoreCatalogStore, Slot
+from shared.adapters.catalog_store import FirestoreCatalogStore, Slot, Waiting
 from shared.kinds.base import Handover, Plan
 from shared.models.articulos import Dispatch, ImageWork, QueueItem, QueueState
 from shared.models.batch import ResolvedOptions
-from shared.ports import ImageObjects
+from shared.ports import GuardedWrite, ImageObjects, PreconditionFailed
 from shared.services.batches import start_planned
 from shared.services.engine import Engine
 from shared.settings import Settings
@@ -23,6 +25,9 @@ KIND = "images"
 # A slot's item not started this long after its dispatch is started again (its task name makes that a no-op
 # when the first start got through): a dispatcher may have stopped between the slot's commit and the enqueue.
 RESTART_AFTER = dt.timedelta(seconds=10)
+
+# Starts reading what an item handed over to this delivery needs, beside the commit that dispatches it.
+Prepare = Callable[[QueueItem], "asyncio.Future[Any]"]
 
 
 @dataclass
@@ -52,19 +57,35 @@ def processed_object(item: QueueItem) -> str:
     return f"articulos/{quote(item.tenant, safe='')}/{item.articulo_id}/q-{item.id}.png"
 
 
-async def dispatch(*, queue: ImageQueue, handover: Handover | None = None, thorough: bool = False) -> int:
+async def dispatch(
+    *,
+    queue: ImageQueue,
+    handover: Handover | None = None,
+    prepare: Prepare | None = None,
+    freed: tuple[Slot, list[Waiting]] | None = None,
+    thorough: bool = False,
+) -> int:
     """Fill free slots with waiting items, highest `prioridad` then oldest; start their engine batches.
-    Safe to run any number of times, at once: a slot and an item change hands only by compare-and-set.
+    Safe to run any number of times, at once: a slot and an item change hands only by compare-and-set, in
+    the commit that creates the item's engine batch (so an item holds a slot exactly when its batch exists).
     With a `handover` (an item that just freed its slot), the first item started runs in that item's
-    delivery, with no task hop between the two; the others are enqueued.
+    delivery, with no task hop between the two, and `prepare` starts reading what it needs beside that
+    commit; the others are enqueued. `freed`: the slot the caller's commit just freed, as that commit left
+    it, and the head of the queue as read beside that commit: the slot is offered to the head's first item
+    with no read in between (a stale head costs at most a contended commit, after which everything is read
+    again; an empty one is read again at once, so an item added meanwhile is never left waiting).
 
     The commit that ends an item frees its slot, so a dispatch that finds a free slot reads only the slots and
     the head of the queue. One that finds none, or a `thorough` one (the scheduled repair), also reads the
     items holding slots: it takes a slot whose item is over without having freed it (a slot written before
     items freed their slots), and starts an item a dispatch stopped before starting."""
     started = 0
+    known = ([freed[0]], freed[1]) if freed is not None and freed[1] else None
     for _ in range(5):
-        count, contended, handover = await _dispatch_pass(queue, handover, thorough=thorough)
+        count, contended, handover = await _dispatch_pass(
+            queue, handover, prepare, known=known, thorough=thorough
+        )
+        known = None
         started += count
         if not contended:
             break
@@ -72,28 +93,59 @@ async def dispatch(*, queue: ImageQueue, handover: Handover | None = None, thoro
 
 
 async def _dispatch_pass(
-    queue: ImageQueue, handover: Handover | None, *, thorough: bool
+    queue: ImageQueue,
+    handover: Handover | None,
+    prepare: Prepare | None,
+    *,
+    known: tuple[list[Slot], list[Waiting]] | None,
+    thorough: bool,
 ) -> tuple[int, bool, Handover | None]:
-    store = queue.store
-    concurrency = queue.settings.image_queue_concurrency
-    # The slots and the head of the queue are read at once (one round trip less per item).
-    slots, head = await asyncio.gather(store.slots(concurrency), store.waiting(concurrency))
-    free = [slot for slot in slots if slot.queue_id is None]
-    if thorough or not free:  # every slot shows an item: one may be over without having freed it
-        free = await _held_slots_checked(queue, slots)
+    free, head = known if known is not None else await _read_free(queue, thorough=thorough)
     if not free:
         return 0, False, handover
     started = 0
     contended = False
     for slot, candidate in zip(free, head, strict=False):
-        assigned = await store.assign(slot, candidate, queue.now())
-        if assigned is None:
+        if await _assign(queue, slot, candidate, handover, prepare if handover is not None else None):
+            handover = None
+            started += 1
+        else:
             contended = True
-            continue
-        await _start(queue, assigned, handover)
-        handover = None
-        started += 1
     return started, contended, handover
+
+
+async def _read_free(queue: ImageQueue, *, thorough: bool) -> tuple[list[Slot], list[Waiting]]:
+    """The free slots and the head of the queue."""
+    store = queue.store
+    concurrency = queue.settings.image_queue_concurrency
+    # The slots and the head of the queue are read at once (one round trip less per item).
+    slots, head = await asyncio.gather(store.slots(concurrency), store.waiting(concurrency))
+    missing = [slot.index for slot in slots if slot.version is None]
+    if missing:  # once per slot: an assignment is a compare-and-set on the slot as read
+        await store.create_slots(missing)
+        slots = await store.slots(concurrency)
+    free = [slot for slot in slots if slot.queue_id is None]
+    if thorough or not free:  # every slot shows an item: one may be over without having freed it
+        free = await _held_slots_checked(queue, slots)
+    return free, head
+
+
+async def _assign(
+    queue: ImageQueue, slot: Slot, candidate: Waiting, handover: Handover | None, prepare: Prepare | None
+) -> bool:
+    """Give `slot` to `candidate` and start its engine batch, in one commit; False when either changed
+    since they were read."""
+    writes, item = queue.store.assignment(slot, candidate, queue.now())
+    preparing = prepare(item) if prepare is not None else None
+    try:
+        created = await _start(queue, item, handover, writes=writes)
+    except BaseException:
+        if preparing is not None:
+            preparing.cancel()
+        raise
+    if not created and preparing is not None:
+        preparing.cancel()
+    return created
 
 
 async def _held_slots_checked(queue: ImageQueue, slots: list[Slot]) -> list[Slot]:
@@ -111,29 +163,39 @@ async def _held_slots_checked(queue: ImageQueue, slots: list[Slot]) -> list[Slot
     return free
 
 
-async def _start(queue: ImageQueue, item: QueueItem, handover: Handover | None = None) -> None:
+async def _start(
+    queue: ImageQueue,
+    item: QueueItem,
+    handover: Handover | None = None,
+    *,
+    writes: Sequence[GuardedWrite] = (),
+) -> bool:
+    """Start the item's engine batch (with `writes`, its slot's assignment, in the same commit); whether
+    this call created it. False with `writes`: nothing was written (the slot or the item changed)."""
     settings = queue.settings
-    await start_planned(
-        engine=queue.running_engine,
-        tenant=item.tenant,
-        kind_name=KIND,
-        batch_id=item.batch_id,
-        plan=Plan(
-            items=[ImageWork(queue_id=item.id, tenant=item.tenant, articulo_id=item.articulo_id)],
-            custom_ids=[item.id],
-        ),
-        options=ResolvedOptions(
-            concurrency=1,
-            fail_fast=False,
-            timeout_ms=int(settings.image_timeout_seconds * 1000),
-            # The item's own `intentos` decides when it has failed (it counts attempts across crashes too);
-            # the engine only has to retry at least as often.
-            max_retries=settings.image_max_attempts,
-            base_delay_ms=settings.image_retry_base_delay_ms,
-            max_delay_ms=60_000,
-            backoff_multiplier=2.0,
-        ),
-        task_delay=handover.fallback_delay if handover is not None else None,
-    )
-    if handover is not None:
-        handover.run(item.batch_id)
+    try:
+        return await start_planned(
+            engine=queue.running_engine,
+            tenant=item.tenant,
+            kind_name=KIND,
+            batch_id=item.batch_id,
+            plan=Plan(
+                items=[ImageWork(queue_id=item.id, tenant=item.tenant, articulo_id=item.articulo_id)],
+                custom_ids=[item.id],
+            ),
+            options=ResolvedOptions(
+                concurrency=1,
+                fail_fast=False,
+                timeout_ms=int(settings.image_timeout_seconds * 1000),
+                # The item's own `intentos` decides when it has failed (it counts attempts across crashes
+                # too); the engine only has to retry at least as often.
+                max_retries=settings.image_max_attempts,
+                base_delay_ms=settings.image_retry_base_delay_ms,
+                max_delay_ms=60_000,
+                backoff_multiplier=2.0,
+            ),
+            writes=writes,
+            handover=handover,
+        )
+    except PreconditionFailed:
+        return False

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 from shared.errors import ModelError, NotFound, PlatformError
@@ -20,6 +21,9 @@ from shared.kinds.base import ItemContext, ItemFailed
 from shared.models.articulos import Dispatch, ImageWork, QueueItem, QueueState
 from shared.ports import ImageCall
 from shared.services.image_dispatch import ImageQueue, dispatch, processed_object
+
+# What the item handed over to this delivery needs, read beside its dispatch: queue id -> the reads.
+_prepared_ahead: ContextVar[dict[str, asyncio.Future[tuple[str, bytes]]]] = ContextVar("image_prepared_ahead")
 
 
 class InvalidImage(PlatformError):
@@ -65,9 +69,13 @@ async def process(*, queue: ImageQueue, work: ImageWork, ctx: ItemContext) -> di
         }
 
     # The original image and the model's pace do not depend on the start's commit: they run beside it, so
-    # the model is called as soon as the start is written. (A call counted for an item that turns out not to
+    # the model is called as soon as the start is written; for an item handed over to this delivery they
+    # were started beside its dispatch (`_prepare_ahead`). (A call counted for an item that turns out not to
     # run is one the pace gives away: it never lets more calls through.)
-    preparing = asyncio.ensure_future(_prepare(queue, work))
+    ahead = _prepared_ahead.get(None)
+    preparing = (ahead.pop(work.queue_id, None) if ahead else None) or asyncio.ensure_future(
+        _prepare(queue, work)
+    )
     try:
         item = await queue.store.update_item(work.queue_id, _begin)
     except BaseException:
@@ -93,9 +101,22 @@ async def process(*, queue: ImageQueue, work: ImageWork, ctx: ItemContext) -> di
         raise
 
 
-async def _abandon(preparing: asyncio.Future[tuple[str, bytes]]) -> None:
-    preparing.cancel()
-    await asyncio.gather(preparing, return_exceptions=True)
+async def _abandon(reading: asyncio.Future[Any]) -> None:
+    reading.cancel()
+    await asyncio.gather(reading, return_exceptions=True)
+
+
+def _prepare_ahead(queue: ImageQueue, item: QueueItem) -> asyncio.Future[tuple[str, bytes]]:
+    """Start reading the article and image of an item about to be handed over to this delivery, beside the
+    commit that dispatches it. The handed-over run's task copies this context, so its `process` finds them;
+    a run elsewhere (the fallback task) reads them itself."""
+    preparing = asyncio.ensure_future(
+        _prepare(queue, ImageWork(queue_id=item.id, tenant=item.tenant, articulo_id=item.articulo_id))
+    )
+    # Retrieved here too, so one no run takes (its dispatch lost the race) is never reported as unretrieved.
+    preparing.add_done_callback(lambda done: done.cancelled() or done.exception())
+    _prepared_ahead.set({item.id: preparing})
+    return preparing
 
 
 async def _prepare(queue: ImageQueue, work: ImageWork) -> tuple[str, bytes]:
@@ -134,11 +155,14 @@ async def _attempt(
     target = processed_object(item)
     now = queue.now()
     # The swap's reads overlap the upload; its commit waits for it (the article never shows a missing object).
+    # The head of the queue is read beside them too, for the one slot the swap's commit frees: its first item
+    # only (a query's cost here is mostly decoding what it returns).
     uploading = asyncio.ensure_future(
         queue.objects.put(object_name=target, data=reply.image, content_type=mime)
     )
+    head = asyncio.ensure_future(queue.store.waiting(1))
     try:
-        outcome = await queue.store.complete_swap(
+        swapped = await queue.store.complete_swap(
             item,
             expected_object=original,
             new_object=target,
@@ -156,9 +180,14 @@ async def _attempt(
             uploaded=uploading,
             now=now,
         )
+    except BaseException:
+        await _abandon(head)
+        raise
     finally:
         await asyncio.gather(uploading, return_exceptions=True)
+    outcome = swapped.outcome
     if outcome == "changed":
+        await _abandon(head)
         # The article was given another image (or removed) while this one was processed: keep the user's.
         await queue.objects.delete(object_name=target)
         failed = await queue.store.update_item(
@@ -175,7 +204,13 @@ async def _attempt(
     # The slot is free: the next item first (run in this delivery, beside this item's bookkeeping), then the
     # previous image (a crash between leaves it to the clean-up, which deletes the originals of the items it
     # removes).
-    await dispatch(queue=queue, handover=ctx.handover)
+    waiting = await head
+    await dispatch(
+        queue=queue,
+        handover=ctx.handover,
+        prepare=lambda next_item: _prepare_ahead(queue, next_item),
+        freed=(swapped.freed_slot, waiting) if swapped.freed_slot is not None else None,
+    )
     if outcome == QueueState.COMPLETED.value and original != target:
         await queue.objects.delete(object_name=original)
     return {"queueId": item.id, "estado": outcome, "articuloId": item.articulo_id}

@@ -35,7 +35,10 @@ SEED_POLL_S = 30.0
 
 
 def _gateway(*, poll_seconds: float) -> tuple[subprocess.Popen[bytes], str]:
-    return start_gateway(settings={"BATCHMODE_POLL_SECONDS": str(poll_seconds)})
+    return start_gateway(
+        settings={"BATCHMODE_POLL_SECONDS": str(poll_seconds)},
+        log_path=REPO_ROOT / ".bench" / "batchmode-gateway.log",
+    )
 
 
 def run(

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
+from pathlib import Path
 
 import httpx
 
@@ -20,19 +21,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_gateway(*, settings: Mapping[str, str]) -> tuple[subprocess.Popen[bytes], str]:
-    """Start the gateway with `settings` added to the environment; its process and URL once it answers."""
+def start_gateway(*, settings: Mapping[str, str], log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Start the gateway with `settings` added to the environment; its process and URL once it answers.
+    Its output (the functions' JSON log lines, warnings and errors) goes to `log_path`, never away: a bench
+    that hides its errors cannot explain an outlier."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = os.environ | {"PYTHONPATH": str(REPO_ROOT), "FUNCTIONS_BASE_URL": url} | dict(settings)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "infra.gateway", "--port", str(port)],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "infra.gateway", "--port", str(port)],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, TypeAdapter
 from shared import runtime
 from shared.app import platform
 from shared.emulator_config import EmulatorConfig
-from shared.kinds.base import ItemContext, Kind, KindRequest, Plan, Ports
+from shared.kinds.base import Handover, ItemContext, Kind, KindRequest, Plan, Ports
 from shared.kinds.registry import KINDS
 from shared.models.batch import ChunkState, ResolvedOptions, WorkMessage
 from shared.services import batches
@@ -56,12 +56,13 @@ class Relay(Kind[KindRequest, Hop]):
         if item.left and ctx.handover is not None:
             assert self.engine is not None
             following = uuid.uuid4().hex
-            await start(self.engine, ctx.tenant, following, left=item.left - 1, delay=ctx.handover)
-            ctx.handover.run(following)
+            await start(self.engine, ctx.tenant, following, left=item.left - 1, handover=ctx.handover)
         return {"left": item.left}
 
 
-async def start(engine: Engine, tenant: str, batch_id: str, *, left: int, delay: Any = None) -> None:
+async def start(
+    engine: Engine, tenant: str, batch_id: str, *, left: int, handover: Handover | None = None
+) -> None:
     relay = engine.kinds["relay"]
     assert isinstance(relay, Relay)
     relay.started.append(batch_id)
@@ -72,7 +73,7 @@ async def start(engine: Engine, tenant: str, batch_id: str, *, left: int, delay:
         batch_id=batch_id,
         plan=Plan(items=[Hop(left=left)], custom_ids=[None]),
         options=OPTIONS,
-        task_delay=delay.fallback_delay if delay is not None else None,
+        handover=handover,
     )
 
 

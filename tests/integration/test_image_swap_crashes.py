@@ -36,12 +36,11 @@ class CrashingStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    async def complete_swap(self, item: QueueItem, **rest: Any) -> str:
+    async def complete_swap(self, item: QueueItem, **rest: Any) -> Any:
         if not self.crashed:
             self.crashed = True
             raise Crash("killed before the swap's commit")
-        result: str = await self._store.complete_swap(item, **rest)
-        return result
+        return await self._store.complete_swap(item, **rest)
 
 
 class CrashingObjects:
