@@ -24,6 +24,7 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from shared.emulator_config import REPO_ROOT, STATE_DIR, EmulatorConfig, Endpoint, load_emulator_config
 
@@ -189,15 +190,7 @@ def start(config: EmulatorConfig | None = None, *, quiet: bool = False) -> bool:
         for piece in all_pieces:
             log_file = (LOG_DIR / f"{piece.name}.log").open("wb")
             try:
-                processes[piece.name] = subprocess.Popen(
-                    list(piece.command),
-                    cwd=REPO_ROOT,
-                    env=env,
-                    stdout=log_file,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
+                processes[piece.name] = _launch(piece, env=env, log_file=log_file)
             except FileNotFoundError as exc:
                 raise LocalCloudError(
                     f"{piece.name}: cannot run {piece.command[0]!r}: {exc.strerror}"
@@ -240,19 +233,25 @@ def restart_piece(
     check_ports_free([piece])
     env = _child_env(config) | dict(settings or {})
     with (log_path or LOG_DIR / f"{name}.log").open("wb") as log_file:
-        process = subprocess.Popen(
-            list(piece.command),
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        process = _launch(piece, env=env, log_file=log_file)
     _children[name] = process
     PIDS_FILE.write_text(json.dumps(pids | {name: process.pid}))
     _wait_ready([piece], {name: process})
     return process.pid
+
+
+def _launch(piece: Piece, *, env: dict[str, str], log_file: IO[bytes]) -> subprocess.Popen[bytes]:
+    """A piece's process, in a session of its own (so stopping it stops its children), its output to
+    `log_file`."""
+    return subprocess.Popen(
+        list(piece.command),
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def check_ports_free(all_pieces: list[Piece]) -> None:

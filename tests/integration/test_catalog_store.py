@@ -19,21 +19,10 @@ from shared.app import platform
 from shared.emulator_config import EmulatorConfig
 from shared.kinds.base import Plan
 from shared.models.articulos import Dispatch, ImageWork, QueueItem, QueueState
-from shared.models.batch import ResolvedOptions
 from shared.ports import GuardedWrite, PreconditionFailed
 from shared.services import batches
 from shared.services.engine import Engine
-from tests.integration.engine_harness import RecordingQueue
-
-OPTIONS = ResolvedOptions(
-    concurrency=1,
-    fail_fast=False,
-    timeout_ms=10_000,
-    max_retries=1,
-    base_delay_ms=100,
-    max_delay_ms=1000,
-    backoff_multiplier=2.0,
-)
+from tests.integration.engine_harness import ONE_AT_A_TIME, RecordingQueue
 
 
 def _run(project_id: str, work: Any) -> Any:
@@ -91,7 +80,7 @@ def test_two_dispatchers_never_give_one_slot_to_two_items(
                     items=[ImageWork(queue_id=item.id, tenant=item.tenant, articulo_id=item.articulo_id)],
                     custom_ids=[item.id],
                 ),
-                options=OPTIONS,
+                options=ONE_AT_A_TIME,
                 writes=writes,
             )
         except PreconditionFailed:

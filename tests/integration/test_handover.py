@@ -16,21 +16,11 @@ from shared.app import platform
 from shared.emulator_config import EmulatorConfig
 from shared.kinds.base import Handover, ItemContext, Kind, KindRequest, Plan, Ports
 from shared.kinds.registry import KINDS
-from shared.models.batch import ChunkState, ResolvedOptions, WorkMessage
+from shared.models.batch import ChunkState, WorkMessage
 from shared.services import batches
 from shared.services.engine import Engine
 from shared.services.worker import process_chunk
-from tests.integration.engine_harness import RecordingQueue
-
-OPTIONS = ResolvedOptions(
-    concurrency=1,
-    fail_fast=False,
-    timeout_ms=10_000,
-    max_retries=1,
-    base_delay_ms=100,
-    max_delay_ms=1000,
-    backoff_multiplier=2.0,
-)
+from tests.integration.engine_harness import ONE_AT_A_TIME, RecordingQueue
 
 
 class Hop(BaseModel):
@@ -72,7 +62,7 @@ async def start(
         kind_name="relay",
         batch_id=batch_id,
         plan=Plan(items=[Hop(left=left)], custom_ids=[None]),
-        options=OPTIONS,
+        options=ONE_AT_A_TIME,
         handover=handover,
     )
 
