@@ -64,3 +64,9 @@ def status(api: httpx.Client) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     data: dict[str, Any] = response.json()["data"]
     return data
+
+
+def wait_image_deleted(url: str) -> None:
+    """Poll until an article's previous image is gone: its deletion follows the commit that completes the item
+    (after the freed slot's next item is dispatched), so an item can read `completed` a moment before."""
+    wait_for(lambda: httpx.get(url).status_code == 404, timeout=30, what=f"{url} to be deleted")

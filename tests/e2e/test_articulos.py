@@ -23,6 +23,7 @@ from tests.e2e.articulos_client import (
     make_article,
     queue_ids,
     status,
+    wait_image_deleted,
     wait_items_final,
 )
 from tests.e2e.conftest import new_api_key
@@ -133,7 +134,7 @@ def test_bulk_add_processes_each_article_once_with_a_new_image(
         image = httpx.get(url).content
         assert check_decodes(image) == "image/png" and image != png(seed=articulo_id)
         assert url.split("?")[0] != before[articulo_id]
-        assert httpx.get(before[articulo_id]).status_code == 404  # the previous image was deleted
+        wait_image_deleted(before[articulo_id])
         events = item_usage_events(firestore_db, f"{queue_id}r0")
         assert [(e["endpoint"], e["outcome"]) for e in events] == [("images", "ok")]
     stats = status(api)["stats"]
@@ -204,7 +205,7 @@ def test_three_failed_attempts_honour_retry_delay_then_retry_completes(
 
     assert (final["estado"], final["intentos"], final["error_message"]) == ("completed", 1, None)
     assert final["articulo_nombre"] == "Tornillo corregido"
-    assert httpx.get(original).status_code == 404
+    wait_image_deleted(original)
     again = api.post(f"/articulos/processing-queue/{queue_id}/retry")
     assert again.status_code == 409 and again.json()["success"] is False
 
@@ -340,8 +341,13 @@ def test_a_worker_killed_mid_item_is_recovered_as_a_counted_attempt(
         final = wait_items_final(api, [queue_id], timeout=60)[queue_id]
 
         assert (final["estado"], final["intentos"]) == ("completed", 2)
-        objects = [blob.name for blob in _bucket().list_blobs(prefix=f"articulos/{tenant}/1/")]
-        assert objects == [f"articulos/{tenant}/1/q-{queue_id}.png"]  # one new image, the old one deleted
+        # One new image, the old one deleted (a moment after the item reads `completed`).
+        prefix, new_image = f"articulos/{tenant}/1/", [f"articulos/{tenant}/1/q-{queue_id}.png"]
+        wait_for(
+            lambda: [blob.name for blob in _bucket().list_blobs(prefix=prefix)] == new_image,
+            timeout=30,
+            what="the previous image to be deleted",
+        )
         ok = [e for e in item_usage_events(firestore_db, f"{queue_id}r0") if e["outcome"] == "ok"]
         assert len(ok) == 1
     finally:

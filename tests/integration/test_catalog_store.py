@@ -15,6 +15,7 @@ from google.cloud import firestore
 
 from shared import runtime
 from shared.adapters.catalog_store import FirestoreCatalogStore
+from shared.adapters.firestore_store import FirestoreStore
 from shared.app import platform
 from shared.emulator_config import EmulatorConfig
 from shared.kinds.base import Plan
@@ -47,11 +48,12 @@ def test_racing_model_calls_get_distinct_counts(local_cloud: EmulatorConfig) -> 
     assert sorted(counts) == list(range(1, 31))
 
 
-def test_two_dispatchers_never_give_one_slot_to_two_items(
-    local_cloud: EmulatorConfig, unique: str, firestore_db: Any
-) -> None:
+def test_two_dispatchers_never_give_one_slot_to_two_items(local_cloud: EmulatorConfig, unique: str) -> None:
     """Each dispatcher commits its assignment with the item's engine batch: of two racing for one slot,
     exactly one item gets the slot and a batch; the other gets neither."""
+    # A project of the test's own on the emulator: the local cloud's dispatcher (its per-minute repair, a slot
+    # freed by another test's item) never sees these items, so both are still waiting when the race starts.
+    project = f"{local_cloud.project_id}-{unique}"
     now = dt.datetime.now(dt.UTC)
     items = [
         QueueItem(
@@ -67,9 +69,8 @@ def test_two_dispatchers_never_give_one_slot_to_two_items(
         )
         for n in range(2)
     ]
-    engine: Engine = dataclasses.replace(platform().engine, queue=RecordingQueue())  # type: ignore[arg-type]
 
-    async def _start(item: QueueItem, writes: list[GuardedWrite]) -> bool:
+    async def _start(engine: Engine, item: QueueItem, writes: list[GuardedWrite]) -> bool:
         try:
             return await batches.start_planned(
                 engine=engine,
@@ -86,40 +87,39 @@ def test_two_dispatchers_never_give_one_slot_to_two_items(
         except PreconditionFailed:
             return False
 
-    async def _race() -> list[tuple[bool, QueueItem]]:
-        store = FirestoreCatalogStore(firestore.AsyncClient(project=local_cloud.project_id))
-        for item in items:
-            assert await store.add_item(item) is None
-        await store.create_slots([999])  # a slot index no other test uses
-        slot = (await store.slots(1000))[999]
-        waiting = [w for w in await store.waiting(1000) if w.item.id in {item.id for item in items}]
-        assert len(waiting) == len(items)
-        assignments = [store.assignment(slot, w, now) for w in waiting]
-        started = await asyncio.gather(*(_start(item, writes) for writes, item in assignments))
-        return [(ok, item) for ok, (_, item) in zip(started, assignments, strict=True)]
+    real = platform().engine  # built outside the loop `_race` runs on
 
-    # Cleanup first: the item left waiting must not reach the real dispatcher.
-    def _cleanup() -> None:
-        for item in items:
-            firestore_db.collection("image_queue").document(item.id).delete()
-        firestore_db.collection("image_slots").document("999").delete()
+    async def _race() -> tuple[list[tuple[bool, QueueItem]], dict[str, bool]]:
+        client = firestore.AsyncClient(project=project)
+        try:
+            engine: Engine = dataclasses.replace(
+                real,
+                store=FirestoreStore(client),
+                queue=RecordingQueue(),  # type: ignore[arg-type]
+            )
+            store = FirestoreCatalogStore(client)
+            for item in items:
+                assert await store.add_item(item) is None
+            await store.create_slots([0])
+            slot = (await store.slots(1))[0]
+            waiting = await store.waiting(10)
+            assert [w.item.id for w in waiting] == [item.id for item in items]
+            assignments = [store.assignment(slot, w, now) for w in waiting]
+            started = await asyncio.gather(*(_start(engine, item, writes) for writes, item in assignments))
+            created = {item.id: await engine.store.get_batch(item.batch_id) is not None for item in items}
+            return [(ok, item) for ok, (_, item) in zip(started, assignments, strict=True)], created
+        finally:
+            client.close()
 
-    try:
-        raced = runtime.run(_race())
-        stored = {
-            item.id: firestore_db.collection("image_queue").document(item.id).get().to_dict()
-            for item in items
-        }
-        batches_created = {
-            item.id: runtime.run(engine.store.get_batch(item.batch_id)) is not None for item in items
-        }
-    finally:
-        _cleanup()
+    raced, batches_created = runtime.run(_race())
+    db = firestore.Client(project=project)
+    stored = {item.id: db.collection("image_queue").document(item.id).get().to_dict() for item in items}
+    db.close()
 
     winners = [item for ok, item in raced if ok]
-    assert len(winners) == 1 and winners[0].slot == 999
+    assert len(winners) == 1 and winners[0].slot == 0
     winner = winners[0].id
-    assert stored[winner]["despacho"] == Dispatch.DISPATCHED.value and stored[winner]["slot"] == 999
+    assert stored[winner]["despacho"] == Dispatch.DISPATCHED.value and stored[winner]["slot"] == 0
     assert batches_created == {item.id: item.id == winner for item in items}
     (loser,) = [item.id for item in items if item.id != winner]
     assert stored[loser]["despacho"] == Dispatch.WAITING.value and stored[loser].get("slot") is None
