@@ -318,9 +318,24 @@ def test_a_job_whose_worker_dies_is_taken_again_and_reported_once(
         base_url=gateway.url, headers={"Authorization": f"Bearer {new_api_key(f'kill-{unique}')}"}, timeout=60
     )
     try:
-        buffer = io.BytesIO()
-        count = write_dataset(buffer, size_bytes=12 * 1024 * 1024, seed=5)
-        job_id = queue_json(api, buffer.getvalue().decode())
+        # Large enough that the job outlives its first progress publication (after PROGRESS_INTERVAL_S) by
+        # seconds, so the kill lands mid-read: through an upload session, as it is over the request limit.
+        path = tmp_path / "facturas.json"
+        with path.open("wb") as out:
+            count = write_dataset(out, size_bytes=48 * 1024 * 1024, seed=5)
+        opened = api.post(
+            "/reports/uploads",
+            json={"fileName": path.name, "sizeBytes": path.stat().st_size, "reportType": "FacturacionMasiva"},
+        )
+        assert opened.status_code == 201, opened.text
+        with path.open("rb") as data:
+            assert httpx.put(opened.json()["uploadUrl"], content=data, timeout=300).status_code in (200, 201)
+        queued = api.post(
+            "/reports/queue",
+            json={"reportType": "FacturacionMasiva", "userName": "a", "uploadId": opened.json()["uploadId"]},
+        )
+        assert queued.status_code == 202, queued.text
+        job_id = queued.json()["jobId"]
 
         def _reading() -> bool:
             current = status(api, job_id)
