@@ -8,6 +8,12 @@ three cases apart: an error at the bracket added (or an unterminated document) i
 one is tried; "trailing characters" is the array's own end before the cut; any other error is the input's,
 at the byte it names. Parsing a block of records in one call is about four times faster than building each
 record from the callbacks of an event parser (ijson), and only a block and its records are held at a time.
+
+With a `record_type` (a msgspec Struct), a block is parsed once, straight into records of that type: msgspec
+checks each member's type (and bounds) in C, and builds no dict. The first cut tried is the one before the
+last record that opens like the block's first, so it is nearly always right. A block that does not parse as
+those records (a record of another shape, or a wrong cut) is checked and parsed as plain JSON values, as
+without a type, so its reader can say what is wrong with each record.
 """
 
 from __future__ import annotations
@@ -51,8 +57,11 @@ def _where(exc: Exception) -> tuple[int | None, str]:
 class RecordBatches:
     """`for records in RecordBatches(source=..., object_key=...)`: lists of records, in input order."""
 
-    def __init__(self, *, source: BinaryIO, object_key: str, block_bytes: int) -> None:
+    def __init__(
+        self, *, source: BinaryIO, object_key: str, block_bytes: int, record_type: Any = None
+    ) -> None:
         self._source = source
+        self._typed = None if record_type is None else msgspec.json.Decoder(list[record_type])
         self._object_key = object_key
         self._block_bytes = block_bytes
         self._buffer = b""
@@ -76,8 +85,24 @@ class RecordBatches:
         self._eof = not block
         return bool(block)
 
+    def _typed_records(self, document: bytes, start: int) -> list[Any] | None:
+        """The records of `document` (`[` and the buffer's bytes from `start`) as `record_type`; None when
+        there is no type or the document is not a list of them (or not JSON: its syntax was not checked)."""
+        if self._typed is None:
+            return None
+        try:
+            records: list[Any] = self._typed.decode(document)
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            return None
+        try:
+            document.decode()  # the members the type does not read are skipped unchecked: their UTF-8 too
+        except UnicodeDecodeError as exc:
+            raise self._malformed(start + exc.start - 1, "a string is not UTF-8") from None
+        return records
+
     def _records(self, document: bytes, start: int) -> list[Any]:
-        """The records of `document`, `[` and the buffer's bytes from `start`, whose syntax was checked."""
+        """The records of `document`, `[` and the buffer's bytes from `start`, whose syntax was checked, as
+        plain JSON values."""
         try:
             records: list[Any] = msgspec.json.decode(document)
         except UnicodeDecodeError:  # a string that is not UTF-8: found again, to name its byte
@@ -189,7 +214,7 @@ class RecordBatches:
         """The records up to the last cut that parses, and whether the array closed before it; None when no
         cut in the buffer parses (a record goes on in the next block)."""
         buffer, start = self._buffer, self._pos
-        end = len(buffer)
+        end = self._last_opening(buffer, start)
         for _ in range(_TRIES_PER_BLOCK):
             brace = buffer.rfind(b"}", start, end)
             while brace >= 0 and not _comma_follows(buffer, brace):
@@ -198,31 +223,51 @@ class RecordBatches:
                 return None
             end = brace
             document = b"[" + buffer[start : brace + 1] + b"]"
-            try:
-                msgspec.json.decode(document, type=msgspec.Raw)  # checked without building a record first
-            except msgspec.DecodeError as exc:
-                at, reason = _where(exc)
-                if at is None or at >= len(document) - 1:
-                    continue  # a cut inside a record, or inside a string
-                if reason == "trailing characters":
-                    return self._closed_at(start + at - 2), True
-                raise self._malformed(start + at - 1, reason) from None
-            records = self._records(document, start)
+            records = self._typed_records(document, start)
+            if records is None:
+                try:
+                    msgspec.json.decode(document, type=msgspec.Raw)  # checked without building a record first
+                except msgspec.DecodeError as exc:
+                    at, reason = _where(exc)
+                    if at is None or at >= len(document) - 1:
+                        continue  # a cut inside a record, or inside a string
+                    if reason == "trailing characters":
+                        return self._closed_at(start + at - 2), True
+                    raise self._malformed(start + at - 1, reason) from None
+                records = self._records(document, start)
             self._pos = buffer.index(b",", brace) + 1
             if self._next_byte() == b"]":
                 raise self._malformed(self._pos, "trailing comma in array")
             return records, False
         return None
 
+    @staticmethod
+    def _last_opening(buffer: bytes, start: int) -> int:
+        """Where the last record that opens like the first one (up to its first key) starts, or the buffer's
+        end: the cut before it is nearly always right, where the last `}` and comma of the buffer is often
+        inside a record (between two of its items), and a wrong cut costs a parse of the block."""
+        colon = buffer.find(b":", start, start + _BLANKS_BEFORE_COMMA)
+        if colon < 0 or buffer[start : start + 1] != b"{":
+            return len(buffer)
+        found = buffer.rfind(buffer[start : colon + 1], start + 1)
+        return len(buffer) if found < 0 else found
+
     def _closed_at(self, trailing: int) -> list[Any]:
         """The array ended before the buffer's byte `trailing` (the first after it that is not blank)."""
-        records = self._records(b"[" + self._buffer[self._pos : trailing], self._pos)
+        document = b"[" + self._buffer[self._pos : trailing]
+        records = self._typed_records(document, self._pos)
+        if records is None:
+            records = self._records(document, self._pos)
         self._pos = trailing
         return records
 
     def _last_records(self) -> list[Any]:
         """The input ended: what is left must be the array's last records and its `]`."""
         document = b"[" + self._buffer[self._pos :]
+        records = self._typed_records(document, self._pos)
+        if records is not None:
+            self._pos = len(self._buffer)
+            return records
         try:
             records = self._records(document, self._pos)
         except msgspec.DecodeError as exc:

@@ -71,6 +71,7 @@ def build_report(
         source=_CountingReader(source, progress),  # type: ignore[arg-type]
         object_key=report_type.object_key,
         block_bytes=READ_BUFFER_BYTES,
+        record_type=report_type.record_type,
     )
     archive = zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1)
     with tempfile.TemporaryFile(dir=work_dir) as errors_file:
@@ -113,8 +114,7 @@ def _read_records(
                     writer.add(records, record)
                 except InvalidRecord as exc:
                     invalid += 1
-                    numero = record.get("numero") if isinstance(record, dict) else None
-                    errors.writerow([records, "" if numero is None else numero, exc.reason])
+                    errors.writerow([records, _numero(record), exc.reason])
                 records += 1
             progress.records = records
             if cancelled is not None and cancelled.is_set():
@@ -122,3 +122,9 @@ def _read_records(
     except MalformedJSON as exc:
         raise MalformedInput(f"malformed JSON at byte offset {exc.offset}: {exc.reason}") from exc
     return records, invalid
+
+
+def _numero(record: Any) -> Any:
+    """The invalid record's `numero` as given, for errores.csv: a typed record's, a plain object's, or ""."""
+    numero = record.get("numero") if isinstance(record, dict) else getattr(record, "numero", None)
+    return "" if numero is None else numero

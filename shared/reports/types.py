@@ -16,7 +16,9 @@ import tempfile
 import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import Any, ClassVar, NamedTuple
+from typing import Annotated, Any, ClassVar, NamedTuple
+
+import msgspec
 
 from shared.reports.sheets import SheetsProcess
 
@@ -50,6 +52,9 @@ class ReportType(ABC):
     name: ClassVar[str]
     file_name: ClassVar[str]  # the zip's name, as downloaded
     object_key: ClassVar[str]  # an input that is an object holds its records in this array
+    # A msgspec Struct a valid record decodes as (types and bounds checked in C): blocks of records that all
+    # do come as those, the others as plain JSON values; `add` takes both.
+    record_type: ClassVar[type[msgspec.Struct] | None] = None
 
     @abstractmethod
     def writer(self, *, archive: zipfile.ZipFile, work_dir: str | None) -> ReportWriter: ...
@@ -74,6 +79,37 @@ class Invoice(NamedTuple):
     @property
     def total(self) -> float:
         return self.subtotal + self.iva
+
+
+_Positive = Annotated[int, msgspec.Meta(gt=0)] | Annotated[float, msgspec.Meta(gt=0)]
+_NotNegative = Annotated[int, msgspec.Meta(ge=0)] | Annotated[float, msgspec.Meta(ge=0)]
+_Rate = Annotated[int, msgspec.Meta(ge=0, le=100)] | Annotated[float, msgspec.Meta(ge=0, le=100)]
+
+
+# Typed records: msgspec takes an int or a float for a number, never a bool, and a str or an int for a text,
+# as `_text` and `_number` do; other members are skipped. gc=False: they hold no cycles, so the collector
+# need not track the hundreds of thousands a report decodes.
+class ItemRecord(msgspec.Struct, gc=False):
+    sku: str | int
+    cantidad: _Positive
+    precio_unitario: _NotNegative
+    iva: _Rate
+
+
+class ClientRecord(msgspec.Struct, gc=False):
+    nit: str | int
+    nombre: str | int
+    ciudad: str | int
+
+
+class InvoiceRecord(msgspec.Struct, gc=False):
+    """An invoice whose members have their types and bounds; what those cannot say (a blank text, a date,
+    no items) `parse_invoice` checks."""
+
+    numero: str | int
+    fecha: str | int
+    cliente: ClientRecord
+    items: list[ItemRecord]
 
 
 def _text(record: Mapping[str, Any], key: str, where: str = "") -> str:
@@ -115,8 +151,52 @@ _NUMBER_TYPES = (int, float)
 
 
 def parse_invoice(record: Any) -> Invoice:
-    """An invoice record, checked, with its subtotal and IVA computed (IVA as a rate, 0.19, or a percent,
-    19). Once a record per input record: each item is checked by one expression of exact type tests, and
+    """An invoice record (an `InvoiceRecord`, or a plain JSON value), checked, with its subtotal and IVA
+    computed (IVA as a rate, 0.19, or a percent, 19). A typed record that fails a check, and any plain one,
+    is checked member by member, to say why."""
+    if type(record) is InvoiceRecord:
+        invoice = _typed_invoice(record)
+        if invoice is not None:
+            return invoice
+        record = msgspec.to_builtins(record)
+    return _plain_invoice(record)
+
+
+def _typed_text(value: str | int) -> str:
+    return value.strip() if type(value) is str else str(value)
+
+
+def _typed_invoice(record: InvoiceRecord) -> Invoice | None:
+    """The invoice of a typed record (its types and bounds are checked already); None if a text is blank,
+    the date is not one or there are no items, for `_plain_invoice` to say which."""
+    cliente, items = record.cliente, record.items
+    numero = _typed_text(record.numero)
+    nit = _typed_text(cliente.nit)
+    nombre = _typed_text(cliente.nombre)
+    ciudad = _typed_text(cliente.ciudad)
+    fecha = record.fecha
+    if not (numero and nit and nombre and ciudad and items) or type(fecha) is not str:
+        return None
+    try:
+        fecha = dt.date.fromisoformat(fecha[:10]).isoformat()
+    except ValueError:
+        return None
+    subtotal = iva = unidades = 0.0
+    for item in items:
+        sku = item.sku
+        if type(sku) is str and not sku.strip():
+            return None
+        cantidad, rate = item.cantidad, item.iva
+        base = cantidad * item.precio_unitario
+        subtotal += base
+        iva += base * (rate / 100 if rate > 1 else rate)
+        unidades += cantidad
+    subtotal, iva = round(subtotal, 2), round(iva, 2)
+    return Invoice(numero, fecha, nit, nombre, ciudad, len(items), unidades, subtotal, iva)
+
+
+def _plain_invoice(record: Any) -> Invoice:
+    """An invoice from a plain JSON value: each item is checked by one expression of exact type tests, and
     only an item that fails it is checked again, slowly, to say why."""
     if not isinstance(record, dict):
         raise InvalidRecord("el registro no es un objeto")
@@ -314,6 +394,7 @@ class FacturacionMasiva(ReportType):
     name = "FacturacionMasiva"
     file_name = "reporte_facturacion.zip"
     object_key = "facturas"
+    record_type = InvoiceRecord
 
     def writer(self, *, archive: zipfile.ZipFile, work_dir: str | None) -> ReportWriter:
         return _FacturacionWriter(archive=archive, work_dir=work_dir)
@@ -362,6 +443,7 @@ class VentasPorCiudad(ReportType):
     name = "VentasPorCiudad"
     file_name = "ventas_por_ciudad.zip"
     object_key = "facturas"
+    record_type = InvoiceRecord
 
     def writer(self, *, archive: zipfile.ZipFile, work_dir: str | None) -> ReportWriter:
         return _VentasWriter(archive=archive)
