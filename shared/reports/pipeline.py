@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import IO, Any, BinaryIO
 
 from shared.reports.json_stream import MalformedJSON, RecordBatches
-from shared.reports.types import InvalidRecord, ReportType, ReportWriter
+from shared.reports.types import ReportType, ReportWriter
 
 READ_BUFFER_BYTES = 1024 * 1024  # a block of records parsed at once (about 2,400 invoices held as objects)
 
@@ -109,13 +109,10 @@ def _read_records(
     records = invalid = 0
     try:
         for batch in batches:
-            for record in batch:
-                try:
-                    writer.add(records, record)
-                except InvalidRecord as exc:
-                    invalid += 1
-                    errors.writerow([records, _numero(record), exc.reason])
-                records += 1
+            for index, reason in writer.add(batch):
+                errors.writerow([records + index, _numero(batch[index]), reason])
+                invalid += 1
+            records += len(batch)
             progress.records = records
             if cancelled is not None and cancelled.is_set():
                 raise JobStopped("the job was stopped")

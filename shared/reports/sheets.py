@@ -36,8 +36,9 @@ class SheetsFailed(Exception):
 
 
 class SheetsProcess:
-    """The job's side: `add_row(sheet=..., row=..., to_csv=...)` in order, then `end_rows()` (the CSV file is
-    written at `csv_path`) and `close()` (the workbook is written at `xlsx_path`), or `abort()`."""
+    """The job's side: `add_rows(sheet=..., rows=..., to_csv=...)` (or `add_row`) in order, then `end_rows()`
+    (the CSV file is written at `csv_path`) and `close()` (the workbook is written at `xlsx_path`), or
+    `abort()`."""
 
     def __init__(self, *, xlsx_path: str, csv_path: str, work_dir: str | None) -> None:
         self._errors = tempfile.TemporaryFile(dir=work_dir)
@@ -63,10 +64,13 @@ class SheetsProcess:
         self._rows_ended = False
 
     def add_row(self, *, sheet: str, row: list[Any], to_csv: bool = False) -> None:
+        self.add_rows(sheet=sheet, rows=[row], to_csv=to_csv)
+
+    def add_rows(self, *, sheet: str, rows: list[list[Any]], to_csv: bool = False) -> None:
         if (sheet, to_csv) != self._batch:
             self._send()
             self._batch = (sheet, to_csv)
-        self._rows.append(row)
+        self._rows.extend(rows)
         if len(self._rows) >= ROWS_PER_BATCH:
             self._send()
 

@@ -15,7 +15,7 @@ import os
 import tempfile
 import zipfile
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, ClassVar, NamedTuple
 
 import msgspec
@@ -36,8 +36,9 @@ class InvalidRecord(Exception):
 
 class ReportWriter(ABC):
     @abstractmethod
-    def add(self, position: int, record: Any) -> None:
-        """Add one record (raise InvalidRecord to have it reported in errores.csv instead)."""
+    def add(self, records: list[Any]) -> list[tuple[int, str]]:
+        """Add a block of records; the invalid ones are left out and returned, as (their index in `records`,
+        why), for errores.csv. A block at a time: a call a record cost as much as a record's own checks."""
 
     @abstractmethod
     def finish(self, *, records: int, invalid: int) -> dict[str, Any]:
@@ -268,6 +269,15 @@ class _Totals:
         self.units += invoice.unidades
 
 
+def _valid_invoices(records: list[Any], invalid: list[tuple[int, str]]) -> Iterator[Invoice]:
+    """The invoices of the valid records of a block; each invalid one's (index, why) appended to `invalid`."""
+    for index, record in enumerate(records):
+        try:
+            yield parse_invoice(record)
+        except InvalidRecord as exc:
+            invalid.append((index, exc.reason))
+
+
 def _money(value: float) -> float:
     return round(value, 2)
 
@@ -305,7 +315,7 @@ class _FacturacionWriter(ReportWriter):
         self._sheets = SheetsProcess(xlsx_path=self._xlsx_path, csv_path=self._csv_path, work_dir=work_dir)
         self._sheet_count = 0
         self._sheet = self._new_sheet()
-        self._row = 1
+        self._rows_in_sheet = 0
         self._by_client: dict[tuple[str, str, str, str], _Totals] = {}
         self._totals = _Totals()
         self._first: str | None = None
@@ -317,34 +327,39 @@ class _FacturacionWriter(ReportWriter):
         self._sheets.add_row(sheet=name, row=INVOICE_COLUMNS, to_csv=self._sheet_count == 1)
         return name
 
-    def add(self, position: int, record: Any) -> None:
-        invoice = parse_invoice(record)
-        if self._row > XLSX_MAX_DATA_ROWS:
-            self._sheet = self._new_sheet()
-            self._row = 1
-        row = [
-            invoice.numero,
-            invoice.fecha,
-            invoice.nit,
-            invoice.nombre,
-            invoice.ciudad,
-            invoice.items,
-            invoice.subtotal,
-            invoice.iva,
-            _money(invoice.total),
-        ]
-        self._sheets.add_row(sheet=self._sheet, row=row, to_csv=True)
-        self._row += 1
-        key = (invoice.nit, invoice.nombre, invoice.ciudad, invoice.fecha[:7])
-        group = self._by_client.get(key)
-        if group is None:
-            group = self._by_client[key] = _Totals()
-        group.add(invoice)
-        self._totals.add(invoice)
-        if self._first is None or invoice.fecha < self._first:
-            self._first = invoice.fecha
-        if self._last is None or invoice.fecha > self._last:
-            self._last = invoice.fecha
+    def add(self, records: list[Any]) -> list[tuple[int, str]]:
+        invalid: list[tuple[int, str]] = []
+        rows: list[list[Any]] = []
+        by_client, totals = self._by_client, self._totals
+        first, last = self._first, self._last
+        for invoice in _valid_invoices(records, invalid):
+            numero, fecha, nit, nombre, ciudad, items, _, subtotal, iva = invoice
+            rows.append([numero, fecha, nit, nombre, ciudad, items, subtotal, iva, round(subtotal + iva, 2)])
+            key = (nit, nombre, ciudad, fecha[:7])
+            group = by_client.get(key)
+            if group is None:
+                group = by_client[key] = _Totals()
+            group.add(invoice)
+            totals.add(invoice)
+            if first is None or fecha < first:
+                first = fecha
+            if last is None or fecha > last:
+                last = fecha
+        self._first, self._last = first, last
+        self._add_rows(rows)
+        return invalid
+
+    def _add_rows(self, rows: list[list[Any]]) -> None:
+        """Hand rows to the sheets' process: to the CSV file, and to the invoices' sheet while it has room."""
+        while rows:
+            room = XLSX_MAX_DATA_ROWS - self._rows_in_sheet
+            if room == 0:
+                self._sheet = self._new_sheet()
+                self._rows_in_sheet = 0
+                continue
+            part, rows = (rows, []) if len(rows) <= room else (rows[:room], rows[room:])
+            self._sheets.add_rows(sheet=self._sheet, rows=part, to_csv=True)
+            self._rows_in_sheet += len(part)
 
     def abort(self) -> None:
         self._sheets.abort()
@@ -353,12 +368,11 @@ class _FacturacionWriter(ReportWriter):
                 os.unlink(path)
 
     def finish(self, *, records: int, invalid: int) -> dict[str, Any]:
-        self._sheets.add_row(sheet="Resumen", row=SUMMARY_COLUMNS)
+        summary_rows: list[list[Any]] = [SUMMARY_COLUMNS]
         for key, group in sorted(self._by_client.items()):
-            total = _money(group.subtotal + group.iva)
-            self._sheets.add_row(
-                sheet="Resumen", row=[*key, group.count, _money(group.subtotal), _money(group.iva), total]
-            )
+            subtotal, iva = _money(group.subtotal), _money(group.iva)
+            summary_rows.append([*key, group.count, subtotal, iva, _money(group.subtotal + group.iva)])
+        self._sheets.add_rows(sheet="Resumen", rows=summary_rows)
         try:
             self._sheets.end_rows()
             _store(archive=self._archive, path=self._csv_path, entry="facturas.csv")
@@ -408,17 +422,19 @@ class _VentasWriter(ReportWriter):
         self._first: str | None = None
         self._last: str | None = None
 
-    def add(self, position: int, record: Any) -> None:
-        invoice = parse_invoice(record)
-        group = self._by_city.get(invoice.ciudad)
-        if group is None:
-            group = self._by_city[invoice.ciudad] = _Totals()
-        group.add(invoice)
-        self._totals.add(invoice)
-        if self._first is None or invoice.fecha < self._first:
-            self._first = invoice.fecha
-        if self._last is None or invoice.fecha > self._last:
-            self._last = invoice.fecha
+    def add(self, records: list[Any]) -> list[tuple[int, str]]:
+        invalid: list[tuple[int, str]] = []
+        for invoice in _valid_invoices(records, invalid):
+            group = self._by_city.get(invoice.ciudad)
+            if group is None:
+                group = self._by_city[invoice.ciudad] = _Totals()
+            group.add(invoice)
+            self._totals.add(invoice)
+            if self._first is None or invoice.fecha < self._first:
+                self._first = invoice.fecha
+            if self._last is None or invoice.fecha > self._last:
+                self._last = invoice.fecha
+        return invalid
 
     def abort(self) -> None:
         return None  # nothing open: everything is written at the end
