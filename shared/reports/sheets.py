@@ -71,8 +71,9 @@ class SheetsProcess:
             self._send()
             self._batch = (sheet, to_csv)
         self._rows.extend(rows)
-        if len(self._rows) >= ROWS_PER_BATCH:
-            self._send()
+        while len(self._rows) >= ROWS_PER_BATCH:  # a message holds at most a batch: the two sides' memory
+            self._put((*self._batch, self._rows[:ROWS_PER_BATCH]))
+            del self._rows[:ROWS_PER_BATCH]
 
     def _send(self) -> None:
         if self._rows:

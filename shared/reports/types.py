@@ -368,11 +368,12 @@ class _FacturacionWriter(ReportWriter):
                 os.unlink(path)
 
     def finish(self, *, records: int, invalid: int) -> dict[str, Any]:
-        summary_rows: list[list[Any]] = [SUMMARY_COLUMNS]
+        self._sheets.add_row(sheet="Resumen", row=SUMMARY_COLUMNS)
         for key, group in sorted(self._by_client.items()):
-            subtotal, iva = _money(group.subtotal), _money(group.iva)
-            summary_rows.append([*key, group.count, subtotal, iva, _money(group.subtotal + group.iva)])
-        self._sheets.add_rows(sheet="Resumen", rows=summary_rows)
+            total = _money(group.subtotal + group.iva)
+            self._sheets.add_row(
+                sheet="Resumen", row=[*key, group.count, _money(group.subtotal), _money(group.iva), total]
+            )
         try:
             self._sheets.end_rows()
             _store(archive=self._archive, path=self._csv_path, entry="facturas.csv")
