@@ -8,6 +8,7 @@ import csv
 import datetime as dt
 import io
 import json
+import threading
 import zipfile
 from typing import Any
 
@@ -272,6 +273,47 @@ def test_a_truncated_input_and_a_scalar_are_malformed() -> None:
         run(good[:-5])
     with pytest.raises(MalformedInput, match="byte offset 0"):
         run(b'"hello"')
+
+
+class _FailingSource(io.BytesIO):
+    """A source whose reads fail past `fail_at` bytes, as a dropped Storage download does."""
+
+    def __init__(self, data: bytes, *, fail_at: int) -> None:
+        super().__init__(data)
+        self._fail_at = fail_at
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.tell() >= self._fail_at:
+            raise ConnectionError("the download was dropped")
+        return super().read(size)
+
+
+def _read_ahead_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == "report-read-ahead"]
+
+
+def test_a_source_that_fails_while_read_ahead_fails_the_report_with_its_error() -> None:
+    data = json.dumps(sample(12_000)).encode()  # about 5 MB: several blocks
+
+    with pytest.raises(ConnectionError, match="dropped"):
+        build_report(
+            source=_FailingSource(data, fail_at=3 * pipeline.READ_BUFFER_BYTES),
+            sink=io.BytesIO(),
+            report_type=REPORT_TYPES["FacturacionMasiva"],
+            work_dir=None,
+            progress=Progress(),
+        )
+
+    assert _read_ahead_threads() == []
+
+
+def test_a_report_that_fails_early_stops_reading_ahead() -> None:
+    data = b"[@" + json.dumps(sample(12_000)).encode()[1:]
+
+    with pytest.raises(MalformedInput, match="byte offset 1"):
+        run(data)
+
+    assert _read_ahead_threads() == []
 
 
 def test_long_invoice_sheets_continue_on_another_sheet(monkeypatch: pytest.MonkeyPatch) -> None:
