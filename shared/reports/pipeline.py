@@ -75,7 +75,8 @@ class _ReadAhead:
 
     def read(self, size: int) -> bytes:
         """`size` bytes, fewer only at the input's end (b"" past it)."""
-        parts, held = [self._pending], len(self._pending)
+        parts = [self._pending] if self._pending else []
+        held = len(self._pending)
         while held < size and not self._ended:
             block = self._blocks.get()
             if isinstance(block, BaseException):
@@ -83,9 +84,10 @@ class _ReadAhead:
             self._ended = not block
             parts.append(block)
             held += len(block)
-        data = b"".join(parts)
-        self._pending = data[size:]
-        data = data[:size]
+        data = parts[0] if len(parts) == 1 else b"".join(parts)  # a block as read is not copied
+        self._pending = b""
+        if len(data) > size:
+            self._pending, data = data[size:], data[:size]
         self._progress.bytes_read += len(data)
         return data
 
