@@ -186,7 +186,7 @@ def _typed_invoice(record: InvoiceRecord) -> Invoice | None:
     if not (numero and nit and nombre and ciudad and items) or type(fecha) is not str:
         return None
     try:
-        fecha = _iso_date(fecha[:10])
+        fecha = _iso_date(fecha.strip()[:10])
     except ValueError:
         return None
     subtotal = iva = unidades = 0.0
