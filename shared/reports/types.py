@@ -10,13 +10,16 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as dt
+import functools
 import io
 import os
 import tempfile
 import zipfile
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from typing import Any, ClassVar, NamedTuple
+from collections.abc import Iterator, Mapping
+from typing import Annotated, Any, ClassVar, NamedTuple
+
+import msgspec
 
 from shared.reports.sheets import SheetsProcess
 
@@ -34,8 +37,9 @@ class InvalidRecord(Exception):
 
 class ReportWriter(ABC):
     @abstractmethod
-    def add(self, position: int, record: Any) -> None:
-        """Add one record (raise InvalidRecord to have it reported in errores.csv instead)."""
+    def add(self, records: list[Any]) -> list[tuple[int, str]]:
+        """Add a block of records; the invalid ones are left out and returned, as (their index in `records`,
+        why), for errores.csv. A block at a time: a call a record cost as much as a record's own checks."""
 
     @abstractmethod
     def finish(self, *, records: int, invalid: int) -> dict[str, Any]:
@@ -50,6 +54,9 @@ class ReportType(ABC):
     name: ClassVar[str]
     file_name: ClassVar[str]  # the zip's name, as downloaded
     object_key: ClassVar[str]  # an input that is an object holds its records in this array
+    # A msgspec Struct a valid record decodes as (types and bounds checked in C): blocks of records that all
+    # do come as those, the others as plain JSON values; `add` takes both.
+    record_type: ClassVar[type[msgspec.Struct] | None] = None
 
     @abstractmethod
     def writer(self, *, archive: zipfile.ZipFile, work_dir: str | None) -> ReportWriter: ...
@@ -74,6 +81,37 @@ class Invoice(NamedTuple):
     @property
     def total(self) -> float:
         return self.subtotal + self.iva
+
+
+_Positive = Annotated[int, msgspec.Meta(gt=0)] | Annotated[float, msgspec.Meta(gt=0)]
+_NotNegative = Annotated[int, msgspec.Meta(ge=0)] | Annotated[float, msgspec.Meta(ge=0)]
+_Rate = Annotated[int, msgspec.Meta(ge=0, le=100)] | Annotated[float, msgspec.Meta(ge=0, le=100)]
+
+
+# Typed records: msgspec takes an int or a float for a number, never a bool, and a str or an int for a text,
+# as `_text` and `_number` do; other members are skipped. gc=False: they hold no cycles, so the collector
+# need not track the hundreds of thousands a report decodes.
+class ItemRecord(msgspec.Struct, gc=False):
+    sku: str | int
+    cantidad: _Positive
+    precio_unitario: _NotNegative
+    iva: _Rate
+
+
+class ClientRecord(msgspec.Struct, gc=False):
+    nit: str | int
+    nombre: str | int
+    ciudad: str | int
+
+
+class InvoiceRecord(msgspec.Struct, gc=False):
+    """An invoice whose members have their types and bounds; what those cannot say (a blank text, a date,
+    no items) `parse_invoice` checks."""
+
+    numero: str | int
+    fecha: str | int
+    cliente: ClientRecord
+    items: list[ItemRecord]
 
 
 def _text(record: Mapping[str, Any], key: str, where: str = "") -> str:
@@ -115,8 +153,58 @@ _NUMBER_TYPES = (int, float)
 
 
 def parse_invoice(record: Any) -> Invoice:
-    """An invoice record, checked, with its subtotal and IVA computed (IVA as a rate, 0.19, or a percent,
-    19). Once a record per input record: each item is checked by one expression of exact type tests, and
+    """An invoice record (an `InvoiceRecord`, or a plain JSON value), checked, with its subtotal and IVA
+    computed (IVA as a rate, 0.19, or a percent, 19). A typed record that fails a check, and any plain one,
+    is checked member by member, to say why."""
+    if type(record) is InvoiceRecord:
+        invoice = _typed_invoice(record)
+        if invoice is not None:
+            return invoice
+        record = msgspec.to_builtins(record)
+    return _plain_invoice(record)
+
+
+def _typed_text(value: str | int) -> str:
+    return value.strip() if type(value) is str else str(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_date(text: str) -> str:
+    """A date's ISO text (raises ValueError): the same few hundred dates come again and again."""
+    return dt.date.fromisoformat(text).isoformat()
+
+
+def _typed_invoice(record: InvoiceRecord) -> Invoice | None:
+    """The invoice of a typed record (its types and bounds are checked already); None if a text is blank,
+    the date is not one or there are no items, for `_plain_invoice` to say which."""
+    cliente, items = record.cliente, record.items
+    numero = _typed_text(record.numero)
+    nit = _typed_text(cliente.nit)
+    nombre = _typed_text(cliente.nombre)
+    ciudad = _typed_text(cliente.ciudad)
+    fecha = record.fecha
+    if not (numero and nit and nombre and ciudad and items) or type(fecha) is not str:
+        return None
+    try:
+        fecha = _iso_date(fecha.strip()[:10])
+    except ValueError:
+        return None
+    subtotal = iva = unidades = 0.0
+    for item in items:
+        sku = item.sku
+        if type(sku) is str and not sku.strip():
+            return None
+        cantidad, rate = item.cantidad, item.iva
+        base = cantidad * item.precio_unitario
+        subtotal += base
+        iva += base * (rate / 100 if rate > 1 else rate)
+        unidades += cantidad
+    subtotal, iva = round(subtotal, 2), round(iva, 2)
+    return Invoice(numero, fecha, nit, nombre, ciudad, len(items), unidades, subtotal, iva)
+
+
+def _plain_invoice(record: Any) -> Invoice:
+    """An invoice from a plain JSON value: each item is checked by one expression of exact type tests, and
     only an item that fails it is checked again, slowly, to say why."""
     if not isinstance(record, dict):
         raise InvalidRecord("el registro no es un objeto")
@@ -188,6 +276,15 @@ class _Totals:
         self.units += invoice.unidades
 
 
+def _valid_invoices(records: list[Any], invalid: list[tuple[int, str]]) -> Iterator[Invoice]:
+    """The invoices of the valid records of a block; each invalid one's (index, why) appended to `invalid`."""
+    for index, record in enumerate(records):
+        try:
+            yield parse_invoice(record)
+        except InvalidRecord as exc:
+            invalid.append((index, exc.reason))
+
+
 def _money(value: float) -> float:
     return round(value, 2)
 
@@ -225,7 +322,7 @@ class _FacturacionWriter(ReportWriter):
         self._sheets = SheetsProcess(xlsx_path=self._xlsx_path, csv_path=self._csv_path, work_dir=work_dir)
         self._sheet_count = 0
         self._sheet = self._new_sheet()
-        self._row = 1
+        self._rows_in_sheet = 0
         self._by_client: dict[tuple[str, str, str, str], _Totals] = {}
         self._totals = _Totals()
         self._first: str | None = None
@@ -237,34 +334,43 @@ class _FacturacionWriter(ReportWriter):
         self._sheets.add_row(sheet=name, row=INVOICE_COLUMNS, to_csv=self._sheet_count == 1)
         return name
 
-    def add(self, position: int, record: Any) -> None:
-        invoice = parse_invoice(record)
-        if self._row > XLSX_MAX_DATA_ROWS:
-            self._sheet = self._new_sheet()
-            self._row = 1
-        row = [
-            invoice.numero,
-            invoice.fecha,
-            invoice.nit,
-            invoice.nombre,
-            invoice.ciudad,
-            invoice.items,
-            invoice.subtotal,
-            invoice.iva,
-            _money(invoice.total),
-        ]
-        self._sheets.add_row(sheet=self._sheet, row=row, to_csv=True)
-        self._row += 1
-        key = (invoice.nit, invoice.nombre, invoice.ciudad, invoice.fecha[:7])
-        group = self._by_client.get(key)
-        if group is None:
-            group = self._by_client[key] = _Totals()
-        group.add(invoice)
-        self._totals.add(invoice)
-        if self._first is None or invoice.fecha < self._first:
-            self._first = invoice.fecha
-        if self._last is None or invoice.fecha > self._last:
-            self._last = invoice.fecha
+    def add(self, records: list[Any]) -> list[tuple[int, str]]:
+        invalid: list[tuple[int, str]] = []
+        rows: list[list[Any]] = []
+        by_client, totals = self._by_client, self._totals
+        first, last = self._first, self._last
+        for invoice in _valid_invoices(records, invalid):
+            numero, fecha, nit, nombre, ciudad, items, _, subtotal, iva = invoice
+            rows.append([numero, fecha, nit, nombre, ciudad, items, subtotal, iva, round(subtotal + iva, 2)])
+            key = (nit, nombre, ciudad, fecha[:7])
+            group = by_client.get(key)
+            if group is None:
+                group = by_client[key] = _Totals()
+            group.count += 1  # written out, not `add`: a call a record was a tenth of this loop
+            group.subtotal += subtotal
+            group.iva += iva
+            totals.count += 1
+            totals.subtotal += subtotal
+            totals.iva += iva
+            if first is None or fecha < first:
+                first = fecha
+            if last is None or fecha > last:
+                last = fecha
+        self._first, self._last = first, last
+        self._add_rows(rows)
+        return invalid
+
+    def _add_rows(self, rows: list[list[Any]]) -> None:
+        """Hand rows to the sheets' process: to the CSV file, and to the invoices' sheet while it has room."""
+        while rows:
+            room = XLSX_MAX_DATA_ROWS - self._rows_in_sheet
+            if room == 0:
+                self._sheet = self._new_sheet()
+                self._rows_in_sheet = 0
+                continue
+            part, rows = (rows, []) if len(rows) <= room else (rows[:room], rows[room:])
+            self._sheets.add_rows(sheet=self._sheet, rows=part, to_csv=True)
+            self._rows_in_sheet += len(part)
 
     def abort(self) -> None:
         self._sheets.abort()
@@ -314,6 +420,7 @@ class FacturacionMasiva(ReportType):
     name = "FacturacionMasiva"
     file_name = "reporte_facturacion.zip"
     object_key = "facturas"
+    record_type = InvoiceRecord
 
     def writer(self, *, archive: zipfile.ZipFile, work_dir: str | None) -> ReportWriter:
         return _FacturacionWriter(archive=archive, work_dir=work_dir)
@@ -327,17 +434,19 @@ class _VentasWriter(ReportWriter):
         self._first: str | None = None
         self._last: str | None = None
 
-    def add(self, position: int, record: Any) -> None:
-        invoice = parse_invoice(record)
-        group = self._by_city.get(invoice.ciudad)
-        if group is None:
-            group = self._by_city[invoice.ciudad] = _Totals()
-        group.add(invoice)
-        self._totals.add(invoice)
-        if self._first is None or invoice.fecha < self._first:
-            self._first = invoice.fecha
-        if self._last is None or invoice.fecha > self._last:
-            self._last = invoice.fecha
+    def add(self, records: list[Any]) -> list[tuple[int, str]]:
+        invalid: list[tuple[int, str]] = []
+        for invoice in _valid_invoices(records, invalid):
+            group = self._by_city.get(invoice.ciudad)
+            if group is None:
+                group = self._by_city[invoice.ciudad] = _Totals()
+            group.add(invoice)
+            self._totals.add(invoice)
+            if self._first is None or invoice.fecha < self._first:
+                self._first = invoice.fecha
+            if self._last is None or invoice.fecha > self._last:
+                self._last = invoice.fecha
+        return invalid
 
     def abort(self) -> None:
         return None  # nothing open: everything is written at the end
@@ -362,6 +471,7 @@ class VentasPorCiudad(ReportType):
     name = "VentasPorCiudad"
     file_name = "ventas_por_ciudad.zip"
     object_key = "facturas"
+    record_type = InvoiceRecord
 
     def writer(self, *, archive: zipfile.ZipFile, work_dir: str | None) -> ReportWriter:
         return _VentasWriter(archive=archive)

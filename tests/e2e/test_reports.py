@@ -68,6 +68,26 @@ def queue_json(api: httpx.Client, data: str, report_type: str = "FacturacionMasi
     return job_id
 
 
+def queue_upload(api: httpx.Client, path: Any, report_type: str = "FacturacionMasiva") -> str:
+    """Queue a job over a file sent through an upload session (straight to Cloud Storage)."""
+    opened = api.post(
+        "/reports/uploads",
+        json={"fileName": path.name, "sizeBytes": path.stat().st_size, "reportType": report_type},
+    )
+    assert opened.status_code == 201, opened.text
+    session = opened.json()
+    with path.open("rb") as data:
+        put = httpx.put(session["uploadUrl"], content=data, timeout=300)
+    assert put.status_code in (200, 201), put.text
+    queued = api.post(
+        "/reports/queue",
+        json={"reportType": report_type, "userName": "ana@empresa.com", "uploadId": session["uploadId"]},
+    )
+    assert queued.status_code == 202, queued.text
+    job_id: str = queued.json()["jobId"]
+    return job_id
+
+
 def status(api: httpx.Client, job_id: str) -> dict[str, Any]:
     response = api.get(f"/reports/status/{job_id}")
     assert response.status_code == 200, response.text
@@ -318,24 +338,12 @@ def test_a_job_whose_worker_dies_is_taken_again_and_reported_once(
         base_url=gateway.url, headers={"Authorization": f"Bearer {new_api_key(f'kill-{unique}')}"}, timeout=60
     )
     try:
-        # Large enough that the job outlives its first progress publication (after PROGRESS_INTERVAL_S) by
-        # seconds, so the kill lands mid-read: through an upload session, as it is over the request limit.
+        # Large enough to read for a few seconds: progress shows first after a second, and the kill must
+        # come while the job still reads (a 12 MB job now ends within that second).
         path = tmp_path / "facturas.json"
         with path.open("wb") as out:
-            count = write_dataset(out, size_bytes=48 * 1024 * 1024, seed=5)
-        opened = api.post(
-            "/reports/uploads",
-            json={"fileName": path.name, "sizeBytes": path.stat().st_size, "reportType": "FacturacionMasiva"},
-        )
-        assert opened.status_code == 201, opened.text
-        with path.open("rb") as data:
-            assert httpx.put(opened.json()["uploadUrl"], content=data, timeout=300).status_code in (200, 201)
-        queued = api.post(
-            "/reports/queue",
-            json={"reportType": "FacturacionMasiva", "userName": "a", "uploadId": opened.json()["uploadId"]},
-        )
-        assert queued.status_code == 202, queued.text
-        job_id = queued.json()["jobId"]
+            count = write_dataset(out, size_bytes=64 * 1024 * 1024, seed=5)
+        job_id = queue_upload(api, path)
 
         def _reading() -> bool:
             current = status(api, job_id)

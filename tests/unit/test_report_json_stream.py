@@ -7,11 +7,13 @@ import io
 import json
 from typing import Any
 
+import msgspec
 import pytest
 
 from infra.report_data import invoices
 from shared.reports import json_stream
 from shared.reports.json_stream import MalformedJSON, RecordBatches
+from shared.reports.types import InvoiceRecord
 
 TRICKY: list[Any] = [
     {"numero": "a}, {b", "nota": '}, {"x": [1, 2]}, ', "items": [{"n": 1}, {"n": 2}]},
@@ -25,8 +27,10 @@ TRICKY: list[Any] = [
 ]
 
 
-def read(data: bytes, *, block_bytes: int) -> list[Any]:
-    reader = RecordBatches(source=io.BytesIO(data), object_key="facturas", block_bytes=block_bytes)
+def read(data: bytes, *, block_bytes: int, record_type: Any = None) -> list[Any]:
+    reader = RecordBatches(
+        source=io.BytesIO(data), object_key="facturas", block_bytes=block_bytes, record_type=record_type
+    )
     return [record for batch in reader for record in batch]
 
 
@@ -62,6 +66,27 @@ def test_empty_inputs_have_no_records(data: bytes) -> None:
     assert read(data, block_bytes=3) == []
 
 
+@pytest.mark.parametrize("block_bytes", [64, 1024, 1 << 20])
+@pytest.mark.parametrize("indent", [None, 2])
+def test_blocks_of_typed_records_come_typed_and_a_block_with_another_shape_comes_plain(
+    block_bytes: int, indent: int | None
+) -> None:
+    records = [*sample(40), *TRICKY, *sample(30)]
+    data = json.dumps(records, indent=indent).encode()
+
+    read_back = read(data, block_bytes=block_bytes, record_type=InvoiceRecord)
+
+    assert len(read_back) == len(records)
+    for got, sent in zip(read_back, records, strict=True):
+        if isinstance(got, InvoiceRecord):
+            assert got == msgspec.convert(sent, InvoiceRecord)
+        else:
+            assert got == sent
+    assert not any(isinstance(got, InvoiceRecord) for got in read_back[40 : 40 + len(TRICKY)])
+    if block_bytes < 1 << 20:  # blocks of a few records: those without TRICKY's come typed
+        assert sum(isinstance(got, InvoiceRecord) for got in read_back) > 40
+
+
 @pytest.mark.parametrize(
     ("data", "offset", "reason"),
     [
@@ -73,12 +98,41 @@ def test_empty_inputs_have_no_records(data: bytes) -> None:
         (b'{"facturas": [{"a": 1}] "b": 2}', 24, "expected ',' or '}'"),
         (b'[{"a": "\xff"}, {"b": 2}, {"c": 3}]', 8, "not UTF-8"),
         (b'"a string"', 0, "expected a JSON array"),
+        (b'[{"a": 1}, {"b": [1e400]}, {"c": 3}]', 11, "number out of range"),  # syntax, but no double holds it
+        (b'{"facturas": [{"a": 1e999}]}', 14, "number out of range"),
         (b"", 0, "expected a JSON array"),
     ],
 )
-def test_a_malformed_input_names_its_byte_offset(data: bytes, offset: int, reason: str) -> None:
+@pytest.mark.parametrize("record_type", [None, InvoiceRecord])
+def test_a_malformed_input_names_its_byte_offset(
+    data: bytes, offset: int, reason: str, record_type: Any
+) -> None:
     with pytest.raises(MalformedJSON, match=reason) as raised:
-        read(data, block_bytes=4)
+        read(data, block_bytes=4, record_type=record_type)
+
+    assert raised.value.offset == offset
+
+
+@pytest.mark.parametrize("block_bytes", [256, 1 << 20])
+def test_bad_utf8_in_a_member_the_typed_records_skip_names_its_byte_offset(block_bytes: int) -> None:
+    data = json.dumps(sample(20)).encode()
+    offset = data.index(b"Producto", 3000)
+    broken = data[:offset] + b"\xff" + data[offset + 1 :]
+
+    with pytest.raises(MalformedJSON, match="not UTF-8") as raised:
+        read(broken, block_bytes=block_bytes, record_type=InvoiceRecord)
+
+    assert raised.value.offset == offset
+
+
+@pytest.mark.parametrize("position", [0, 11, 19])
+def test_a_syntax_error_among_typed_records_names_its_byte_offset(position: int) -> None:
+    data = json.dumps(sample(20)).encode()
+    offset = data.index(b'"numero"', 400 * position)
+    broken = data[:offset] + b"@" + data[offset + 1 :]
+
+    with pytest.raises(MalformedJSON) as raised:
+        read(broken, block_bytes=1 << 20, record_type=InvoiceRecord)
 
     assert raised.value.offset == offset
 

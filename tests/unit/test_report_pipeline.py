@@ -8,18 +8,27 @@ import csv
 import datetime as dt
 import io
 import json
+import threading
 import zipfile
 from typing import Any
 
+import msgspec
 import openpyxl
 import pytest
 
 from infra.report_data import invoices
 from shared.kinds.base import Ports
 from shared.kinds.report import Report, ReportJob
-from shared.reports import types
+from shared.reports import pipeline, types
 from shared.reports.pipeline import MalformedInput, Progress, build_report
-from shared.reports.types import INVOICE_COLUMNS, REPORT_TYPES, SUMMARY_COLUMNS, InvalidRecord, parse_invoice
+from shared.reports.types import (
+    INVOICE_COLUMNS,
+    REPORT_TYPES,
+    SUMMARY_COLUMNS,
+    InvalidRecord,
+    InvoiceRecord,
+    parse_invoice,
+)
 from shared.settings import Settings
 
 
@@ -110,6 +119,88 @@ def test_an_invalid_invoice_says_why(record: Any, reason: str) -> None:
         parse_invoice(record)
 
 
+def _valid() -> dict[str, Any]:
+    return {
+        "numero": " FV-1 ",
+        "fecha": "2024-03-09",
+        "cliente": {"nit": 900, "nombre": "Acme", "ciudad": "Cali"},
+        "items": [{"sku": "A", "cantidad": 2, "precio_unitario": 10.5, "iva": 19}],
+    }
+
+
+def _changed(path: str, value: Any) -> dict[str, Any]:
+    record = json.loads(json.dumps(_valid()))
+    *parents, key = path.split(".")
+    target = record
+    for parent in parents:
+        target = target[int(parent)] if isinstance(target, list) else target[parent]
+    target[key] = value
+    return record
+
+
+# Records with every member of its type and bounds, but that a check after decoding refuses.
+TYPED_BUT_INVALID = [
+    _changed("numero", "  "),
+    _changed("fecha", "2024-02-30"),
+    _changed("fecha", 2024),
+    _changed("cliente.nombre", ""),
+    _changed("cliente.ciudad", " \t"),
+    _changed("items", []),
+    _changed("items.0.sku", " "),
+]
+# Records the typed decoder refuses: their block comes as plain JSON values.
+NOT_TYPED = [
+    _changed("numero", True),
+    _changed("items.0.cantidad", 0),
+    _changed("items.0.cantidad", "2"),
+    _changed("items.0.precio_unitario", -1),
+    _changed("items.0.iva", 101),
+    _changed("cliente", None),
+    {"numero": "x"},
+    "not an invoice",
+]
+
+
+@pytest.mark.parametrize("record", TYPED_BUT_INVALID)
+def test_a_typed_record_that_fails_a_check_says_why_as_a_plain_one(record: dict[str, Any]) -> None:
+    typed = msgspec.convert(record, InvoiceRecord)
+
+    with pytest.raises(InvalidRecord) as plain:
+        parse_invoice(record)
+    with pytest.raises(InvalidRecord) as from_typed:
+        parse_invoice(typed)
+
+    assert from_typed.value.reason == plain.value.reason
+
+
+def test_a_typed_record_and_a_plain_one_give_the_same_invoice() -> None:
+    for record in [_valid(), *sample(50), _changed("fecha", " 2024-03-09T10:00:00 ")]:
+        assert parse_invoice(msgspec.convert(record, InvoiceRecord)) == parse_invoice(record)
+
+
+@pytest.mark.parametrize("block_bytes", [2048, 1 << 20])
+@pytest.mark.parametrize("report_type", ["FacturacionMasiva", "VentasPorCiudad"])
+def test_a_block_with_invalid_records_among_valid_ones_gives_the_plain_paths_report(
+    monkeypatch: pytest.MonkeyPatch, block_bytes: int, report_type: str
+) -> None:
+    records: list[Any] = sample(400)
+    for number, invalid in enumerate([*TYPED_BUT_INVALID, *NOT_TYPED]):
+        records[7 + 23 * number] = invalid
+    data = json.dumps(records).encode()
+    monkeypatch.setattr(pipeline, "READ_BUFFER_BYTES", block_bytes)
+
+    typed_output, typed_zip, _ = run(data, report_type)
+    monkeypatch.setattr(type(REPORT_TYPES[report_type]), "record_type", None)
+    plain_output, plain_zip, _ = run(data, report_type)
+
+    assert typed_output == plain_output
+    assert typed_output.invalid == len(TYPED_BUT_INVALID) + len(NOT_TYPED)
+    for name in set(plain_zip.namelist()) - {"facturas.xlsx"}:
+        assert typed_zip.read(name) == plain_zip.read(name), name
+    errors = list(csv.reader(io.TextIOWrapper(typed_zip.open("errores.csv"), encoding="utf-8")))
+    assert [int(row[0]) for row in errors[1:]] == [7 + 23 * number for number in range(len(errors) - 1)]
+
+
 def test_invalid_records_go_to_errores_csv_and_the_rest_is_reported() -> None:
     records: list[Any] = sample(30)
     records[3] = "not an invoice"
@@ -182,6 +273,47 @@ def test_a_truncated_input_and_a_scalar_are_malformed() -> None:
         run(good[:-5])
     with pytest.raises(MalformedInput, match="byte offset 0"):
         run(b'"hello"')
+
+
+class _FailingSource(io.BytesIO):
+    """A source whose reads fail past `fail_at` bytes, as a dropped Storage download does."""
+
+    def __init__(self, data: bytes, *, fail_at: int) -> None:
+        super().__init__(data)
+        self._fail_at = fail_at
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.tell() >= self._fail_at:
+            raise ConnectionError("the download was dropped")
+        return super().read(size)
+
+
+def _read_ahead_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == "report-read-ahead"]
+
+
+def test_a_source_that_fails_while_read_ahead_fails_the_report_with_its_error() -> None:
+    data = json.dumps(sample(12_000)).encode()  # about 5 MB: several blocks
+
+    with pytest.raises(ConnectionError, match="dropped"):
+        build_report(
+            source=_FailingSource(data, fail_at=3 * pipeline.READ_BUFFER_BYTES),
+            sink=io.BytesIO(),
+            report_type=REPORT_TYPES["FacturacionMasiva"],
+            work_dir=None,
+            progress=Progress(),
+        )
+
+    assert _read_ahead_threads() == []
+
+
+def test_a_report_that_fails_early_stops_reading_ahead() -> None:
+    data = b"[@" + json.dumps(sample(12_000)).encode()[1:]
+
+    with pytest.raises(MalformedInput, match="byte offset 1"):
+        run(data)
+
+    assert _read_ahead_threads() == []
 
 
 def test_long_invoice_sheets_continue_on_another_sheet(monkeypatch: pytest.MonkeyPatch) -> None:
