@@ -98,7 +98,8 @@ def test_blocks_of_typed_records_come_typed_and_a_block_with_another_shape_comes
         (b'{"facturas": [{"a": 1}] "b": 2}', 24, "expected ',' or '}'"),
         (b'[{"a": "\xff"}, {"b": 2}, {"c": 3}]', 8, "not UTF-8"),
         (b'"a string"', 0, "expected a JSON array"),
-        (b'[{"a": 1}, {"b": [1e400]}, {"c": 3}]', 11, "number out of range"),  # syntax, but no double holds it
+        # valid syntax, but no double holds the number
+        (b'[{"a": 1}, {"b": [1e400]}, {"c": 3}]', 11, "number out of range"),
         (b'{"facturas": [{"a": 1e999}]}', 14, "number out of range"),
         (b"", 0, "expected a JSON array"),
     ],
