@@ -293,9 +293,16 @@ def test_tokens_expire_are_hashed_and_guessing_is_limited(
     assert 404 in codes and codes[-1] == 429
 
 
-def test_at_most_two_jobs_process_at_once(api: httpx.Client, local_cloud: EmulatorConfig) -> None:
+def test_at_most_two_jobs_process_at_once(
+    api: httpx.Client, local_cloud: EmulatorConfig, tmp_path: Any
+) -> None:
     # The three are queued while the reports queue is paused, so all three wait when dispatch starts (a report
-    # is fast: otherwise the first could end before the third is queued).
+    # is fast: otherwise the first could end before the third is queued). Each reads 24 MB, about a second or
+    # more, so that the polls below see two processing while the third waits.
+    paths = [tmp_path / f"facturas-{seed}.json" for seed in (11, 12, 13)]
+    for seed, path in zip((11, 12, 13), paths, strict=True):
+        with path.open("wb") as out:
+            write_dataset(out, size_bytes=24 * 1024 * 1024, seed=seed)
     settings = get_settings()
     tasks = tasks_v2.CloudTasksClient(
         transport=CloudTasksGrpcTransport(channel=grpc.insecure_channel(local_cloud.emulators.tasks.address))
@@ -303,7 +310,7 @@ def test_at_most_two_jobs_process_at_once(api: httpx.Client, local_cloud: Emulat
     queue = tasks.queue_path(settings.project_id, settings.region, settings.reports_tasks_queue)
     tasks.pause_queue(name=queue)
     try:
-        jobs = [queue_json(api, dataset(sample(24000, seed=seed))) for seed in (11, 12, 13)]
+        jobs = [queue_upload(api, path) for path in paths]
     finally:
         tasks.resume_queue(name=queue)
     # Three status reads are not one snapshot: a job read `Processing` may end before the next job is read.
