@@ -390,6 +390,11 @@ class FirestoreStore:
         data = snapshot.to_dict() or {}
         return BatchStop(status=BatchStatus(data["status"]), stop_reason=data.get("stop_reason"))
 
+    async def is_finalized(self, batch_id: str) -> bool | None:
+        """Whether the batch is fanned in (None: no such batch), as a one-field projection."""
+        snapshot = await self._get(self._batch_ref(batch_id), fields=["finalized"])
+        return bool((snapshot.to_dict() or {}).get("finalized")) if snapshot.exists else None
+
     async def get_lease(self, batch_id: str, chunk: int) -> LeaseView | None:
         snapshot = await self._get(self._chunk_ref(batch_id, chunk), fields=["lease_owner", "state"])
         if not snapshot.exists:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hashlib
 import logging
@@ -34,6 +33,7 @@ from shared.services.status import (
     read_owned_batch,
     results_page,
     summarize,
+    wait_until_finished,
 )
 from shared.settings import Settings
 
@@ -264,7 +264,9 @@ async def submit(
         return SubmitResponse(
             message=message, batch_id=batch_id, kind=kind.name, status=batch.status, status_url=status_url
         ), 202
-    finished = await _wait_until_final(engine=engine, batch=batch)
+    longest = min(settings.batch_max_wait_seconds, (batch.deadline_at - engine.clock()).total_seconds())
+    await wait_until_finished(engine=engine, batch=batch, seconds=longest)
+    finished = await engine.store.get_batch(batch_id) or batch
     results = await results_page(engine=engine, batch=finished, offset=0, limit=MAX_PAGE)
     totals, started = await current_totals(engine=engine, batch=finished)
     done = finished.finalized
@@ -286,20 +288,6 @@ def _first_chunks(batch: BatchDoc, chunks: list[ChunkDoc]) -> tuple[list[ChunkDo
     """The chunks the first stage's lanes start with, and the others."""
     first = batch.stages[0]
     return chunks[: first.first + first.lanes], chunks[first.first + first.lanes :]
-
-
-async def _wait_until_final(*, engine: Engine, batch: BatchDoc) -> BatchDoc:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + min(
-        engine.settings.batch_max_wait_seconds, (batch.deadline_at - engine.clock()).total_seconds()
-    )
-    interval = 0.02
-    current = batch
-    while not current.finalized and loop.time() < deadline:
-        await asyncio.sleep(interval)
-        interval = min(interval * 1.5, 0.5)
-        current = await engine.store.get_batch(batch.batch_id) or current
-    return current
 
 
 async def cancel(*, engine: Engine, principal: Principal, batch_id: str, caller: CallerInfo) -> BatchDoc:

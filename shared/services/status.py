@@ -34,6 +34,13 @@ from shared.services.results import entries, entry_items, missing_result, parse
 
 MAX_PAGE = 1000
 
+# A wait for a batch to finish reads its `finalized` flag every twentieth of the batch's age, between these
+# bounds: a batch of a few hundred milliseconds is seen finished within tens of them, a long one costs few
+# reads (a batch an hour old, one a second).
+WAIT_POLL_AGE_SHARE = 0.05
+WAIT_POLL_MIN_S = 0.02
+WAIT_POLL_MAX_S = 1.0
+
 
 async def get_owned_batch(*, engine: Engine, principal: Principal, batch_id: str) -> BatchDoc:
     """The batch, if the caller may see it; otherwise NotFound, exactly as for a missing id."""
@@ -176,6 +183,19 @@ async def results_page(
     return entries(kind=kind_of(engine, batch.kind), batch=batch, start=offset, end=end, items=items)
 
 
+async def wait_until_finished(*, engine: Engine, batch: BatchDoc, seconds: float) -> None:
+    """Return once the batch is fanned in (its results file and summary written), or after `seconds`,
+    whichever comes first; `batch` as the caller read it. Polls a one-field projection of the batch."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + seconds
+    finished = batch.finalized
+    while not finished and (left := until - loop.time()) > 0:
+        age_s = (engine.clock() - batch.created_at).total_seconds()
+        interval = min(WAIT_POLL_MAX_S, max(WAIT_POLL_MIN_S, age_s * WAIT_POLL_AGE_SHARE))
+        await asyncio.sleep(min(left, interval))
+        finished = await engine.store.is_finalized(batch.batch_id) in (True, None)
+
+
 async def status(
     *,
     engine: Engine,
@@ -184,15 +204,26 @@ async def status(
     offset: int,
     limit: int,
     progress: ProgressCache | None = None,
+    wait_seconds: float = 0.0,
 ) -> BatchStatusResponse | dict[str, Any]:
-    """The engine's status of a batch with a page of its results, or its kind's own view (`status_view`)."""
+    """The engine's status of a batch with a page of its results, or its kind's own view (`status_view`).
+    With `wait_seconds`, answered once the batch is finished or after that long, whichever comes first
+    (as Google's `operations.wait`): a client learns of the end at once, without polling."""
     if offset < 0 or not 1 <= limit <= MAX_PAGE:
         raise InvalidRequest(
             "invalid pagination",
             details=[{"field": "offset/limit", "problem": f"offset >= 0 and 1 <= limit <= {MAX_PAGE}"}],
         )
+    longest = engine.settings.batch_max_wait_seconds
+    if not 0 <= wait_seconds <= longest:
+        raise InvalidRequest(
+            "invalid waitSeconds", details=[{"field": "waitSeconds", "problem": f"0 to {longest:g} seconds"}]
+        )
     if not _plausible_id(batch_id):
         raise NotFound(f"no batch {batch_id}")
+    if wait_seconds:
+        waited = await get_owned_batch(engine=engine, principal=principal, batch_id=batch_id)
+        await wait_until_finished(engine=engine, batch=waited, seconds=wait_seconds)
     # The chunks' progress and the page's result lines are read beside the batch, before it says whether
     # they are needed (a round trip less per poll; the page is read again for a kind whose entries are not
     # items, and both are thrown away when the batch is not the caller's).
