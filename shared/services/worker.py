@@ -31,7 +31,13 @@ from shared.models.batch import (
     WorkMessage,
 )
 from shared.ports import BatchSnapshot, ChunkSnapshot
-from shared.services.chaining import after_chunk, continue_later, defer
+from shared.services.chaining import (
+    after_chunk,
+    continue_later,
+    defer,
+    lane_end_after_release,
+    read_lane_end,
+)
 from shared.services.engine import Engine, enqueue_chunk, kind_of
 from shared.services.items import run_items
 from shared.services.leases import (
@@ -268,25 +274,33 @@ async def _run_chunk(run: ChunkRun, lane: asyncio.Semaphore) -> dict[str, Any]:
             await continue_later(engine=engine, run=run)
             return {"chunk": chunk.index, "outcome": "continued in a new segment", "recorded": run.recorded}
         final_state = ChunkState.CANCELLED if run.stopped else ChunkState.DONE
-        released = await release(run=run, changes={"state": final_state.value})
+        # At the end of a lane the batch and the chunks' progress are read beside the release commit.
+        lane_end = run.stopped is None and batch.following_in_lane(chunk.index) is None
+        read_beside = asyncio.ensure_future(read_lane_end(engine, batch.batch_id)) if lane_end else None
+        try:
+            released = await release(run=run, changes={"state": final_state.value})
+        except BaseException:
+            if read_beside is not None:
+                read_beside.cancel()
+                await asyncio.gather(read_beside, return_exceptions=True)
+            raise
     except BaseException:
         # Hand the chunk back at once (what was not recorded runs again), so the retry of this delivery need
         # not wait for the lease to expire.
         with contextlib.suppress(Exception):
             await hand_back(run)
         raise
+    if not released and read_beside is not None:
+        await asyncio.gather(read_beside, return_exceptions=True)
     if released:
         # A stopped run knows its batch's final status; otherwise the batch may have stopped meanwhile. At
-        # the end of a lane the chunks' progress is read beside the batch: the stage check and the fan-in
-        # decide on these two reads.
+        # the end of a lane the stage check and the fan-in decide on the batch and the chunks' progress.
         read: BatchSnapshot | None = None
         chunks: list[ChunkProgress] | None = None
         if run.stopped is not None:
             latest = batch.model_copy(update={"status": run.stopped.status})
-        elif batch.following_in_lane(chunk.index) is None:
-            read, chunks = await asyncio.gather(
-                engine.store.read_batch(batch.batch_id), engine.store.chunk_progress(batch.batch_id)
-            )
+        elif read_beside is not None:
+            read, chunks = await lane_end_after_release(run, read_beside)
             latest = read.batch if read is not None else batch
         else:
             latest = await engine.store.get_batch(batch.batch_id) or batch
