@@ -183,8 +183,9 @@ class FirestoreStore:
         chunks: list[ChunkDoc],
         audit: AuditRecord,
         writes: Sequence[GuardedWrite] = (),
-    ) -> bool:
-        """Write the batch, its chunks and the audit record; False when the batch id already exists.
+    ) -> dict[int, Any] | None:
+        """Write the batch, its chunks and the audit record: the chunks' versions as written, by index (a
+        first delivery claims its chunk on it without reading it first); None when the batch id exists.
 
         The batch document is created in the LAST commit, so a batch never appears before its chunks do: a
         retried submit that finds the batch finds it whole. The guarded `writes` go in that same commit, so
@@ -201,6 +202,8 @@ class FirestoreStore:
         commits = _commit_groups([*planned, *last])
         if len(commits[-1]) < len(last):  # the guarded writes and the batch must share the last commit
             commits = [*_commit_groups(planned), last]
+        chunk_refs = {self._chunk_ref(batch.batch_id, c.index).path: c.index for c in chunks}
+        versions: dict[int, Any] = {}
         try:
             for group in commits:
                 commit = self._db.batch()
@@ -212,14 +215,17 @@ class FirestoreStore:
                         commit.update(ref, data, option=option)
                     else:
                         commit.set(ref, data)
-                await commit.commit()
+                written = await commit.commit()
+                for (ref, _, _, _), result in zip(group, written, strict=True):
+                    if ref.path in chunk_refs:
+                        versions[chunk_refs[ref.path]] = result.update_time
         except gexc.AlreadyExists:
-            return False
+            return None
         except (gexc.FailedPrecondition, gexc.NotFound) as exc:
             raise PreconditionFailed(str(exc)) from exc
         except TRANSIENT as exc:
             raise StoreUnavailable(f"cannot write batch: {exc.message}") from exc
-        return True
+        return versions
 
     async def put_chunks(self, *, batch_id: str, chunks: list[ChunkDoc]) -> None:
         """Write chunks ahead of their batch document (see `create_batch`)."""

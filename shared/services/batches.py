@@ -219,6 +219,7 @@ async def submit(
         else None
     )
     created = False
+    versions: dict[int, Any] | None = None  # of the chunks this submit wrote
     later_chunks: list[ChunkDoc] = []
     if existing is None:
         batch, chunks = await _planned_batch(
@@ -237,7 +238,8 @@ async def submit(
         if later_chunks:
             batch = batch.model_copy(update={"plan_written": False})
         audit = caller.audit("batch.submit", tenant=principal.tenant, target=batch_id, at=now)
-        created = await engine.store.create_batch(batch=batch, chunks=chunks, audit=audit)
+        versions = await engine.store.create_batch(batch=batch, chunks=chunks, audit=audit)
+        created = versions is not None
         if not created:
             existing = await engine.store.get_batch(batch_id)
     if not created:
@@ -246,7 +248,7 @@ async def submit(
         batch = existing
     # Enqueue even when the batch existed: a submit that crashed before this line is repaired by its retry,
     # and the task name makes a second enqueue a no-op.
-    await enqueue_stage(engine=engine, batch=batch, stage=batch.stages[0])
+    await enqueue_stage(engine=engine, batch=batch, stage=batch.stages[0], versions=versions)
     if created and later_chunks:
         # After the first chunks' tasks, not beside them: encoding megabytes of chunks holds this event loop,
         # which would delay the enqueue, and with it the first results, by tens of milliseconds. Until a
@@ -366,7 +368,7 @@ async def start_planned(
         remote_addr="internal",
         user_agent=kind.name,
     )
-    created = await engine.store.create_batch(batch=batch, chunks=chunks, audit=audit, writes=writes)
+    versions = await engine.store.create_batch(batch=batch, chunks=chunks, audit=audit, writes=writes)
     if handover is not None:
         # Should this delivery die before the enqueue, the chunk is recovered as any other: the sweeper
         # re-enqueues it once its lease expires, and the service that started it starts it again.
@@ -376,5 +378,6 @@ async def start_planned(
         batch=batch,
         stage=batch.stages[0],
         schedule_time=now + handover.fallback_delay if handover is not None else None,
+        versions=versions,
     )
-    return created
+    return versions is not None

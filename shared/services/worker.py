@@ -42,9 +42,11 @@ from shared.services.engine import Engine, enqueue_chunk, kind_of
 from shared.services.items import run_items
 from shared.services.leases import (
     ChunkRun,
+    ClaimedAsWritten,
     Outcome,
     Superseded,
     claim,
+    claim_as_written,
     hand_back,
     release,
     result_page,
@@ -125,10 +127,23 @@ async def _process(
     *, engine: Engine, message: WorkMessage, retry_count: int, worker_id: str | None
 ) -> dict[str, Any]:
     worker_id = worker_id or uuid.uuid4().hex
-    # The batch and the chunk are read at once: the claim decides on this read of the chunk.
-    read, chunk_read = await asyncio.gather(
+    # The batch and the chunk are read at once: the claim decides on this read of the chunk. A first delivery
+    # that knows the chunk's version as written claims it beside these reads (a round trip less).
+    reads = asyncio.gather(
         engine.store.read_batch(message.batch_id), engine.store.get_chunk(message.batch_id, message.chunk)
     )
+    claimed: ClaimedAsWritten | None = None
+    if message.version is None:
+        read, chunk_read = await reads
+    else:
+        claiming = claim_as_written(
+            engine=engine,
+            batch_id=message.batch_id,
+            index=message.chunk,
+            worker_id=worker_id,
+            written=message.version,
+        )
+        (read, chunk_read), claimed = await asyncio.gather(reads, claiming)
     if read is None:
         return {"outcome": "unknown batch"}
     batch = read.batch
@@ -137,7 +152,12 @@ async def _process(
     _deliveries_running += 1
     try:
         return await _run_delivery(
-            engine=engine, read=read, chunk_read=chunk_read, message=message, worker_id=worker_id
+            engine=engine,
+            read=read,
+            chunk_read=chunk_read,
+            claimed=claimed,
+            message=message,
+            worker_id=worker_id,
         )
     except LeaseHeld:
         raise  # the holder finishes the chunk, or the sweeper recovers it once the lease expires
@@ -159,6 +179,7 @@ async def _run_delivery(
     engine: Engine,
     read: BatchSnapshot,
     chunk_read: ChunkSnapshot | None,
+    claimed: ClaimedAsWritten | None,
     message: WorkMessage,
     worker_id: str,
 ) -> dict[str, Any]:
@@ -179,6 +200,7 @@ async def _run_delivery(
             worker_id=worker_id,
             segment=message.segment,
             read=chunk_read,
+            claimed=claimed,
         )
     except Superseded as superseded:
         # The later segment's task may be missing (its enqueue crashed): enqueue it again (a no-op by name).
