@@ -440,12 +440,17 @@ class FirestoreStore:
         return {index: value for index, value in ids.items() if start <= index < end}
 
     async def chunk_progress(self, batch_id: str) -> list[ChunkProgress]:
-        query = (
-            self._batch_ref(batch_id)
-            .collection(CHUNKS)
-            .select(["index", "state", "claims", "progress", "lease_expires_at", "segment", "finished_at"])
-        )
-        return [ChunkProgress.model_validate(s.to_dict()) async for s in query.stream()]
+        return await self._progress(self._batch_ref(batch_id).collection(CHUNKS))
+
+    async def claimed_chunk_progress(self, batch_id: str) -> list[ChunkProgress]:
+        """The progress of the chunks ever claimed: the others have none, and a batch of 100 chunks has a few
+        claimed at first (each chunk read costs about half a millisecond of CPU)."""
+        chunks = self._batch_ref(batch_id).collection(CHUNKS)
+        return await self._progress(chunks.where(filter=FieldFilter("claims", ">", 0)))
+
+    async def _progress(self, query: Any) -> list[ChunkProgress]:
+        fields = ["index", "state", "claims", "progress", "lease_expires_at", "segment", "finished_at"]
+        return [ChunkProgress.model_validate(s.to_dict()) async for s in query.select(fields).stream()]
 
     async def expired_leases(self, now: dt.datetime, limit: int) -> list[ExpiredLease]:
         query = (

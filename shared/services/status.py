@@ -59,10 +59,11 @@ def _plausible_id(batch_id: str) -> bool:
 
 
 class ProgressCache:
-    """The chunks' progress as status polls read it: on one instance, reads of a batch within `max_age_s` of
-    each other share one query (a read costs about 0.5 ms of CPU per chunk, and workers publish progress only
-    once a second). Until a first result shows, every read queries: the first result is seen as soon as it is
-    recorded. Workers and the finalizer read the store directly: they need it fresh."""
+    """The progress of a batch's claimed chunks as status polls read it (the others have none): on one
+    instance, reads of a batch within `max_age_s` of each other share one query (a read costs about 0.5 ms of
+    CPU per chunk, and workers publish progress only once a second). Until a first result shows, every read
+    queries: the first result is seen as soon as it is recorded. Workers and the finalizer read every chunk
+    from the store directly: they need it fresh, and count the chunks not claimed yet."""
 
     def __init__(
         self, store: BatchStore, *, max_age_s: float, timer: Callable[[], float] = time.monotonic
@@ -87,10 +88,10 @@ class ProgressCache:
 
     async def read(self, batch_id: str) -> list[ChunkProgress]:
         if self._cache is None:
-            return await self._store.chunk_progress(batch_id)
+            return await self._store.claimed_chunk_progress(batch_id)
         chunks = self._cache.get(batch_id)
         if chunks is None:
-            chunks = await self._store.chunk_progress(batch_id)
+            chunks = await self._store.claimed_chunk_progress(batch_id)
             if any(chunk.progress.finished for chunk in chunks):
                 self._cache[batch_id] = chunks
         return chunks
@@ -103,14 +104,14 @@ async def current_totals(
     progress: ProgressCache | None = None,
     chunks: list[ChunkProgress] | None = None,
 ) -> tuple[ResultTotals, bool]:
-    """Totals so far and whether any chunk started: exact once fanned in, else summed from the chunks'
-    progress (at most a second behind, plus the age `progress` allows), so a status read costs one small
-    query, not a scan of the results. `chunks`: the progress, when the caller read it already."""
+    """Totals so far and whether any chunk started: exact once fanned in, else summed from the progress of
+    the chunks ever claimed (at most a second behind, plus the age `progress` allows), so a status read costs
+    one small query, not a scan of the results. `chunks`: that progress, when the caller read it already."""
     if batch.totals is not None:
         return batch.totals, True
     if chunks is None:
         chunks = await (
-            progress.read(batch.batch_id) if progress else engine.store.chunk_progress(batch.batch_id)
+            progress.read(batch.batch_id) if progress else engine.store.claimed_chunk_progress(batch.batch_id)
         )
     totals = ResultTotals()
     for chunk in chunks:
@@ -228,7 +229,7 @@ async def status(
     # they are needed (a round trip less per poll; the page is read again for a kind whose entries are not
     # items, and both are thrown away when the batch is not the caller's).
     chunks_ahead = asyncio.ensure_future(
-        progress.read_ahead(batch_id) if progress else engine.store.chunk_progress(batch_id)
+        progress.read_ahead(batch_id) if progress else engine.store.claimed_chunk_progress(batch_id)
     )
     lines_ahead = asyncio.ensure_future(engine.store.result_lines(batch_id, offset, offset + limit))
     try:

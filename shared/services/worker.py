@@ -401,7 +401,8 @@ async def _mark_running(*, engine: Engine, read: BatchSnapshot) -> BatchDoc | No
 
 async def _fail_chunk(*, engine: Engine, batch: BatchDoc, chunk_index: int, reason: str) -> None:
     """Record every open item of the chunk as failed and mark the chunk failed (one compare-and-set commit,
-    retried on a concurrent change), then chain on."""
+    retried on a concurrent change), then chain on. This takes the chunk over as a claim would, and counts
+    as one: status sums the progress of claimed chunks only."""
     error = ErrorInfo(code="chunk_failed", message=f"the chunk exhausted its delivery attempts: {reason}")
     for _ in range(5):
         snapshot = await engine.store.get_chunk(batch.batch_id, chunk_index)
@@ -444,6 +445,7 @@ async def _fail_chunk(*, engine: Engine, batch: BatchDoc, chunk_index: int, reas
             usage=None,
             changes={
                 "state": ChunkState.FAILED.value,
+                "claims": chunk.claims + 1,
                 "lease_owner": None,
                 "lease_expires_at": None,
                 "finished_at": engine.clock(),
