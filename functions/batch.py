@@ -50,6 +50,13 @@ SUBMITTED = {
 class StatusQuery(QueryModel):
     offset: int = Field(default=0, ge=0)
     limit: int = Field(default=100, ge=1, le=reads.MAX_PAGE)
+    # At most BATCH_MAX_WAIT_SECONDS (the service answers 400 past it).
+    wait_seconds: float = Field(
+        default=0,
+        ge=0,
+        alias="waitSeconds",
+        description="answer once the batch is finished, or after this many seconds with its current state",
+    )
 
 
 class Collections(Answer):
@@ -95,6 +102,7 @@ def _status(call: Call) -> flask.Response:
                 offset=query.offset,
                 limit=query.limit,
                 progress=wired.progress,
+                wait_seconds=query.wait_seconds,
             )
         )
     )

@@ -183,8 +183,9 @@ class FirestoreStore:
         chunks: list[ChunkDoc],
         audit: AuditRecord,
         writes: Sequence[GuardedWrite] = (),
-    ) -> bool:
-        """Write the batch, its chunks and the audit record; False when the batch id already exists.
+    ) -> dict[int, Any] | None:
+        """Write the batch, its chunks and the audit record: the chunks' versions as written, by index (a
+        first delivery claims its chunk on it without reading it first); None when the batch id exists.
 
         The batch document is created in the LAST commit, so a batch never appears before its chunks do: a
         retried submit that finds the batch finds it whole. The guarded `writes` go in that same commit, so
@@ -201,6 +202,8 @@ class FirestoreStore:
         commits = _commit_groups([*planned, *last])
         if len(commits[-1]) < len(last):  # the guarded writes and the batch must share the last commit
             commits = [*_commit_groups(planned), last]
+        chunk_refs = {self._chunk_ref(batch.batch_id, c.index).path: c.index for c in chunks}
+        versions: dict[int, Any] = {}
         try:
             for group in commits:
                 commit = self._db.batch()
@@ -212,14 +215,17 @@ class FirestoreStore:
                         commit.update(ref, data, option=option)
                     else:
                         commit.set(ref, data)
-                await commit.commit()
+                written = await commit.commit()
+                for (ref, _, _, _), result in zip(group, written, strict=True):
+                    if ref.path in chunk_refs:
+                        versions[chunk_refs[ref.path]] = result.update_time
         except gexc.AlreadyExists:
-            return False
+            return None
         except (gexc.FailedPrecondition, gexc.NotFound) as exc:
             raise PreconditionFailed(str(exc)) from exc
         except TRANSIENT as exc:
             raise StoreUnavailable(f"cannot write batch: {exc.message}") from exc
-        return True
+        return versions
 
     async def put_chunks(self, *, batch_id: str, chunks: list[ChunkDoc]) -> None:
         """Write chunks ahead of their batch document (see `create_batch`)."""
@@ -390,6 +396,11 @@ class FirestoreStore:
         data = snapshot.to_dict() or {}
         return BatchStop(status=BatchStatus(data["status"]), stop_reason=data.get("stop_reason"))
 
+    async def is_finalized(self, batch_id: str) -> bool | None:
+        """Whether the batch is fanned in (None: no such batch), as a one-field projection."""
+        snapshot = await self._get(self._batch_ref(batch_id), fields=["finalized"])
+        return bool((snapshot.to_dict() or {}).get("finalized")) if snapshot.exists else None
+
     async def get_lease(self, batch_id: str, chunk: int) -> LeaseView | None:
         snapshot = await self._get(self._chunk_ref(batch_id, chunk), fields=["lease_owner", "state"])
         if not snapshot.exists:
@@ -429,12 +440,17 @@ class FirestoreStore:
         return {index: value for index, value in ids.items() if start <= index < end}
 
     async def chunk_progress(self, batch_id: str) -> list[ChunkProgress]:
-        query = (
-            self._batch_ref(batch_id)
-            .collection(CHUNKS)
-            .select(["index", "state", "claims", "progress", "lease_expires_at", "segment", "finished_at"])
-        )
-        return [ChunkProgress.model_validate(s.to_dict()) async for s in query.stream()]
+        return await self._progress(self._batch_ref(batch_id).collection(CHUNKS))
+
+    async def claimed_chunk_progress(self, batch_id: str) -> list[ChunkProgress]:
+        """The progress of the chunks ever claimed: the others have none, and a batch of 100 chunks has a few
+        claimed at first (each chunk read costs about half a millisecond of CPU)."""
+        chunks = self._batch_ref(batch_id).collection(CHUNKS)
+        return await self._progress(chunks.where(filter=FieldFilter("claims", ">", 0)))
+
+    async def _progress(self, query: Any) -> list[ChunkProgress]:
+        fields = ["index", "state", "claims", "progress", "lease_expires_at", "segment", "finished_at"]
+        return [ChunkProgress.model_validate(s.to_dict()) async for s in query.select(fields).stream()]
 
     async def expired_leases(self, now: dt.datetime, limit: int) -> list[ExpiredLease]:
         query = (

@@ -304,6 +304,8 @@ class WorkMessage(BaseModel):
     batch_id: str
     chunk: int = Field(ge=0)
     segment: int = Field(default=0, ge=0)
+    # The chunk's version as the submit wrote it (its update time), to claim it without reading it first.
+    version: dt.datetime | None = None
 
 
 class FinalizeMessage(BaseModel):

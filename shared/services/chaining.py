@@ -62,6 +62,33 @@ async def _hand_on(
         )
 
 
+LaneEnd = tuple[BatchSnapshot | None, list[ChunkProgress]]
+
+
+async def read_lane_end(engine: Engine, batch_id: str) -> LaneEnd:
+    """The batch and its chunks' progress: what the end of a lane decides on (stage check, fan-in)."""
+    read, chunks = await asyncio.gather(
+        engine.store.read_batch(batch_id), engine.store.chunk_progress(batch_id)
+    )
+    return read, chunks
+
+
+async def lane_end_after_release(run: ChunkRun, read_beside: asyncio.Future[LaneEnd]) -> LaneEnd:
+    """The batch and the chunks' progress at the end of a lane, its chunk just released as done. Read beside
+    the release: when every other chunk of the stage was finished then, this lane ends the stage and that read
+    stands (a finished chunk stays finished; this chunk's own entry is set to what it just released), a round
+    trip less before the fan-in. Otherwise they are read again now, after the release, so that of two lanes
+    ending together the later one always sees both finished."""
+    read, chunks = await read_beside
+    chunk = run.chunk
+    stage = run.batch.stage_of(chunk.index)
+    others = [c for c in chunks if stage.first <= c.index < stage.end and c.index != chunk.index]
+    if len(others) == stage.count - 1 and all(c.state.is_terminal for c in others):
+        released = {"state": ChunkState.DONE, "progress": run.progress, "lease_expires_at": None}
+        return read, [c.model_copy(update=released) if c.index == chunk.index else c for c in chunks]
+    return await read_lane_end(run.engine, run.batch.batch_id)
+
+
 async def after_chunk(
     *,
     engine: Engine,

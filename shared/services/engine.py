@@ -97,13 +97,16 @@ async def enqueue_chunk(
     suffix: str = "",
     kind: str | None = None,
     schedule_time: dt.datetime | None = None,
+    version: dt.datetime | None = None,
 ) -> bool:
     """Enqueue a chunk's work under its deterministic task name, on its kind's queue (not before
-    `schedule_time`, when given); False when that name is taken."""
+    `schedule_time`, when given; with the chunk's `version` as just written, if known); False when that
+    name is taken."""
+    message = WorkMessage(batch_id=batch_id, chunk=chunk, segment=segment, version=version)
     return await engine.queue.enqueue(
         task_id=chunk_task_id(batch_id, chunk, segment, suffix),
         function_name=WORKER_FUNCTION,
-        body=WorkMessage(batch_id=batch_id, chunk=chunk, segment=segment).model_dump_json().encode(),
+        body=message.model_dump_json(exclude_none=True).encode(),
         service_account=engine.settings.tasks_service_account,
         queue_name=engine.chunk_queue(kind) if kind is not None else None,
         schedule_time=schedule_time,
@@ -132,10 +135,15 @@ def kind_of(engine: Engine, name: str) -> Kind[Any, Any]:
 
 
 async def enqueue_stage(
-    *, engine: Engine, batch: BatchDoc, stage: Stage, schedule_time: dt.datetime | None = None
+    *,
+    engine: Engine,
+    batch: BatchDoc,
+    stage: Stage,
+    schedule_time: dt.datetime | None = None,
+    versions: Mapping[int, dt.datetime] | None = None,
 ) -> None:
     """Start a stage: the first chunk of each of its lanes, at once or at `schedule_time` (named tasks:
-    enqueuing twice is harmless)."""
+    enqueuing twice is harmless), with the chunks' `versions` as just written, when known."""
     await asyncio.gather(
         *(
             enqueue_chunk(
@@ -145,6 +153,7 @@ async def enqueue_stage(
                 segment=0,
                 kind=batch.kind,
                 schedule_time=schedule_time,
+                version=(versions or {}).get(first),
             )
             for first in range(stage.first, stage.first + stage.lanes)
         )

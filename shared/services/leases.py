@@ -84,6 +84,32 @@ class Superseded(Exception):
         self.chunk = chunk
 
 
+@dataclass(frozen=True)
+class ClaimedAsWritten:
+    """A chunk claimed on its version as the submit wrote it: the changes made, and its version after them."""
+
+    changes: dict[str, Any]
+    version: Any
+
+
+async def claim_as_written(
+    *, engine: Engine, batch_id: str, index: int, worker_id: str, written: Any
+) -> ClaimedAsWritten | None:
+    """Take the lease of a chunk nothing has touched since the submit wrote it at version `written`, without
+    reading it first (the caller reads it beside this, for its items): a compare-and-set on that version, so
+    of two deliveries one at most succeeds. None when the chunk changed since (then `claim` as usual)."""
+    now = engine.clock()
+    changes = {
+        "state": ChunkState.RUNNING.value,
+        "lease_owner": worker_id,
+        "lease_expires_at": now + dt.timedelta(seconds=engine.settings.batch_lease_seconds),
+        "claims": 1,
+        "started_at": now,
+    }
+    version = await engine.store.update_chunk_if_unchanged(batch_id, index, version=written, changes=changes)
+    return ClaimedAsWritten(changes=changes, version=version) if version is not None else None
+
+
 async def claim(
     *,
     engine: Engine,
@@ -92,11 +118,17 @@ async def claim(
     worker_id: str,
     segment: int | None = None,
     read: ChunkSnapshot | None = None,
+    claimed: ClaimedAsWritten | None = None,
 ) -> tuple[ChunkDoc, Any]:
     """Take the chunk's lease: the chunk as claimed and its version (a finished chunk is returned as is).
     With the delivery's `segment`: Superseded when the chunk was handed on to a later segment's task and waits
     for it (a duplicate or late delivery must not run it beside that task). `read`: the chunk as the caller
-    just read it, for the first compare-and-set (a round trip less)."""
+    just read it, for the first compare-and-set (a round trip less); `claimed`: the lease already taken
+    beside that read (`claim_as_written`), whose requests are the same whether it read the chunk before or
+    after that claim."""
+    if claimed is not None and read is not None:
+        claimed_state = claimed.changes | {"state": ChunkState.RUNNING}
+        return read.chunk.model_copy(update=claimed_state), claimed.version
     lease = dt.timedelta(seconds=engine.settings.batch_lease_seconds)
     snapshot = read
     for attempt in range(5):

@@ -34,6 +34,13 @@ from shared.services.results import entries, entry_items, missing_result, parse
 
 MAX_PAGE = 1000
 
+# A wait for a batch to finish reads its `finalized` flag every twentieth of the batch's age, between these
+# bounds: a batch of a few hundred milliseconds is seen finished within tens of them, a long one costs few
+# reads (a batch an hour old, one a second).
+WAIT_POLL_AGE_SHARE = 0.05
+WAIT_POLL_MIN_S = 0.02
+WAIT_POLL_MAX_S = 1.0
+
 
 async def get_owned_batch(*, engine: Engine, principal: Principal, batch_id: str) -> BatchDoc:
     """The batch, if the caller may see it; otherwise NotFound, exactly as for a missing id."""
@@ -52,10 +59,11 @@ def _plausible_id(batch_id: str) -> bool:
 
 
 class ProgressCache:
-    """The chunks' progress as status polls read it: on one instance, reads of a batch within `max_age_s` of
-    each other share one query (a read costs about 0.5 ms of CPU per chunk, and workers publish progress only
-    once a second). Until a first result shows, every read queries: the first result is seen as soon as it is
-    recorded. Workers and the finalizer read the store directly: they need it fresh."""
+    """The progress of a batch's claimed chunks as status polls read it (the others have none): on one
+    instance, reads of a batch within `max_age_s` of each other share one query (a read costs about 0.5 ms of
+    CPU per chunk, and workers publish progress only once a second). Until a first result shows, every read
+    queries: the first result is seen as soon as it is recorded. Workers and the finalizer read every chunk
+    from the store directly: they need it fresh, and count the chunks not claimed yet."""
 
     def __init__(
         self, store: BatchStore, *, max_age_s: float, timer: Callable[[], float] = time.monotonic
@@ -80,10 +88,10 @@ class ProgressCache:
 
     async def read(self, batch_id: str) -> list[ChunkProgress]:
         if self._cache is None:
-            return await self._store.chunk_progress(batch_id)
+            return await self._store.claimed_chunk_progress(batch_id)
         chunks = self._cache.get(batch_id)
         if chunks is None:
-            chunks = await self._store.chunk_progress(batch_id)
+            chunks = await self._store.claimed_chunk_progress(batch_id)
             if any(chunk.progress.finished for chunk in chunks):
                 self._cache[batch_id] = chunks
         return chunks
@@ -96,14 +104,14 @@ async def current_totals(
     progress: ProgressCache | None = None,
     chunks: list[ChunkProgress] | None = None,
 ) -> tuple[ResultTotals, bool]:
-    """Totals so far and whether any chunk started: exact once fanned in, else summed from the chunks'
-    progress (at most a second behind, plus the age `progress` allows), so a status read costs one small
-    query, not a scan of the results. `chunks`: the progress, when the caller read it already."""
+    """Totals so far and whether any chunk started: exact once fanned in, else summed from the progress of
+    the chunks ever claimed (at most a second behind, plus the age `progress` allows), so a status read costs
+    one small query, not a scan of the results. `chunks`: that progress, when the caller read it already."""
     if batch.totals is not None:
         return batch.totals, True
     if chunks is None:
         chunks = await (
-            progress.read(batch.batch_id) if progress else engine.store.chunk_progress(batch.batch_id)
+            progress.read(batch.batch_id) if progress else engine.store.claimed_chunk_progress(batch.batch_id)
         )
     totals = ResultTotals()
     for chunk in chunks:
@@ -176,6 +184,19 @@ async def results_page(
     return entries(kind=kind_of(engine, batch.kind), batch=batch, start=offset, end=end, items=items)
 
 
+async def wait_until_finished(*, engine: Engine, batch: BatchDoc, seconds: float) -> None:
+    """Return once the batch is fanned in (its results file and summary written), or after `seconds`,
+    whichever comes first; `batch` as the caller read it. Polls a one-field projection of the batch."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + seconds
+    finished = batch.finalized
+    while not finished and (left := until - loop.time()) > 0:
+        age_s = (engine.clock() - batch.created_at).total_seconds()
+        interval = min(WAIT_POLL_MAX_S, max(WAIT_POLL_MIN_S, age_s * WAIT_POLL_AGE_SHARE))
+        await asyncio.sleep(min(left, interval))
+        finished = await engine.store.is_finalized(batch.batch_id) in (True, None)
+
+
 async def status(
     *,
     engine: Engine,
@@ -184,20 +205,31 @@ async def status(
     offset: int,
     limit: int,
     progress: ProgressCache | None = None,
+    wait_seconds: float = 0.0,
 ) -> BatchStatusResponse | dict[str, Any]:
-    """The engine's status of a batch with a page of its results, or its kind's own view (`status_view`)."""
+    """The engine's status of a batch with a page of its results, or its kind's own view (`status_view`).
+    With `wait_seconds`, answered once the batch is finished or after that long, whichever comes first
+    (as Google's `operations.wait`): a client learns of the end at once, without polling."""
     if offset < 0 or not 1 <= limit <= MAX_PAGE:
         raise InvalidRequest(
             "invalid pagination",
             details=[{"field": "offset/limit", "problem": f"offset >= 0 and 1 <= limit <= {MAX_PAGE}"}],
         )
+    longest = engine.settings.batch_max_wait_seconds
+    if not 0 <= wait_seconds <= longest:
+        raise InvalidRequest(
+            "invalid waitSeconds", details=[{"field": "waitSeconds", "problem": f"0 to {longest:g} seconds"}]
+        )
     if not _plausible_id(batch_id):
         raise NotFound(f"no batch {batch_id}")
+    if wait_seconds:
+        waited = await get_owned_batch(engine=engine, principal=principal, batch_id=batch_id)
+        await wait_until_finished(engine=engine, batch=waited, seconds=wait_seconds)
     # The chunks' progress and the page's result lines are read beside the batch, before it says whether
     # they are needed (a round trip less per poll; the page is read again for a kind whose entries are not
     # items, and both are thrown away when the batch is not the caller's).
     chunks_ahead = asyncio.ensure_future(
-        progress.read_ahead(batch_id) if progress else engine.store.chunk_progress(batch_id)
+        progress.read_ahead(batch_id) if progress else engine.store.claimed_chunk_progress(batch_id)
     )
     lines_ahead = asyncio.ensure_future(engine.store.result_lines(batch_id, offset, offset + limit))
     try:

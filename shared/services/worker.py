@@ -31,14 +31,22 @@ from shared.models.batch import (
     WorkMessage,
 )
 from shared.ports import BatchSnapshot, ChunkSnapshot
-from shared.services.chaining import after_chunk, continue_later, defer
+from shared.services.chaining import (
+    after_chunk,
+    continue_later,
+    defer,
+    lane_end_after_release,
+    read_lane_end,
+)
 from shared.services.engine import Engine, enqueue_chunk, kind_of
 from shared.services.items import run_items
 from shared.services.leases import (
     ChunkRun,
+    ClaimedAsWritten,
     Outcome,
     Superseded,
     claim,
+    claim_as_written,
     hand_back,
     release,
     result_page,
@@ -119,10 +127,23 @@ async def _process(
     *, engine: Engine, message: WorkMessage, retry_count: int, worker_id: str | None
 ) -> dict[str, Any]:
     worker_id = worker_id or uuid.uuid4().hex
-    # The batch and the chunk are read at once: the claim decides on this read of the chunk.
-    read, chunk_read = await asyncio.gather(
+    # The batch and the chunk are read at once: the claim decides on this read of the chunk. A first delivery
+    # that knows the chunk's version as written claims it beside these reads (a round trip less).
+    reads = asyncio.gather(
         engine.store.read_batch(message.batch_id), engine.store.get_chunk(message.batch_id, message.chunk)
     )
+    claimed: ClaimedAsWritten | None = None
+    if message.version is None:
+        read, chunk_read = await reads
+    else:
+        claiming = claim_as_written(
+            engine=engine,
+            batch_id=message.batch_id,
+            index=message.chunk,
+            worker_id=worker_id,
+            written=message.version,
+        )
+        (read, chunk_read), claimed = await asyncio.gather(reads, claiming)
     if read is None:
         return {"outcome": "unknown batch"}
     batch = read.batch
@@ -131,7 +152,12 @@ async def _process(
     _deliveries_running += 1
     try:
         return await _run_delivery(
-            engine=engine, read=read, chunk_read=chunk_read, message=message, worker_id=worker_id
+            engine=engine,
+            read=read,
+            chunk_read=chunk_read,
+            claimed=claimed,
+            message=message,
+            worker_id=worker_id,
         )
     except LeaseHeld:
         raise  # the holder finishes the chunk, or the sweeper recovers it once the lease expires
@@ -153,6 +179,7 @@ async def _run_delivery(
     engine: Engine,
     read: BatchSnapshot,
     chunk_read: ChunkSnapshot | None,
+    claimed: ClaimedAsWritten | None,
     message: WorkMessage,
     worker_id: str,
 ) -> dict[str, Any]:
@@ -173,6 +200,7 @@ async def _run_delivery(
             worker_id=worker_id,
             segment=message.segment,
             read=chunk_read,
+            claimed=claimed,
         )
     except Superseded as superseded:
         # The later segment's task may be missing (its enqueue crashed): enqueue it again (a no-op by name).
@@ -268,25 +296,33 @@ async def _run_chunk(run: ChunkRun, lane: asyncio.Semaphore) -> dict[str, Any]:
             await continue_later(engine=engine, run=run)
             return {"chunk": chunk.index, "outcome": "continued in a new segment", "recorded": run.recorded}
         final_state = ChunkState.CANCELLED if run.stopped else ChunkState.DONE
-        released = await release(run=run, changes={"state": final_state.value})
+        # At the end of a lane the batch and the chunks' progress are read beside the release commit.
+        lane_end = run.stopped is None and batch.following_in_lane(chunk.index) is None
+        read_beside = asyncio.ensure_future(read_lane_end(engine, batch.batch_id)) if lane_end else None
+        try:
+            released = await release(run=run, changes={"state": final_state.value})
+        except BaseException:
+            if read_beside is not None:
+                read_beside.cancel()
+                await asyncio.gather(read_beside, return_exceptions=True)
+            raise
     except BaseException:
         # Hand the chunk back at once (what was not recorded runs again), so the retry of this delivery need
         # not wait for the lease to expire.
         with contextlib.suppress(Exception):
             await hand_back(run)
         raise
+    if not released and read_beside is not None:
+        await asyncio.gather(read_beside, return_exceptions=True)
     if released:
         # A stopped run knows its batch's final status; otherwise the batch may have stopped meanwhile. At
-        # the end of a lane the chunks' progress is read beside the batch: the stage check and the fan-in
-        # decide on these two reads.
+        # the end of a lane the stage check and the fan-in decide on the batch and the chunks' progress.
         read: BatchSnapshot | None = None
         chunks: list[ChunkProgress] | None = None
         if run.stopped is not None:
             latest = batch.model_copy(update={"status": run.stopped.status})
-        elif batch.following_in_lane(chunk.index) is None:
-            read, chunks = await asyncio.gather(
-                engine.store.read_batch(batch.batch_id), engine.store.chunk_progress(batch.batch_id)
-            )
+        elif read_beside is not None:
+            read, chunks = await lane_end_after_release(run, read_beside)
             latest = read.batch if read is not None else batch
         else:
             latest = await engine.store.get_batch(batch.batch_id) or batch
@@ -365,7 +401,8 @@ async def _mark_running(*, engine: Engine, read: BatchSnapshot) -> BatchDoc | No
 
 async def _fail_chunk(*, engine: Engine, batch: BatchDoc, chunk_index: int, reason: str) -> None:
     """Record every open item of the chunk as failed and mark the chunk failed (one compare-and-set commit,
-    retried on a concurrent change), then chain on."""
+    retried on a concurrent change), then chain on. This takes the chunk over as a claim would, and counts
+    as one: status sums the progress of claimed chunks only."""
     error = ErrorInfo(code="chunk_failed", message=f"the chunk exhausted its delivery attempts: {reason}")
     for _ in range(5):
         snapshot = await engine.store.get_chunk(batch.batch_id, chunk_index)
@@ -408,6 +445,7 @@ async def _fail_chunk(*, engine: Engine, batch: BatchDoc, chunk_index: int, reas
             usage=None,
             changes={
                 "state": ChunkState.FAILED.value,
+                "claims": chunk.claims + 1,
                 "lease_owner": None,
                 "lease_expires_at": None,
                 "finished_at": engine.clock(),

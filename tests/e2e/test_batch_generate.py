@@ -168,6 +168,43 @@ def test_status_rejects_bad_pagination(api: httpx.Client, offset: int, limit: in
     assert response.status_code == 400
 
 
+def test_status_with_wait_answers_once_the_batch_is_finished(api: httpx.Client) -> None:
+    body = submit(api, [f"EMULATOR_SLEEP_100 waited {i}" for i in range(12)], concurrency=3, wait=False)
+
+    response = api.get(f"/batch/status/{body['batchId']}", params={"waitSeconds": 60, "limit": 12})
+
+    assert response.status_code == 200, response.text
+    final = response.json()
+    assert final["status"] == "completed", "one read that waits sees the end, without polling"
+    assert final["resultsUrl"], "finished means fanned in: the results file is there"
+    assert [r["customId"] for r in final["results"]] == [f"item-{i}" for i in range(12)]
+
+
+def test_status_with_wait_answers_with_the_current_state_after_its_seconds(api: httpx.Client) -> None:
+    body = submit(api, [f"EMULATOR_SLEEP_1000 slow {i}" for i in range(30)], concurrency=1, wait=False)
+    batch_id = body["batchId"]
+    try:
+        response = api.get(f"/batch/status/{batch_id}", params={"waitSeconds": 0.3})
+
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] in ("queued", "running"), "30 requests of 1 s one at a time"
+    finally:
+        api.delete(f"/batch/{batch_id}")
+    assert wait_final(api, batch_id)["status"] == "cancelled"
+
+
+@pytest.mark.parametrize("extra", [-1.0, 1.0])
+def test_status_rejects_a_wait_outside_its_bounds(api: httpx.Client, extra: float) -> None:
+    body = submit(api, ["x"])
+    longest = get_settings().batch_max_wait_seconds
+    wait = extra if extra < 0 else longest + extra
+
+    response = api.get(f"/batch/status/{body['batchId']}", params={"waitSeconds": wait})
+
+    assert response.status_code == 400, response.text
+    assert "waitSeconds" in response.text
+
+
 def test_a_prompt_too_large_for_a_document_travels_by_reference(api: httpx.Client, local_cloud: Any) -> None:
     big = "spare part description " * 5000  # about 115 KB: more than a chunk document should inline
     body = submit(api, [big, "small"])

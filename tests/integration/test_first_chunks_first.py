@@ -35,6 +35,22 @@ class SubmitDiesWritingLaterChunks:
         raise StoreUnavailable("the instance died")
 
 
+class LaterChunksAfterTheTasks:
+    """The real store, noting which of the batch's tasks were enqueued when its later chunks start."""
+
+    def __init__(self, store: Any, queue: RecordingQueue) -> None:
+        self._store = store
+        self._queue = queue
+        self.enqueued_before: list[str] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def add_later_chunks(self, *, batch_id: str, chunks: list[ChunkDoc]) -> None:
+        self.enqueued_before = [name for name in self._queue.tasks if name.startswith(batch_id)]
+        await self._store.add_later_chunks(batch_id=batch_id, chunks=chunks)
+
+
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
@@ -73,6 +89,19 @@ def test_the_submit_writes_the_later_chunks_and_marks_the_plan_written(engine: E
     finished = runtime.run(engine.store.get_batch(batch_id))
     assert finished is not None and finished.finalized and finished.status is BatchStatus.COMPLETED
     assert finished.totals is not None and finished.totals.finished == 6
+
+
+def test_the_first_chunks_are_enqueued_before_the_later_chunks_are_written(
+    engine: Engine, unique: str
+) -> None:
+    assert isinstance(engine.queue, RecordingQueue)
+    watching = LaterChunksAfterTheTasks(engine.store, engine.queue)
+
+    batch_id = submit(
+        dataclasses.replace(engine, store=watching), f"order-{unique}", _requests(6), concurrency=1
+    )
+
+    assert watching.enqueued_before == [f"{batch_id}-c0-s0"], "the first chunk's work starts first"
 
 
 def test_a_submit_that_dies_after_the_first_chunks_leaves_a_batch_the_sweeper_stops(

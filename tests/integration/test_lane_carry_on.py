@@ -7,6 +7,7 @@ enqueued, so it can show which chunks run in which delivery, and what a failure 
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
 import pytest
@@ -139,3 +140,50 @@ def test_a_failure_in_a_carried_chunk_hands_it_back_and_the_retry_chains_to_it(
     chunks = runtime.run(engine.store.chunk_progress(batch_id))
     assert [c.state for c in chunks] == [ChunkState.DONE] * 3
     assert sum(c.progress.finished for c in chunks) == REQUESTS
+
+
+class LaneEndReads:
+    """The real store, noting in order each read of the chunks' progress and each chunk's release as done."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.events: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def chunk_progress(self, batch_id: str) -> Any:
+        self.events.append("progress read")
+        return await self._store.chunk_progress(batch_id)
+
+    async def record_results(self, batch_id: str, chunk: int, **rest: Any) -> Any | None:
+        written = await self._store.record_results(batch_id, chunk, **rest)
+        if rest["changes"].get("state") == ChunkState.DONE.value:
+            self.events.append(f"chunk {chunk} released")
+        return written
+
+
+def test_the_lane_ending_last_fans_in_on_the_progress_read_beside_its_release(
+    engine: Engine, unique: str
+) -> None:
+    requests = [{"prompt": f"p{i}", "customId": f"c{i}"} for i in range(40)]
+    batch_id = submit(engine, f"ends-{unique}", requests, concurrency=50)  # two lanes of two chunks each
+    noting = LaneEndReads(engine.store)
+    noted = dataclasses.replace(engine, store=noting)
+
+    _deliver(noted, batch_id, 1)  # runs chunks 1 and 3; lane 0 has not run: read again, no fan-in
+
+    assert noting.events == ["chunk 1 released", "progress read", "chunk 3 released", "progress read"]
+    running = runtime.run(engine.store.get_batch(batch_id))
+    assert running is not None and not running.finalized
+    noting.events.clear()
+
+    _deliver(noted, batch_id, 0)  # runs chunks 0 and 2; lane 1 is done: the read beside the release stands
+
+    assert noting.events == ["chunk 0 released", "progress read", "chunk 2 released"]
+    final = runtime.run(engine.store.get_batch(batch_id))
+    assert final is not None and final.finalized and final.status.value == "completed"
+    assert final.totals is not None and final.totals.finished == 40
+    results_file = runtime.run(engine.blobs.get(object_name=results_object(batch_id)))
+    custom_ids = [json.loads(line)["customId"] for line in results_file.splitlines()]
+    assert custom_ids == [f"c{i}" for i in range(40)]

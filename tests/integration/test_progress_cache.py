@@ -1,4 +1,5 @@
-"""Status polls share reads of the chunks' progress for a bounded time, against the Firestore emulator."""
+"""Status polls share reads of the claimed chunks' progress for a bounded time, against the Firestore
+emulator."""
 
 from __future__ import annotations
 
@@ -59,25 +60,26 @@ def test_until_a_first_result_shows_every_read_queries(engine: Engine, unique: s
     _change_chunk(engine, batch_id, progress={"finished": 1})
     first_result = runtime.run(cache.read(batch_id))
 
-    assert [c.claims for c in before] == [0]
+    assert before == [], "a chunk never claimed has no progress: it is not read"
     assert [c.claims for c in claimed] == [1]
     assert [c.progress.finished for c in first_result] == [1]
 
 
 def test_an_age_of_zero_reads_every_time(engine: Engine, unique: str) -> None:
     batch_id = submit(engine, f"progress-{unique}", [{"prompt": "p"}])
-    _change_chunk(engine, batch_id, progress={"finished": 1})
+    _change_chunk(engine, batch_id, claims=1, progress={"finished": 1})
     cache = status.ProgressCache(engine.store, max_age_s=0, timer=lambda: 0.0)
 
     before = runtime.run(cache.read(batch_id))
-    _change_chunk(engine, batch_id, claims=1)
+    _change_chunk(engine, batch_id, claims=2)
     after = runtime.run(cache.read(batch_id))
 
-    assert ([c.claims for c in before], [c.claims for c in after]) == ([0], [1])
+    assert ([c.claims for c in before], [c.claims for c in after]) == ([1], [2])
 
 
 def test_no_progress_is_read_ahead_for_a_batch_seen_fanned_in(engine: Engine, unique: str) -> None:
     batch_id = submit(engine, f"progress-{unique}", [{"prompt": "p"}])
+    _change_chunk(engine, batch_id, claims=1)
     cache = status.ProgressCache(engine.store, max_age_s=0.5, timer=lambda: 100.0)
 
     before = runtime.run(cache.read_ahead(batch_id))

@@ -68,3 +68,33 @@ def test_a_chunk_failing_on_its_last_attempt_is_recorded_as_failed(engine: Engin
     queue = engine.queue
     assert isinstance(queue, RecordingQueue)
     assert f"{batch_id}-final" in queue.tasks
+
+
+class ClaimOutageStore:
+    """The real store, except that every compare-and-set on a chunk (its claim) fails as in an outage."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def update_chunk_if_unchanged(self, batch_id: str, chunk: int, **rest: Any) -> Any | None:
+        raise StoreUnavailable("injected outage")
+
+
+def test_a_chunk_never_claimed_that_fails_for_good_shows_in_the_progress(engine: Engine, unique: str) -> None:
+    requests = [{"prompt": f"p{i}", "customId": f"c{i}"} for i in range(3)]
+    batch_id = submit(engine, f"unclaimed-{unique}", requests)
+    no_claims = dataclasses.replace(engine, store=ClaimOutageStore(engine.store))
+    message = WorkMessage(batch_id=batch_id, chunk=0)
+    last = engine.settings.batch_task_max_attempts - 1
+
+    outcome = runtime.run(process_chunk(engine=no_claims, message=message, retry_count=last))
+
+    assert outcome["outcome"] == "chunk failed"
+    # Recording its requests as failed took the chunk over as a claim would: status, which sums the progress
+    # of the claimed chunks only, counts them.
+    [progress] = runtime.run(engine.store.claimed_chunk_progress(batch_id))
+    assert (progress.state, progress.claims) == (ChunkState.FAILED, 1)
+    assert (progress.progress.finished, progress.progress.failed) == (3, 3)
