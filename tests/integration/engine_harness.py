@@ -47,6 +47,17 @@ class RecordingQueue:
         return True
 
 
+class StoreWatch:
+    """The real store, with a list of what a test's subclass notes as its methods run (in order)."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.events: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
 def submit(engine: Engine, tenant: str, requests: list[dict[str, Any]], **options: Any) -> str:
     """Submit a batch without waiting for it; its id."""
     body = json.dumps({"requests": requests, "options": {"wait": False, **options}}).encode()

@@ -16,18 +16,11 @@ from shared.models.batch import BatchStatus, ChunkState, WorkMessage
 from shared.services.engine import Engine
 from shared.services.leases import claim_as_written
 from shared.services.worker import process_chunk
-from tests.integration.engine_harness import Clock, RecordingQueue, played_engine, submit
+from tests.integration.engine_harness import Clock, RecordingQueue, StoreWatch, played_engine, submit
 
 
-class ChunkReadsAndClaims:
+class ChunkReadsAndClaims(StoreWatch):
     """The real store, noting in order when a chunk read ends and what each compare-and-set on a chunk did."""
-
-    def __init__(self, store: Any) -> None:
-        self._store = store
-        self.events: list[str] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
 
     async def get_chunk(self, batch_id: str, chunk: int) -> Any:
         snapshot = await self._store.get_chunk(batch_id, chunk)

@@ -20,7 +20,7 @@ from shared.models.batch import ChunkState, ItemResult, WorkMessage
 from shared.services.engine import Engine, results_object
 from shared.services.finalizer import finalize
 from shared.services.worker import process_chunk
-from tests.integration.engine_harness import RecordingQueue, submit
+from tests.integration.engine_harness import RecordingQueue, StoreWatch, submit
 
 REQUESTS = 30  # three chunks of 10 in one lane
 
@@ -142,15 +142,8 @@ def test_a_failure_in_a_carried_chunk_hands_it_back_and_the_retry_chains_to_it(
     assert sum(c.progress.finished for c in chunks) == REQUESTS
 
 
-class LaneEndReads:
+class LaneEndReads(StoreWatch):
     """The real store, noting in order each read of the chunks' progress and each chunk's release as done."""
-
-    def __init__(self, store: Any) -> None:
-        self._store = store
-        self.events: list[str] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
 
     async def chunk_progress(self, batch_id: str) -> Any:
         self.events.append("progress read")
