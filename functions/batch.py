@@ -35,6 +35,7 @@ from shared.models.common import Answer
 from shared.services import batch_inputs, batches, batchmode, collections
 from shared.services import status as reads
 from shared.services.collections import CollectionView
+from shared.settings import get_settings
 
 register_error_handlers(functions_framework.errorhandler)
 
@@ -50,10 +51,11 @@ SUBMITTED = {
 class StatusQuery(QueryModel):
     offset: int = Field(default=0, ge=0)
     limit: int = Field(default=100, ge=1, le=reads.MAX_PAGE)
-    # At most BATCH_MAX_WAIT_SECONDS (the service answers 400 past it).
+    # At most BATCH_MAX_WAIT_SECONDS, in the API's document too (a fuzzer or client reads the bound there).
     wait_seconds: float = Field(
         default=0,
         ge=0,
+        le=get_settings().batch_max_wait_seconds,
         alias="waitSeconds",
         description="answer once the batch is finished, or after this many seconds with its current state",
     )
