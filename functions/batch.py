@@ -49,7 +49,7 @@ SUBMITTED = {
 
 
 class StatusQuery(QueryModel):
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=reads.MAX_OFFSET)
     limit: int = Field(default=100, ge=1, le=reads.MAX_PAGE)
     # At most BATCH_MAX_WAIT_SECONDS, in the API's document too (a fuzzer or client reads the bound there).
     wait_seconds: float = Field(

@@ -33,6 +33,9 @@ from shared.services.engine import Engine, kind_of
 from shared.services.results import entries, entry_items, missing_result, parse
 
 MAX_PAGE = 1000
+# Past any batch, and within Firestore's 64-bit integers once a page is added (the page's lines are queried
+# by index before the batch says how many entries it has).
+MAX_OFFSET = 2**62
 
 # A wait for a batch to finish reads its `finalized` flag every twentieth of the batch's age, between these
 # bounds: a batch of a few hundred milliseconds is seen finished within tens of them, a long one costs few
@@ -210,10 +213,12 @@ async def status(
     """The engine's status of a batch with a page of its results, or its kind's own view (`status_view`).
     With `wait_seconds`, answered once the batch is finished or after that long, whichever comes first
     (as Google's `operations.wait`): a client learns of the end at once, without polling."""
-    if offset < 0 or not 1 <= limit <= MAX_PAGE:
+    if not 0 <= offset <= MAX_OFFSET or not 1 <= limit <= MAX_PAGE:
         raise InvalidRequest(
             "invalid pagination",
-            details=[{"field": "offset/limit", "problem": f"offset >= 0 and 1 <= limit <= {MAX_PAGE}"}],
+            details=[
+                {"field": "offset/limit", "problem": f"0 <= offset <= 2^62 and 1 <= limit <= {MAX_PAGE}"}
+            ],
         )
     longest = engine.settings.batch_max_wait_seconds
     if not 0 <= wait_seconds <= longest:
