@@ -144,11 +144,8 @@ class RecordBatches:
         try:
             records: list[Any] = msgspec.json.decode(document)
         except UnicodeDecodeError:  # a string that is not UTF-8: found again, to name its byte
-            try:
-                document.decode()
-            except UnicodeDecodeError as exc:
-                raise self._malformed(start + exc.start - 1, "a string is not UTF-8") from None
-            raise self._malformed(start, "a string is not UTF-8") from None
+            bad = _not_utf8_at(document)
+            raise self._malformed(start + (bad or 1) - 1, "a string is not UTF-8") from None
         except msgspec.ValidationError as exc:  # valid syntax that no value holds, as a number past a double
             index, reason = _record_of(exc)
             raise self._malformed(start + _record_start(document, index) - 1, reason) from None

@@ -163,6 +163,20 @@ async def _held_slots_checked(queue: ImageQueue, slots: list[Slot]) -> list[Slot
     return free
 
 
+def item_options(settings: Settings) -> ResolvedOptions:
+    """The options of an item's engine batch: one request, retried by the engine at least as often as the
+    item's own `intentos` allows (which decides when it has failed: it counts attempts across crashes too)."""
+    return ResolvedOptions(
+        concurrency=1,
+        fail_fast=False,
+        timeout_ms=int(settings.image_timeout_seconds * 1000),
+        max_retries=settings.image_max_attempts,
+        base_delay_ms=settings.image_retry_base_delay_ms,
+        max_delay_ms=60_000,
+        backoff_multiplier=2.0,
+    )
+
+
 async def _start(
     queue: ImageQueue,
     item: QueueItem,
@@ -172,7 +186,6 @@ async def _start(
 ) -> bool:
     """Start the item's engine batch (with `writes`, its slot's assignment, in the same commit); whether
     this call created it. False with `writes`: nothing was written (the slot or the item changed)."""
-    settings = queue.settings
     try:
         return await start_planned(
             engine=queue.running_engine,
@@ -183,17 +196,7 @@ async def _start(
                 items=[ImageWork(queue_id=item.id, tenant=item.tenant, articulo_id=item.articulo_id)],
                 custom_ids=[item.id],
             ),
-            options=ResolvedOptions(
-                concurrency=1,
-                fail_fast=False,
-                timeout_ms=int(settings.image_timeout_seconds * 1000),
-                # The item's own `intentos` decides when it has failed (it counts attempts across crashes
-                # too); the engine only has to retry at least as often.
-                max_retries=settings.image_max_attempts,
-                base_delay_ms=settings.image_retry_base_delay_ms,
-                max_delay_ms=60_000,
-                backoff_multiplier=2.0,
-            ),
+            options=item_options(queue.settings),
             writes=writes,
             handover=handover,
         )

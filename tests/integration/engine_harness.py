@@ -11,21 +11,9 @@ from typing import Any
 from shared import runtime
 from shared.app import platform
 from shared.models.auth import Principal, Role
-from shared.models.batch import ResolvedOptions
 from shared.models.common import utcnow
 from shared.services import batches
 from shared.services.engine import Engine
-
-# The options of a batch a service plans itself, one item at a time, as the image queue's are.
-ONE_AT_A_TIME = ResolvedOptions(
-    concurrency=1,
-    fail_fast=False,
-    timeout_ms=10_000,
-    max_retries=1,
-    base_delay_ms=100,
-    max_delay_ms=1000,
-    backoff_multiplier=2.0,
-)
 
 
 class RecordingQueue:

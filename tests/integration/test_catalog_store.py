@@ -23,7 +23,9 @@ from shared.models.articulos import Dispatch, ImageWork, QueueItem, QueueState
 from shared.ports import GuardedWrite, PreconditionFailed
 from shared.services import batches
 from shared.services.engine import Engine
-from tests.integration.engine_harness import ONE_AT_A_TIME, RecordingQueue
+from shared.services.image_dispatch import item_options
+from shared.settings import get_settings
+from tests.integration.engine_harness import RecordingQueue
 
 
 def _run(project_id: str, work: Any) -> Any:
@@ -81,7 +83,7 @@ def test_two_dispatchers_never_give_one_slot_to_two_items(local_cloud: EmulatorC
                     items=[ImageWork(queue_id=item.id, tenant=item.tenant, articulo_id=item.articulo_id)],
                     custom_ids=[item.id],
                 ),
-                options=ONE_AT_A_TIME,
+                options=item_options(get_settings()),
                 writes=writes,
             )
         except PreconditionFailed:

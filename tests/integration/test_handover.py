@@ -19,8 +19,10 @@ from shared.kinds.registry import KINDS
 from shared.models.batch import ChunkState, WorkMessage
 from shared.services import batches
 from shared.services.engine import Engine
+from shared.services.image_dispatch import item_options
 from shared.services.worker import process_chunk
-from tests.integration.engine_harness import ONE_AT_A_TIME, RecordingQueue
+from shared.settings import get_settings
+from tests.integration.engine_harness import RecordingQueue
 
 
 class Hop(BaseModel):
@@ -62,7 +64,7 @@ async def start(
         kind_name="relay",
         batch_id=batch_id,
         plan=Plan(items=[Hop(left=left)], custom_ids=[None]),
-        options=ONE_AT_A_TIME,
+        options=item_options(get_settings()),  # one item at a time, as the image queue's batches
         handover=handover,
     )
 
