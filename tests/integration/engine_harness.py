@@ -35,8 +35,9 @@ class RecordingQueue:
         return True
 
 
-class StoreWatch:
-    """The real store, with a list of what a test's subclass notes as its methods run (in order)."""
+class WrappedStore:
+    """The real store, but for the methods a test's subclass overrides (to fail them, or to note in `events`
+    what ran, in order)."""
 
     def __init__(self, store: Any) -> None:
         self._store = store

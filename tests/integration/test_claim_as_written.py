@@ -16,10 +16,10 @@ from shared.models.batch import BatchStatus, ChunkState, WorkMessage
 from shared.services.engine import Engine
 from shared.services.leases import claim_as_written
 from shared.services.worker import process_chunk
-from tests.integration.engine_harness import Clock, RecordingQueue, StoreWatch, played_engine, submit
+from tests.integration.engine_harness import Clock, RecordingQueue, WrappedStore, played_engine, submit
 
 
-class ChunkReadsAndClaims(StoreWatch):
+class ChunkReadsAndClaims(WrappedStore):
     """The real store, noting in order when a chunk read ends and what each compare-and-set on a chunk did."""
 
     async def get_chunk(self, batch_id: str, chunk: int) -> Any:

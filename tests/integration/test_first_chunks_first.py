@@ -19,32 +19,30 @@ from shared.services.engine import Engine
 from shared.services.finalizer import NotReady, finalize
 from shared.services.sweeper import sweep
 from shared.services.worker import process_chunk
-from tests.integration.engine_harness import STALL_S, Clock, RecordingQueue, played_engine, submit
+from tests.integration.engine_harness import (
+    STALL_S,
+    Clock,
+    RecordingQueue,
+    WrappedStore,
+    played_engine,
+    submit,
+)
 
 
-class SubmitDiesWritingLaterChunks:
+class SubmitDiesWritingLaterChunks(WrappedStore):
     """The real store, except that writing chunks behind a created batch fails as a dying instance would."""
-
-    def __init__(self, store: Any) -> None:
-        self._store = store
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
 
     async def add_later_chunks(self, *, batch_id: str, chunks: list[ChunkDoc]) -> None:
         raise StoreUnavailable("the instance died")
 
 
-class LaterChunksAfterTheTasks:
+class LaterChunksAfterTheTasks(WrappedStore):
     """The real store, noting which of the batch's tasks were enqueued when its later chunks start."""
 
     def __init__(self, store: Any, queue: RecordingQueue) -> None:
-        self._store = store
+        super().__init__(store)
         self._queue = queue
         self.enqueued_before: list[str] | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
 
     async def add_later_chunks(self, *, batch_id: str, chunks: list[ChunkDoc]) -> None:
         self.enqueued_before = [name for name in self._queue.tasks if name.startswith(batch_id)]

@@ -20,21 +20,19 @@ from shared.kinds.base import ItemContext
 from shared.models.articulos import Dispatch, ImageWork, QueueItem, QueueState
 from shared.services import image_processing
 from shared.services.image_dispatch import ImageQueue, processed_object
+from tests.integration.engine_harness import WrappedStore
 
 
 class Crash(Exception):
     """The process died here."""
 
 
-class CrashingStore:
+class CrashingStore(WrappedStore):
     """The real catalog store, except that `complete_swap` dies once before it commits."""
 
     def __init__(self, store: Any) -> None:
-        self._store = store
+        super().__init__(store)
         self.crashed = False
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
 
     async def complete_swap(self, item: QueueItem, **rest: Any) -> Any:
         if not self.crashed:

@@ -20,21 +20,18 @@ from shared.models.batch import ChunkState, ItemResult, WorkMessage
 from shared.services.engine import Engine, results_object
 from shared.services.finalizer import finalize
 from shared.services.worker import process_chunk
-from tests.integration.engine_harness import RecordingQueue, StoreWatch, submit
+from tests.integration.engine_harness import RecordingQueue, WrappedStore, submit
 
 REQUESTS = 30  # three chunks of 10 in one lane
 
 
-class FailingOnceStore:
+class FailingOnceStore(WrappedStore):
     """The real store, except that the first commit of one chunk's results fails as if Firestore were down."""
 
     def __init__(self, store: Any, chunk: int) -> None:
-        self._store = store
+        super().__init__(store)
         self._chunk = chunk
         self.failed = False
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
 
     async def record_results(self, batch_id: str, chunk: int, **rest: Any) -> Any | None:
         if chunk == self._chunk and not self.failed:
@@ -142,7 +139,7 @@ def test_a_failure_in_a_carried_chunk_hands_it_back_and_the_retry_chains_to_it(
     assert sum(c.progress.finished for c in chunks) == REQUESTS
 
 
-class LaneEndReads(StoreWatch):
+class LaneEndReads(WrappedStore):
     """The real store, noting in order each read of the chunks' progress and each chunk's release as done."""
 
     async def chunk_progress(self, batch_id: str) -> Any:

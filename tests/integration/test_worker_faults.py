@@ -19,17 +19,11 @@ from shared.models.batch import ChunkState, ItemResult, WorkMessage
 from shared.models.usage import UsageRecord
 from shared.services.engine import Engine
 from shared.services.worker import process_chunk
-from tests.integration.engine_harness import RecordingQueue, submit
+from tests.integration.engine_harness import RecordingQueue, WrappedStore, submit
 
 
-class OutageStore:
+class OutageStore(WrappedStore):
     """The real store, except that recording model outcomes fails as if Firestore were unavailable."""
-
-    def __init__(self, store: Any) -> None:
-        self._store = store
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
 
     async def record_results(
         self, batch_id: str, chunk: int, *, usage: UsageRecord | None, **rest: Any
@@ -70,14 +64,8 @@ def test_a_chunk_failing_on_its_last_attempt_is_recorded_as_failed(engine: Engin
     assert f"{batch_id}-final" in queue.tasks
 
 
-class ClaimOutageStore:
+class ClaimOutageStore(WrappedStore):
     """The real store, except that every compare-and-set on a chunk (its claim) fails as in an outage."""
-
-    def __init__(self, store: Any) -> None:
-        self._store = store
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
 
     async def update_chunk_if_unchanged(self, batch_id: str, chunk: int, **rest: Any) -> Any | None:
         raise StoreUnavailable("injected outage")
