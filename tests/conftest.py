@@ -3,7 +3,9 @@ Docker exists) unless it already runs, and stopped at the end only if this sessi
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import random
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -60,6 +62,31 @@ def gemini_control(local_cloud: EmulatorConfig) -> Iterator[Any]:
 def unique() -> str:
     """A short unique suffix for resource names, so tests never collide."""
     return uuid.uuid4().hex[:10]
+
+
+# Metric tests write whole days of the shared marketplace collections and read them back by day. Each
+# claims a span of days no other test has, in any process, while the local cloud lives: the day it is
+# handed, the 15 days before and the 12 after (a weekly run's week before, a 14-day backfill of weeks,
+# the neighbouring days a daily run looks at).
+PAST_DAYS_FROM = dt.date(2001, 1, 1)
+DAY_SPAN = 28
+DAY_SPANS = (dt.date(2021, 1, 1) - PAST_DAYS_FROM).days // DAY_SPAN
+
+
+def claim_past_day(db: Any) -> dt.date:
+    """A day of 2001-2020 whose span no other test has claimed on this local cloud (`db`, the Firestore
+    client): the claim is a document created once, so two tests never get the same span."""
+    from google.api_core.exceptions import AlreadyExists
+
+    for span in random.sample(range(DAY_SPANS), DAY_SPANS):
+        try:
+            db.collection("test_claimed_days").document(str(span)).create({"span": span})
+        except AlreadyExists:
+            continue
+        return PAST_DAYS_FROM + dt.timedelta(days=span * DAY_SPAN + 15)
+    raise AssertionError(
+        "every span of past days is claimed by earlier test runs: `make down`, then test again"
+    )
 
 
 def wait_for(

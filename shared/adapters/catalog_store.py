@@ -328,14 +328,31 @@ class FirestoreCatalogStore:
             query = query.where(filter=FieldFilter("tenant", "==", tenant))
         return query
 
-    async def count_items(self, tenant: str | None, estado: QueueState) -> int:
-        query = self._items(tenant).where(filter=FieldFilter("estado", "==", estado.value))
-        result = await query.count().get()
-        return int(result[0][0].value)
+    async def queue_snapshot(
+        self, tenant: str | None, running_limit: int
+    ) -> tuple[dict[QueueState, int], list[QueueItem]]:
+        """The count of items in each state and the items in progress, all read at one instant (a read-only
+        transaction), so an item that moves between states meanwhile is counted once, in one state."""
 
-    async def items_in(self, tenant: str | None, estado: QueueState, limit: int) -> list[QueueItem]:
-        query = self._items(tenant).where(filter=FieldFilter("estado", "==", estado.value))
-        return [_item(s) async for s in query.limit(limit).stream()]
+        @firestore.async_transactional
+        async def _read(transaction: Any) -> tuple[dict[QueueState, int], list[QueueItem]]:
+            def in_state(estado: QueueState) -> Any:
+                return self._items(tenant).where(filter=FieldFilter("estado", "==", estado.value))
+
+            async def count(estado: QueueState) -> int:
+                result = await in_state(estado).count().get(transaction=transaction)
+                return int(result[0][0].value)
+
+            async def running() -> list[QueueItem]:
+                query = in_state(QueueState.PROCESSING).limit(running_limit)
+                return [_item(s) async for s in query.stream(transaction=transaction)]
+
+            counts, items = await asyncio.gather(
+                asyncio.gather(*(count(estado) for estado in QueueState)), running()
+            )
+            return dict(zip(QueueState, counts, strict=True)), items
+
+        return await _read(self._db.transaction(read_only=True))
 
     async def history(
         self, tenant: str | None, *, estado: QueueState | None, limit: int, offset: int, after: str | None

@@ -112,9 +112,7 @@ async def add_batch(*, queue: ImageQueue, principal: Principal, body: bytes) -> 
 
 async def queue_status(*, queue: ImageQueue, principal: Principal) -> dict[str, Any]:
     tenant = _scope(principal)
-    counts = await asyncio.gather(*(queue.store.count_items(tenant, state) for state in QueueState))
-    by_state = dict(zip(QueueState, counts, strict=True))
-    running = await queue.store.items_in(tenant, QueueState.PROCESSING, 200)
+    by_state, running = await queue.store.queue_snapshot(tenant, running_limit=200)
     running.sort(key=lambda item: item.started_at or item.created_at)
     now = queue.now()
     current = [item.current_entry(now) for item in running]
@@ -127,7 +125,7 @@ async def queue_status(*, queue: ImageQueue, principal: Principal) -> dict[str, 
                 "procesando": by_state[QueueState.PROCESSING],
                 "completados": by_state[QueueState.COMPLETED],
                 "fallidos": by_state[QueueState.FAILED],
-                "total": sum(counts),
+                "total": sum(by_state.values()),
             },
             "articuloActual": current[0] if current else None,
             "articulosActuales": current,

@@ -22,7 +22,7 @@ from shared.metrics.jobs import DAILY, WEEKLY
 from shared.models.analytics import Realtime
 from shared.models.auth import Role
 from shared.settings import get_settings
-from tests.conftest import wait_for
+from tests.conftest import claim_past_day, wait_for
 from tests.contract import check_answer
 from tests.e2e.conftest import new_api_key
 from tests.e2e.test_metric_batches import wait_run, write_day
@@ -43,10 +43,7 @@ class World:
     api: httpx.Client
     admin: httpx.Client
     db: Any
-    # A day of metric runs no other test uses (they take 2001 to 2020).
-    day: dt.date = field(
-        default_factory=lambda: dt.date(1980, 1, 1) + dt.timedelta(days=random.randrange(7000))
-    )
+    day: dt.date  # a day of metric runs no other test uses
     made: dict[str, str] = field(default_factory=dict)
 
     def once(self, name: str, make: Callable[[], str]) -> str:
@@ -68,7 +65,14 @@ def world(gateway_url: str, firestore_db: Any) -> Iterator[World]:
             "/batch/credits/grant", json={"tenant": tenant, "amount": 100, "reason": "answers"}
         )
         assert granted.status_code == 200, granted.text
-        yield World(gateway_url=gateway_url, tenant=tenant, api=api, admin=admin, db=firestore_db)
+        yield World(
+            gateway_url=gateway_url,
+            tenant=tenant,
+            api=api,
+            admin=admin,
+            db=firestore_db,
+            day=claim_past_day(firestore_db),
+        )
 
 
 def _ok(response: httpx.Response) -> httpx.Response:

@@ -3,10 +3,8 @@ in-process for the other commands; every command, its errors and exit codes, and
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
-import random
 import re
 import subprocess
 from collections.abc import Iterator
@@ -21,6 +19,7 @@ from infra.batchctl.__main__ import cli
 from infra.report_data import write_dataset
 from shared.emulator_config import REPO_ROOT
 from shared.models.auth import Role
+from tests.conftest import claim_past_day
 from tests.e2e.articulos_client import catalog
 from tests.e2e.batch_client import submit as submit_http
 from tests.e2e.batch_client import wait_final
@@ -291,7 +290,7 @@ def test_reports_upload_in_chunks_watch_and_download(key: str, tmp_path: Path) -
 def test_metrics_trigger_a_day_watch_the_run_and_show_the_ranking(
     key: str, unique: str, firestore_db: Any
 ) -> None:
-    day = dt.date(2001, 1, 1) + dt.timedelta(days=random.randrange(7300))
+    day = claim_past_day(firestore_db)
     write_day(firestore_db, day, unique)
     admin = new_api_key(f"cli-admin-{unique}", Role.ADMIN)
 

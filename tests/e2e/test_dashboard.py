@@ -5,10 +5,8 @@ read the jobs list with its filters, and see the analytics charts drawn with dat
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
-import random
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +19,7 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, Response, expect,
 from infra.report_data import invoices
 from shared.emulator_config import REPO_ROOT
 from shared.models.auth import Role
-from tests.conftest import wait_for
+from tests.conftest import claim_past_day, wait_for
 from tests.e2e.articulos_client import catalog
 from tests.e2e.batch_client import status, submit, wait_final
 from tests.e2e.conftest import new_api_key
@@ -225,8 +223,8 @@ def test_the_image_queue_reports_and_metrics_views_work_with_the_tenants_data(
 ) -> None:
     with _api(gateway_url, key) as api:
         catalog(api, [1, 2])
-    # A marketplace day of its own (a random past day, unique ids) and its daily run, started by an admin.
-    day = dt.date(2001, 1, 1) + dt.timedelta(days=random.randrange(7300))
+    # A marketplace day no other test has, with unique ids, and its daily run, started by an admin.
+    day = claim_past_day(firestore_db)
     write_day(firestore_db, day, unique)
     with _api(gateway_url, new_api_key(f"dash-admin-{unique}", Role.ADMIN)) as admin:
         started = admin.post("/dashboards/batch-jobs/daily", params={"fecha": day.isoformat()})

@@ -1,13 +1,12 @@
 """Scheduled metric batches through the gateway: runs on the engine, idempotent results, fault isolation,
 catch-up, backfill, the Cloud Scheduler firing end to end, and the API's security and validation.
 
-Each test writes its hand-made marketplace on a random day of the past (2001-2020) with unique ids, so tests
-never see each other's data."""
+Each test writes its hand-made marketplace on a day of the past (2001-2020) that no other test has, with
+unique ids, so tests never see each other's data."""
 
 from __future__ import annotations
 
 import datetime as dt
-import random
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -27,7 +26,7 @@ from shared.metrics.jobs import DAILY, JOBS, local_midnight, local_today
 from shared.models.auth import Role
 from shared.services import metric_runs
 from shared.settings import get_settings
-from tests.conftest import wait_for
+from tests.conftest import claim_past_day, wait_for
 from tests.e2e.conftest import new_api_key
 
 ZONE = "America/Bogota"
@@ -48,8 +47,8 @@ def reader(gateway_url: str, unique: str) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture
-def day() -> dt.date:
-    return dt.date(2001, 1, 1) + dt.timedelta(days=random.randrange(7300))
+def day(firestore_db: Any) -> dt.date:
+    return claim_past_day(firestore_db)
 
 
 def _dashboards() -> metric_runs.Dashboards:

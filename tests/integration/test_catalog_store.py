@@ -14,7 +14,7 @@ from typing import Any
 from google.cloud import firestore
 
 from shared import runtime
-from shared.adapters.catalog_store import FirestoreCatalogStore
+from shared.adapters.catalog_store import QUEUE, FirestoreCatalogStore
 from shared.adapters.firestore_store import FirestoreStore
 from shared.app import platform
 from shared.emulator_config import EmulatorConfig
@@ -125,3 +125,61 @@ def test_two_dispatchers_never_give_one_slot_to_two_items(local_cloud: EmulatorC
     assert batches_created == {item.id: item.id == winner for item in items}
     (loser,) = [item.id for item in items if item.id != winner]
     assert stored[loser]["despacho"] == Dispatch.WAITING.value and stored[loser].get("slot") is None
+
+
+def test_the_queue_snapshot_counts_each_item_once_while_items_change_state(
+    local_cloud: EmulatorConfig, unique: str
+) -> None:
+    """The status's counts and items in progress are read at one instant: with items moving between states all
+    the while, every snapshot counts each item exactly once and lists exactly the items it counts in
+    progress."""
+    project = f"{local_cloud.project_id}-{unique}"  # out of sight of the local cloud's dispatcher
+    tenant = f"t-{unique}"
+    now = dt.datetime.now(dt.UTC)
+    items = [
+        QueueItem(
+            id=f"{unique}{n}",
+            tenant=tenant,
+            articulo_id=n + 1,
+            articulo_nombre="x",
+            estado=QueueState.PENDING,
+            prioridad=0,
+            max_intentos=3,
+            created_at=now,
+            updated_at=now,
+        )
+        for n in range(4)
+    ]
+    cycle = [QueueState.PROCESSING, QueueState.COMPLETED, QueueState.FAILED, QueueState.PENDING]
+
+    async def _race(store: FirestoreCatalogStore) -> list[tuple[dict[QueueState, int], int]]:
+        for item in items:
+            assert await store.add_item(item) is None
+        client = firestore.AsyncClient(project=project)
+        moving = True
+
+        async def _move() -> None:
+            step = 0
+            while moving:
+                item = items[step % len(items)]
+                estado = cycle[(step // len(items)) % len(cycle)]
+                await client.collection(QUEUE).document(item.id).update({"estado": estado.value})
+                step += 1
+
+        mover = asyncio.create_task(_move())
+        try:
+            snapshots = []
+            for _ in range(40):
+                counts, running = await store.queue_snapshot(tenant, running_limit=10)
+                snapshots.append((counts, len(running)))
+            return snapshots
+        finally:
+            moving = False
+            await mover
+            client.close()
+
+    snapshots = _run(project, _race)
+
+    assert all(sum(counts.values()) == len(items) for counts, _ in snapshots), snapshots
+    assert all(counts[QueueState.PROCESSING] == running for counts, running in snapshots), snapshots
+    assert len({tuple(counts.values()) for counts, _ in snapshots}) > 1  # the items did move meanwhile
