@@ -92,6 +92,7 @@ async def _build(settings: Settings) -> Platform:
     from shared.adapters.batchmode_store import FirestoreBatchmodeJobs, FirestoreCredits
     from shared.adapters.blob_store import GcsBlobStore
     from shared.adapters.catalog_store import FirestoreCatalogStore
+    from shared.adapters.firestore_listen import DocumentListener
     from shared.adapters.firestore_store import FirestoreStore
     from shared.adapters.gemini import GeminiEmbeddingModel, GeminiTextModel, gemini_client, model_session
     from shared.adapters.gemini_batches import GeminiBatchJobs
@@ -143,7 +144,11 @@ async def _build(settings: Settings) -> Platform:
         )
         access_endpoint = None
         scheduler_client = scheduler_v1.CloudSchedulerAsyncClient()
-    store = FirestoreStore(db)
+    listener = DocumentListener.connect(
+        project=settings.project_id,
+        emulator_host=settings.firestore_emulator_host if settings.is_local else None,
+    )
+    store = FirestoreStore(db, listener=listener)
     image_queue = ImageQueue(
         store=FirestoreCatalogStore(db),
         objects=GcsImageObjects(

@@ -23,6 +23,7 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 from pydantic import TypeAdapter
 
+from shared.adapters.firestore_listen import DocumentListener
 from shared.adapters.usage_tail import tail_write
 from shared.errors import StoreUnavailable
 from shared.models.auth import ApiKeyRecord, AuditRecord
@@ -160,8 +161,9 @@ def _dump(model: Any) -> dict[str, Any]:
 class FirestoreStore:
     """Implements BatchStore and KeyStore on the async Firestore client."""
 
-    def __init__(self, client: firestore.AsyncClient) -> None:
+    def __init__(self, client: firestore.AsyncClient, *, listener: DocumentListener) -> None:
         self._db = client
+        self._listener = listener
 
     # --- references -------------------------------------------------------------------------------
 
@@ -396,10 +398,10 @@ class FirestoreStore:
         data = snapshot.to_dict() or {}
         return BatchStop(status=BatchStatus(data["status"]), stop_reason=data.get("stop_reason"))
 
-    async def is_finalized(self, batch_id: str) -> bool | None:
-        """Whether the batch is fanned in (None: no such batch), as a one-field projection."""
-        snapshot = await self._get(self._batch_ref(batch_id), fields=["finalized"])
-        return bool((snapshot.to_dict() or {}).get("finalized")) if snapshot.exists else None
+    async def until_finalized(self, batch_id: str) -> bool:
+        """Return once the batch is fanned in (True), told by a listener on its document; False if there is
+        no such batch, or it is deleted meanwhile. The caller bounds the wait."""
+        return await self._listener.until_true(f"{BATCHES}/{batch_id}", "finalized")
 
     async def get_lease(self, batch_id: str, chunk: int) -> LeaseView | None:
         snapshot = await self._get(self._chunk_ref(batch_id, chunk), fields=["lease_owner", "state"])
@@ -450,7 +452,10 @@ class FirestoreStore:
 
     async def _progress(self, query: Any) -> list[ChunkProgress]:
         fields = ["index", "state", "claims", "progress", "lease_expires_at", "segment", "finished_at"]
-        return [ChunkProgress.model_validate(s.to_dict()) async for s in query.select(fields).stream()]
+        return [
+            ChunkProgress.model_validate((s.to_dict() or {}) | {"version": s.update_time})
+            async for s in query.select(fields).stream()
+        ]
 
     async def expired_leases(self, now: dt.datetime, limit: int) -> list[ExpiredLease]:
         query = (

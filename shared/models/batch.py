@@ -165,6 +165,9 @@ class ChunkProgress(BaseModel):
     lease_expires_at: dt.datetime | None = None
     segment: int = 0
     finished_at: dt.datetime | None = None
+    # The time of the document's last commit, as read: a finished chunk is never written again, so of the
+    # lanes that end a stage together, the one whose release committed last is the one that chains on.
+    version: dt.datetime | None = None
 
 
 class ChunkDoc(BaseModel):

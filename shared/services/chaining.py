@@ -7,20 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import logging
 from typing import Any
 
-from shared.errors import PlatformError
 from shared.models.batch import BatchDoc, ChunkProgress, ChunkState
 from shared.ports import BatchSnapshot
 from shared.services.engine import Engine, enqueue_chunk, enqueue_finalize, enqueue_stage
 from shared.services.finalizer import finalize
 from shared.services.leases import ChunkRun, release
-
-log = logging.getLogger(__name__)
-
-# The end of the last lane runs the fan-in itself; its finalize task waits this long, in case it does not.
-FAN_IN_SAFETY_DELAY = dt.timedelta(seconds=5)
 
 
 async def continue_later(*, engine: Engine, run: ChunkRun) -> None:
@@ -84,7 +77,12 @@ async def lane_end_after_release(run: ChunkRun, read_beside: asyncio.Future[Lane
     stage = run.batch.stage_of(chunk.index)
     others = [c for c in chunks if stage.first <= c.index < stage.end and c.index != chunk.index]
     if len(others) == stage.count - 1 and all(c.state.is_terminal for c in others):
-        released = {"state": ChunkState.DONE, "progress": run.progress, "lease_expires_at": None}
+        released = {
+            "state": ChunkState.DONE,
+            "progress": run.progress,
+            "lease_expires_at": None,
+            "version": run.version,
+        }
         return read, [c.model_copy(update=released) if c.index == chunk.index else c for c in chunks]
     return await read_lane_end(run.engine, run.batch.batch_id)
 
@@ -97,15 +95,19 @@ async def after_chunk(
     carried_on: bool = False,
     read: BatchSnapshot | None = None,
     chunks: list[ChunkProgress] | None = None,
+    released_at: dt.datetime | None = None,
 ) -> None:
     """Chain on: the lane's next chunk (unless this delivery carried on to it); at the end of a lane, once
     every chunk of the stage is written and finished, the next stage, or after the last stage the fan-in (at
     once after a stop). Idempotent by task name. `read` and `chunks`: the batch and the chunks' progress as
-    just read after this chunk's release, if the caller read them.
+    just read after this chunk's release, if the caller read them; `released_at`: the commit time of this
+    delivery's release of the chunk, if it just released it.
 
     This chunk's state was written before this runs, so of two lanes ending together the later one always
-    sees both finished: the next step is never left out. A chunk the submit has not written yet is not
-    finished: its own task runs it once it is there, and chains on from it.
+    sees both finished: the next step is never left out. When both see both finished, only the lane whose
+    release committed last (`released_at`, then the chunk's index) chains on: the fan-in runs once, not twice
+    at once. A chunk the submit has not written yet is not finished: its own task runs it once it is there,
+    and chains on from it.
     """
     if batch.status.is_final:
         await enqueue_finalize(engine=engine, batch_id=batch.batch_id)
@@ -123,11 +125,19 @@ async def after_chunk(
     in_stage = [c for c in chunks if stage.first <= c.index < stage.end]
     if len(in_stage) < stage.count or not all(c.state.is_terminal for c in in_stage):
         return  # another lane of the stage is still running (or not written yet): its end chains on
+    if released_at is not None and _released_later(in_stage, than=(released_at, chunk_index)):
+        return  # another lane's release committed after this one's: that lane saw every chunk finished too
     later = [s for s in batch.stages if s.first >= stage.end]
     if later:
         await enqueue_stage(engine=engine, batch=batch, stage=later[0])
     else:
         await _fan_in(engine=engine, batch_id=batch.batch_id, read=read, chunks=chunks)
+
+
+def _released_later(chunks: list[ChunkProgress], *, than: tuple[dt.datetime, int]) -> bool:
+    """Whether a chunk's last commit (a finished chunk's release) came after `than` (a commit time and its
+    chunk's index, the index deciding between equal times)."""
+    return any(c.version is not None and (c.version, c.index) > than for c in chunks)
 
 
 async def _fan_in(
@@ -137,17 +147,8 @@ async def _fan_in(
     read: BatchSnapshot | None = None,
     chunks: list[ChunkProgress] | None = None,
 ) -> None:
-    """Run the fan-in here, at once, beside the enqueue of a finalize task that waits FAN_IN_SAFETY_DELAY: a
-    task hop and a round trip less before the batch shows completed, and should this delivery die or the
-    fan-in fail, the task runs it. Two lanes that end together may both run it here: the fan-in acts once
-    (the results file is written only if absent, the batch by compare-and-set)."""
-
-    async def _fan_in_here() -> None:
-        try:
-            await finalize(engine=engine, batch_id=batch_id, read=read, chunks=chunks)
-        except PlatformError as exc:
-            log.info("fan-in of %s left to its task: %r", batch_id, exc)
-
-    await asyncio.gather(
-        enqueue_finalize(engine=engine, batch_id=batch_id, delay=FAN_IN_SAFETY_DELAY), _fan_in_here()
-    )
+    """Run the fan-in here, at once: a task hop and a round trip less before the batch shows completed. Should
+    it fail, or this delivery die, this delivery fails: Cloud Tasks delivers it again, and the delivery of a
+    finished chunk chains on as its first did (the stall sweeper is the last resort). The fan-in acts once
+    however often it runs (the results file is written only if absent, the batch by compare-and-set)."""
+    await finalize(engine=engine, batch_id=batch_id, read=read, chunks=chunks)

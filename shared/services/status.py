@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 from cachetools import LRUCache, TTLCache
 from pydantic.alias_generators import to_camel
 
-from shared.errors import InvalidRequest, NotFound
+from shared.errors import InvalidRequest, NotFound, StoreUnavailable
 from shared.models.auth import Principal
 from shared.models.batch import (
     ActiveBatch,
@@ -32,17 +33,12 @@ from shared.ports import BatchSnapshot, BatchStore
 from shared.services.engine import Engine, kind_of
 from shared.services.results import entries, entry_items, missing_result, parse
 
+log = logging.getLogger(__name__)
+
 MAX_PAGE = 1000
 # Past any batch, and within Firestore's 64-bit integers once a page is added (the page's lines are queried
 # by index before the batch says how many entries it has).
 MAX_OFFSET = 2**62
-
-# A wait for a batch to finish reads its `finalized` flag every twentieth of the batch's age, between these
-# bounds: a batch of a few hundred milliseconds is seen finished within tens of them, a long one costs few
-# reads (a batch an hour old, one a second).
-WAIT_POLL_AGE_SHARE = 0.05
-WAIT_POLL_MIN_S = 0.02
-WAIT_POLL_MAX_S = 1.0
 
 
 async def get_owned_batch(*, engine: Engine, principal: Principal, batch_id: str) -> BatchDoc:
@@ -189,15 +185,18 @@ async def results_page(
 
 async def wait_until_finished(*, engine: Engine, batch: BatchDoc, seconds: float) -> None:
     """Return once the batch is fanned in (its results file and summary written), or after `seconds`,
-    whichever comes first; `batch` as the caller read it. Polls a one-field projection of the batch."""
-    loop = asyncio.get_running_loop()
-    until = loop.time() + seconds
-    finished = batch.finalized
-    while not finished and (left := until - loop.time()) > 0:
-        age_s = (engine.clock() - batch.created_at).total_seconds()
-        interval = min(WAIT_POLL_MAX_S, max(WAIT_POLL_MIN_S, age_s * WAIT_POLL_AGE_SHARE))
-        await asyncio.sleep(min(left, interval))
-        finished = await engine.store.is_finalized(batch.batch_id) in (True, None)
+    whichever comes first; `batch` as the caller read it. A listener on the batch's document tells of the
+    fan-in as it commits (no polling); should the listener fail, the wait ends early and the caller answers
+    with the batch as it is then (a client waits again)."""
+    if batch.finalized:
+        return
+    try:
+        async with asyncio.timeout(seconds):
+            await engine.store.until_finalized(batch.batch_id)
+    except TimeoutError:
+        return
+    except StoreUnavailable as exc:
+        log.warning("the wait for batch %s ended early: %r", batch.batch_id, exc)
 
 
 async def status(

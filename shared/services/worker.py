@@ -319,11 +319,13 @@ async def _run_chunk(run: ChunkRun, lane: asyncio.Semaphore) -> dict[str, Any]:
         # the end of a lane the stage check and the fan-in decide on the batch and the chunks' progress.
         read: BatchSnapshot | None = None
         chunks: list[ChunkProgress] | None = None
+        released_at = None
         if run.stopped is not None:
             latest = batch.model_copy(update={"status": run.stopped.status})
         elif read_beside is not None:
             read, chunks = await lane_end_after_release(run, read_beside)
             latest = read.batch if read is not None else batch
+            released_at = run.version
         else:
             latest = await engine.store.get_batch(batch.batch_id) or batch
         await run.carry_on_decided.wait()  # chain on to the next chunk only if this delivery does not run it
@@ -334,6 +336,7 @@ async def _run_chunk(run: ChunkRun, lane: asyncio.Semaphore) -> dict[str, Any]:
             carried_on=run.carried_on,
             read=read,
             chunks=chunks,
+            released_at=released_at,
         )
     return {"chunk": chunk.index, "outcome": final_state.value, "recorded": run.recorded}
 

@@ -15,6 +15,7 @@ from google.cloud import firestore
 
 from shared import runtime
 from shared.adapters.catalog_store import QUEUE, FirestoreCatalogStore
+from shared.adapters.firestore_listen import DocumentListener
 from shared.adapters.firestore_store import FirestoreStore
 from shared.app import platform
 from shared.emulator_config import EmulatorConfig
@@ -96,7 +97,12 @@ def test_two_dispatchers_never_give_one_slot_to_two_items(local_cloud: EmulatorC
         try:
             engine: Engine = dataclasses.replace(
                 real,
-                store=FirestoreStore(client),
+                store=FirestoreStore(
+                    client,
+                    listener=DocumentListener.connect(
+                        project=project, emulator_host=local_cloud.emulators.firestore.address
+                    ),
+                ),
                 queue=RecordingQueue(),  # type: ignore[arg-type]
             )
             store = FirestoreCatalogStore(client)

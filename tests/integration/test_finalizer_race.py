@@ -1,5 +1,7 @@
-"""Two finalizers racing (found by `make chaos`: every task delivered twice) upload the results file once,
-against the real Firestore and Cloud Storage adapters; the test plays the deliveries itself."""
+"""Two finalizers racing (found by `make chaos`: every task delivered twice) upload the results file once;
+two lanes ending together run the fan-in once; a fan-in that fails at the end of a lane is run again by the
+delivery's retry. Against the real Firestore and Cloud Storage adapters; the test plays the deliveries
+itself."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import pytest
 from shared import runtime
 from shared.app import platform
 from shared.emulator_config import EmulatorConfig
+from shared.errors import BlobUnavailable
 from shared.models.batch import WorkMessage
 from shared.services.engine import Engine, results_object
 from shared.services.finalizer import NotReady, finalize
@@ -20,11 +23,14 @@ from tests.integration.engine_harness import RecordingQueue, submit
 
 
 class CountingBlobs:
-    """The real blob store, counting the uploads that really wrote an object."""
+    """The real blob store, counting the uploads that really wrote an object, and every attempt of one
+    (`failures`: how many attempts fail first, as if Cloud Storage were down)."""
 
-    def __init__(self, blobs: Any) -> None:
+    def __init__(self, blobs: Any, failures: int = 0) -> None:
         self._blobs = blobs
         self.uploads = 0
+        self.attempts = 0
+        self.failures = failures
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._blobs, name)
@@ -34,6 +40,10 @@ class CountingBlobs:
         self.uploads += 1
 
     async def put_parts(self, **kwargs: Any) -> bool:
+        self.attempts += 1
+        if self.failures:
+            self.failures -= 1
+            raise BlobUnavailable("injected outage")
         created: bool = await self._blobs.put_parts(**kwargs)
         self.uploads += created
         return created
@@ -90,3 +100,60 @@ def test_a_stale_file_of_the_same_name_is_replaced(engine: Engine, unique: str) 
 
     text = runtime.run(engine.blobs.get(object_name=results_object(batch_id))).decode()
     assert "stale" not in text and len(text.splitlines()) == 3
+
+
+def test_two_lanes_ending_together_fan_in_once(engine: Engine, unique: str) -> None:
+    """Both lanes' deliveries run at once and end together, often each seeing the other finished: only the
+    one whose release committed last runs the fan-in, and nothing enqueues a finalize task."""
+
+    async def both_lanes(batch_id: str) -> None:
+        await asyncio.gather(
+            *(
+                process_chunk(
+                    engine=engine, message=WorkMessage(batch_id=batch_id, chunk=chunk), retry_count=0
+                )
+                for chunk in (0, 1)
+            )
+        )
+
+    blobs, queue = engine.blobs, engine.queue
+    assert isinstance(blobs, CountingBlobs) and isinstance(queue, RecordingQueue)
+    for attempt in range(6):
+        requests = [{"prompt": f"p{i}", "customId": f"c{i}"} for i in range(40)]
+        batch_id = submit(engine, f"lanes-{unique}-{attempt}", requests, concurrency=50)  # two lanes of 20
+        blobs.attempts = 0
+
+        runtime.run(both_lanes(batch_id))
+
+        batch = runtime.run(engine.store.get_batch(batch_id))
+        assert batch is not None and batch.finalized and batch.status.value == "completed"
+        assert blobs.attempts == 1
+        assert not [name for name in queue.tasks if name.startswith(f"{batch_id}-final")]
+
+
+def test_a_fan_in_that_fails_at_the_lane_end_fails_the_delivery_and_its_retry_fans_in(
+    local_cloud: EmulatorConfig, unique: str
+) -> None:
+    real = platform().engine
+    blobs = CountingBlobs(real.blobs, failures=1)
+    engine = dataclasses.replace(real, queue=RecordingQueue(), blobs=blobs)  # type: ignore[arg-type]
+    batch_id = _submitted(engine, f"fan-in-{unique}")
+
+    # Cloud Tasks is told the delivery failed; the chunk's work is recorded and released all the same.
+    with pytest.raises(BlobUnavailable):
+        _run(engine, batch_id)
+    batch = runtime.run(engine.store.get_batch(batch_id))
+    assert batch is not None and not batch.finalized
+    assert [c.state.value for c in runtime.run(engine.store.chunk_progress(batch_id))] == ["done"]
+
+    # Its retry finds the chunk finished and runs the fan-in, without running a request again.
+    retried = runtime.run(
+        process_chunk(engine=engine, message=WorkMessage(batch_id=batch_id, chunk=0), retry_count=1)
+    )
+
+    assert retried["outcome"] == "chunk already done"
+    batch = runtime.run(engine.store.get_batch(batch_id))
+    assert batch is not None and batch.finalized and batch.status.value == "completed"
+    assert (blobs.attempts, blobs.uploads) == (2, 1)
+    lines = runtime.run(engine.blobs.get(object_name=results_object(batch_id))).decode().splitlines()
+    assert [line.count('"attempts":1') for line in lines] == [1, 1, 1]

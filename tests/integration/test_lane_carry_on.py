@@ -74,8 +74,10 @@ def test_one_delivery_runs_its_whole_lane(engine: Engine, unique: str) -> None:
     outcome = _deliver(engine, batch_id, 0)
 
     assert [(c["chunk"], c["outcome"]) for c in outcome["chunks"]] == [(0, "done"), (1, "done"), (2, "done")]
-    # No task for the chunks it carried on to; the end of the lane enqueued the fan-in.
-    assert _enqueued(engine) == {f"{batch_id}-c0-s0", f"{batch_id}-final"}
+    # No task for the chunks it carried on to, nor for the fan-in: the end of the lane ran it.
+    assert _enqueued(engine) == {f"{batch_id}-c0-s0"}
+    batch = runtime.run(engine.store.get_batch(batch_id))
+    assert batch is not None and batch.finalized
     results = _results(engine, batch_id)
     assert [r.custom_id for r in results] == [f"c{i}" for i in range(REQUESTS)]
     assert all(r.status == "succeeded" and r.attempts == 1 for r in results)
@@ -97,7 +99,7 @@ def test_a_repeated_delivery_after_the_lane_ran_records_nothing_twice(engine: En
     assert sum(c.progress.finished for c in chunks) == REQUESTS
 
 
-def test_the_lane_end_fans_in_at_once_and_its_delayed_finalize_task_changes_nothing(
+def test_the_lane_end_fans_in_at_once_and_a_later_finalize_changes_nothing(
     engine: Engine, unique: str
 ) -> None:
     batch_id = _submit(engine, f"carry-{unique}")
@@ -106,7 +108,8 @@ def test_the_lane_end_fans_in_at_once_and_its_delayed_finalize_task_changes_noth
     assert fanned_in is not None and fanned_in.finalized and fanned_in.status.value == "completed"
     results_file = runtime.run(engine.blobs.get(object_name=results_object(batch_id)))
 
-    # The safety-net task, delivered later (or twice), finds the batch final and writes nothing.
+    # A finalize task delivered later (or twice: the sweeper's, a duplicate) finds the batch final and writes
+    # nothing.
     again = [runtime.run(finalize(engine=engine, batch_id=batch_id)) for _ in range(2)]
 
     assert again == [{"outcome": "already final"}] * 2

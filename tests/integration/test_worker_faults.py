@@ -48,7 +48,7 @@ def test_a_chunk_failing_on_its_last_attempt_is_recorded_as_failed(engine: Engin
     # An early attempt fails as a whole, so Cloud Tasks retries it.
     with pytest.raises(StoreUnavailable):
         runtime.run(process_chunk(engine=engine, message=message, retry_count=0, worker_id="first"))
-    # The last attempt records the chunk's requests as failed instead of losing them, and chains to fan-in.
+    # The last attempt records the chunk's requests as failed instead of losing them, and fans the batch in.
     outcome = runtime.run(process_chunk(engine=engine, message=message, retry_count=last, worker_id="last"))
 
     assert outcome["outcome"] == "chunk failed"
@@ -59,9 +59,8 @@ def test_a_chunk_failing_on_its_last_attempt_is_recorded_as_failed(engine: Engin
     assert [(r.custom_id, r.status, r.error.code if r.error else None) for r in results] == [
         (f"c{i}", "failed", "chunk_failed") for i in range(3)
     ]
-    queue = engine.queue
-    assert isinstance(queue, RecordingQueue)
-    assert f"{batch_id}-final" in queue.tasks
+    fanned_in = runtime.run(engine.store.get_batch(batch_id))
+    assert fanned_in is not None and fanned_in.finalized
 
 
 class ClaimOutageStore(WrappedStore):

@@ -1,0 +1,104 @@
+"""The Firestore listener adapter (the Listen API through the official client) against the official emulator:
+a wait ends once the watched field is true, at once when it already is, with False for a missing or deleted
+document, and never while the field stays false."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from google.cloud import firestore
+
+from shared.adapters.firestore_listen import DocumentListener
+from shared.emulator_config import EmulatorConfig
+
+
+def _with(
+    local_cloud: EmulatorConfig, unique: str, work: Callable[[Any, DocumentListener], Awaitable[Any]]
+) -> Any:
+    """Run `work` with a client and a listener of a Firestore project of the test's own."""
+    project = f"{local_cloud.project_id}-{unique}"
+
+    async def _run() -> Any:
+        client = firestore.AsyncClient(project=project)
+        listener = DocumentListener.connect(
+            project=project, emulator_host=local_cloud.emulators.firestore.address
+        )
+        try:
+            return await work(client, listener)
+        finally:
+            client.close()
+
+    return asyncio.run(_run())
+
+
+def test_the_wait_ends_once_the_field_is_true(local_cloud: EmulatorConfig, unique: str) -> None:
+    async def work(client: Any, listener: DocumentListener) -> tuple[bool, dict[str, Any]]:
+        doc = client.collection("batches").document("b1")
+        await doc.set({"finalized": False, "n": 0})
+        waiting = asyncio.create_task(listener.until_true("batches/b1", "finalized"))
+        for n in range(1, 4):  # changes that leave the field false do not end the wait
+            await doc.update({"n": n})
+        await doc.update({"finalized": True})
+        return await waiting, (await doc.get()).to_dict()
+
+    ended, doc = _with(local_cloud, unique, work)
+
+    assert ended is True and doc == {"finalized": True, "n": 3}
+
+
+def test_a_field_that_stays_false_holds_the_wait_until_its_bound(
+    local_cloud: EmulatorConfig, unique: str
+) -> None:
+    async def work(client: Any, listener: DocumentListener) -> None:
+        doc = client.collection("batches").document("b1")
+        await doc.set({"finalized": False})
+        async with asyncio.timeout(0.5):
+            await listener.until_true("batches/b1", "finalized")
+
+    with pytest.raises(TimeoutError):
+        _with(local_cloud, unique, work)
+
+
+def test_a_field_already_true_ends_the_wait_at_once(local_cloud: EmulatorConfig, unique: str) -> None:
+    async def work(client: Any, listener: DocumentListener) -> bool:
+        await client.collection("batches").document("b1").set({"finalized": True})
+        return await listener.until_true("batches/b1", "finalized")
+
+    assert _with(local_cloud, unique, work) is True
+
+
+def test_a_missing_or_deleted_document_ends_the_wait_with_false(
+    local_cloud: EmulatorConfig, unique: str
+) -> None:
+    async def work(client: Any, listener: DocumentListener) -> tuple[bool, bool]:
+        missing = await listener.until_true("batches/none", "finalized")
+        doc = client.collection("batches").document("b1")
+        await doc.set({"finalized": False})
+        waiting = asyncio.create_task(listener.until_true("batches/b1", "finalized"))
+        await doc.delete()
+        return missing, await waiting
+
+    assert _with(local_cloud, unique, work) == (False, False)
+
+
+def test_waits_that_end_never_fail_writes_made_meanwhile(local_cloud: EmulatorConfig, unique: str) -> None:
+    """A listener is closed as the server expects (its target removed, then its end read): the emulator fails
+    a commit that races a cancelled listener with CANCELLED, which a batch's fan-in must never meet."""
+
+    async def work(client: Any, listener: DocumentListener) -> None:
+        for round_number in range(100):
+            doc = client.collection("batches").document(f"b{round_number}")
+            await doc.set({"finalized": False})
+            waits = [
+                asyncio.create_task(listener.until_true(f"batches/b{round_number}", "finalized"))
+                for _ in range(3)
+            ]
+            await doc.update({"finalized": True})
+            for n in range(3):  # written while the waits end; one that failed would raise here
+                await doc.update({"n": n})
+            assert await asyncio.gather(*waits) == [True] * 3
+
+    _with(local_cloud, unique, work)
