@@ -183,20 +183,21 @@ async def results_page(
     return entries(kind=kind_of(engine, batch.kind), batch=batch, start=offset, end=end, items=items)
 
 
-async def wait_until_finished(*, engine: Engine, batch: BatchDoc, seconds: float) -> None:
-    """Return once the batch is fanned in (its results file and summary written), or after `seconds`,
+async def wait_until_finished(*, engine: Engine, batch: BatchDoc, seconds: float) -> bool:
+    """Return once the batch is fanned in (its results file and summary written; True), or after `seconds`,
     whichever comes first; `batch` as the caller read it. A listener on the batch's document tells of the
     fan-in as it commits (no polling); should the listener fail, the wait ends early and the caller answers
     with the batch as it is then (a client waits again)."""
     if batch.finalized:
-        return
+        return True
     try:
         async with asyncio.timeout(seconds):
-            await engine.store.until_finalized(batch.batch_id)
+            return await engine.store.until_finalized(batch.batch_id)
     except TimeoutError:
-        return
+        return False
     except StoreUnavailable as exc:
         log.warning("the wait for batch %s ended early: %r", batch.batch_id, exc)
+        return False
 
 
 async def status(
@@ -228,7 +229,8 @@ async def status(
         raise NotFound(f"no batch {batch_id}")
     if wait_seconds:
         waited = await get_owned_batch(engine=engine, principal=principal, batch_id=batch_id)
-        await wait_until_finished(engine=engine, batch=waited, seconds=wait_seconds)
+        if await wait_until_finished(engine=engine, batch=waited, seconds=wait_seconds) and progress:
+            progress.seen_fanned_in(batch_id)  # its totals are in the batch: its progress is not read
     # The chunks' progress and the page's result lines are read beside the batch, before it says whether
     # they are needed (a round trip less per poll; the page is read again for a kind whose entries are not
     # items, and both are thrown away when the batch is not the caller's).
