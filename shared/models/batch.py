@@ -6,7 +6,7 @@ import datetime as dt
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.models.common import Answer, ApiModel, ClientModel
 
@@ -299,10 +299,16 @@ class JobList(Answer):
     next_cursor: str | None
 
 
+# Task bodies ignore fields they do not know: during a rolling deploy a task enqueued by a newer instance
+# (with a field added since) is delivered to an older one, which runs it as before instead of refusing it
+# until a newer instance takes it. Only the platform's service accounts can send them (OIDC).
+TASK_BODY = ConfigDict(extra="ignore")
+
+
 class WorkMessage(BaseModel):
     """The body of a chunk task (ids, never payloads: Cloud Tasks caps task size)."""
 
-    model_config = {"extra": "forbid"}
+    model_config = TASK_BODY
 
     batch_id: str
     chunk: int = Field(ge=0)
@@ -312,7 +318,9 @@ class WorkMessage(BaseModel):
 
 
 class FinalizeMessage(BaseModel):
-    model_config = {"extra": "forbid"}
+    """The body of a fan-in task."""
+
+    model_config = TASK_BODY
 
     batch_id: str
 

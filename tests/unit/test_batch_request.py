@@ -6,10 +6,12 @@ import json
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from pydantic_core import to_json
 
 from shared.errors import InvalidRequest, PayloadTooLarge
 from shared.kinds.generate import Generate
+from shared.models.batch import FinalizeMessage, WorkMessage
 from shared.services import batches
 from shared.services.batches import resolve_options
 from shared.services.chunking import lane_concurrency, plan_lanes
@@ -105,3 +107,14 @@ def test_chunks_store_requests_as_validated_and_read_back_old_and_new_keys(setti
 
     assert stored == b'[{"prompt":"hi","maxTokens":10,"customId":"a","systemInstruction":"be brief"}]'
     assert [(p.prompt, p.max_tokens, p.system_instruction) for p in read] == [("hi", 10, "be brief")] * 2
+
+
+def test_task_bodies_ignore_fields_a_newer_version_adds() -> None:
+    """A task enqueued by a newer instance during a rolling deploy runs on an older one."""
+    work = WorkMessage.model_validate({"batch_id": "b1", "chunk": 2, "added_later": {"x": 1}})
+    final = FinalizeMessage.model_validate({"batch_id": "b1", "added_later": True})
+
+    assert (work.batch_id, work.chunk, work.segment, work.version) == ("b1", 2, 0, None)
+    assert final.batch_id == "b1"
+    with pytest.raises(ValidationError):
+        WorkMessage.model_validate({"batch_id": "b1", "chunk": -1})
