@@ -22,6 +22,11 @@ from google.cloud.firestore_v1.types import ListenRequest, ListenResponse, Targe
 from shared.errors import StoreUnavailable
 
 TARGET_ID = 1
+# A stream that breaks (the server resets it, a message it sent cannot be decoded) is opened again, from the
+# document as it is then, this many times in a row before the wait gives up.
+LISTEN_ATTEMPTS = 5
+# What breaks a stream without saying anything about the document: listened to again.
+BROKEN_STREAM = (gexc.Cancelled, gexc.ServiceUnavailable, gexc.Aborted, gexc.InternalServerError)
 
 
 class DocumentListener:
@@ -50,6 +55,18 @@ class DocumentListener:
         """Return True once the boolean `field` of the document at `path` (`collection/id`, ...) is true, at
         once if it is already; False if the document does not exist or is deleted meanwhile. The caller bounds
         the wait (`asyncio.timeout`); the stream is closed however the wait ends."""
+        for _ in range(LISTEN_ATTEMPTS):
+            told = await self._listen(path, field)
+            if told is not None:
+                return told
+            # The stream broke, so a change may be lost: listen again, from the document as it is now. (The
+            # emulator garbles a message now and then when it sends from two threads at once, and resets
+            # streams.)
+        raise StoreUnavailable(f"the listener of {path} broke {LISTEN_ATTEMPTS} times in a row")
+
+    async def _listen(self, path: str, field: str) -> bool | None:
+        """One Listen stream: what `until_true` returns, or None when the stream broke (reset by the server,
+        or a message that could not be decoded)."""
         name = f"{self._database}/documents/{path}"
         request = ListenRequest(
             database=self._database,
@@ -66,8 +83,10 @@ class DocumentListener:
         try:
             stream = await self._api.listen(requests=requests(), metadata=self._metadata)
             seen = False
-            response: ListenResponse
+            response: ListenResponse | None
             async for response in stream:
+                if response is None:
+                    return None
                 change = response.document_change
                 if change.document.name == name:
                     seen = True
@@ -83,6 +102,8 @@ class DocumentListener:
                     cause = response.target_change.cause.message
                     raise StoreUnavailable(f"Firestore stopped listening to {path}: {cause}")
             raise StoreUnavailable("the Firestore listener stream ended")
+        except BROKEN_STREAM:
+            return None
         except (gexc.GoogleAPICallError, grpc.aio.AioRpcError) as exc:
             raise StoreUnavailable(f"cannot listen to {path}: {exc}") from exc
         finally:
@@ -93,10 +114,16 @@ class DocumentListener:
 
 async def _drain(stream: Any) -> None:
     """Close the stream as the server expects: the target removed, the requests ended, then the server's
-    end of the stream read. (Cancelling it instead makes the emulator fail commits that race the cancel.)"""
+    end of the stream read. (Cancelling it instead makes the emulator fail commits that race the cancel.) It
+    is cancelled only if that fails, takes over a second, or the wait is cancelled meanwhile."""
+    drained = False
     try:
         async with asyncio.timeout(1):
             async for _ in stream:
                 pass
+        drained = True
     except (TimeoutError, gexc.GoogleAPICallError, grpc.aio.AioRpcError):
-        stream.cancel()
+        pass
+    finally:
+        if not drained:
+            stream.cancel()

@@ -8,8 +8,11 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import grpc
 import pytest
 from google.cloud import firestore
+from google.cloud.firestore_v1.services.firestore import FirestoreAsyncClient
+from google.cloud.firestore_v1.services.firestore.transports import FirestoreGrpcAsyncIOTransport
 
 from shared.adapters.firestore_listen import DocumentListener
 from shared.emulator_config import EmulatorConfig
@@ -102,3 +105,47 @@ def test_waits_that_end_never_fail_writes_made_meanwhile(local_cloud: EmulatorCo
             assert await asyncio.gather(*waits) == [True] * 3
 
     _with(local_cloud, unique, work)
+
+
+class GarblingOnce:
+    """The real Listen client, except that the first stream's first message arrives undecodable: the gRPC
+    client hands over None for a message it cannot parse (the emulator garbles a few when it sends from two
+    threads at once)."""
+
+    def __init__(self, api: Any) -> None:
+        self._api = api
+        self.streams = 0
+
+    async def listen(self, **kwargs: Any) -> Any:
+        stream = await self._api.listen(**kwargs)
+        self.streams += 1
+        return _Garbled(stream) if self.streams == 1 else stream
+
+
+class _Garbled:
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    async def __aiter__(self) -> Any:
+        yield None
+        async for response in self._stream:
+            yield response
+
+    def cancel(self) -> bool:
+        return bool(self._stream.cancel())
+
+
+def test_an_undecodable_message_makes_the_wait_listen_again(local_cloud: EmulatorConfig, unique: str) -> None:
+    """A change in a message the client could not decode would be lost: the wait listens again, from the
+    document as it is then, and sees the field true."""
+
+    async def work(client: Any, _: DocumentListener) -> tuple[bool, int]:
+        channel = grpc.aio.insecure_channel(local_cloud.emulators.firestore.address)
+        garbling = GarblingOnce(
+            FirestoreAsyncClient(transport=FirestoreGrpcAsyncIOTransport(channel=channel))
+        )
+        listener = DocumentListener(garbling, project=client.project)  # type: ignore[arg-type]
+        await client.collection("batches").document("b1").set({"finalized": True})
+        return await listener.until_true("batches/b1", "finalized"), garbling.streams
+
+    assert _with(local_cloud, unique, work) == (True, 2)

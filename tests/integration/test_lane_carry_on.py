@@ -162,16 +162,21 @@ def test_the_lane_ending_last_fans_in_on_the_progress_read_beside_its_release(
     requests = [{"prompt": f"p{i}", "customId": f"c{i}"} for i in range(40)]
     batch_id = submit(engine, f"ends-{unique}", requests, concurrency=50)  # two lanes of two chunks each
     noting = LaneEndReads(engine.store)
-    noted = dataclasses.replace(engine, store=noting)
+    # Under 10 s of budget a delivery does not carry on: each chunk is a delivery of its own, so the order of
+    # the releases and the reads is the test's (a carried chunk may end before the chunk it ran beside).
+    settings = engine.settings.model_copy(update={"batch_task_budget_seconds": 5.0})
+    noted = dataclasses.replace(engine, store=noting, settings=settings)
 
-    _deliver(noted, batch_id, 1)  # runs chunks 1 and 3; lane 0 has not run: read again, no fan-in
+    _deliver(noted, batch_id, 1)
+    _deliver(noted, batch_id, 3)  # the end of lane 1; lane 0 has not run: read again, no fan-in
 
     assert noting.events == ["chunk 1 released", "progress read", "chunk 3 released", "progress read"]
     running = runtime.run(engine.store.get_batch(batch_id))
     assert running is not None and not running.finalized
     noting.events.clear()
 
-    _deliver(noted, batch_id, 0)  # runs chunks 0 and 2; lane 1 is done: the read beside the release stands
+    _deliver(noted, batch_id, 0)
+    _deliver(noted, batch_id, 2)  # the end of lane 0; lane 1 is done: the read beside the release stands
 
     assert noting.events == ["chunk 0 released", "progress read", "chunk 2 released"]
     final = runtime.run(engine.store.get_batch(batch_id))
