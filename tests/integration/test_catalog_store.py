@@ -40,6 +40,25 @@ def _run(project_id: str, work: Any) -> Any:
     return asyncio.run(_with_client())
 
 
+def _pending_items(unique: str, count: int) -> list[QueueItem]:
+    """`count` pending queue items of tenant `t-{unique}`, for articles 1, 2, ..."""
+    now = dt.datetime.now(dt.UTC)
+    return [
+        QueueItem(
+            id=f"{unique}{n}",
+            tenant=f"t-{unique}",
+            articulo_id=n + 1,
+            articulo_nombre="x",
+            estado=QueueState.PENDING,
+            prioridad=0,
+            max_intentos=3,
+            created_at=now,
+            updated_at=now,
+        )
+        for n in range(count)
+    ]
+
+
 def test_racing_model_calls_get_distinct_counts(local_cloud: EmulatorConfig) -> None:
     minute = dt.datetime(2001, 1, 1, random.randrange(24), random.randrange(60), tzinfo=dt.UTC)
 
@@ -57,21 +76,7 @@ def test_two_dispatchers_never_give_one_slot_to_two_items(local_cloud: EmulatorC
     # A project of the test's own on the emulator: the local cloud's dispatcher (its per-minute repair, a slot
     # freed by another test's item) never sees these items, so both are still waiting when the race starts.
     project = f"{local_cloud.project_id}-{unique}"
-    now = dt.datetime.now(dt.UTC)
-    items = [
-        QueueItem(
-            id=f"{unique}{n}",
-            tenant=f"t-{unique}",
-            articulo_id=n + 1,
-            articulo_nombre="x",
-            estado=QueueState.PENDING,
-            prioridad=0,
-            max_intentos=3,
-            created_at=now,
-            updated_at=now,
-        )
-        for n in range(2)
-    ]
+    items = _pending_items(unique, 2)
 
     async def _start(engine: Engine, item: QueueItem, writes: list[GuardedWrite]) -> bool:
         try:
@@ -112,7 +117,7 @@ def test_two_dispatchers_never_give_one_slot_to_two_items(local_cloud: EmulatorC
             slot = (await store.slots(1))[0]
             waiting = await store.waiting(10)
             assert [w.item.id for w in waiting] == [item.id for item in items]
-            assignments = [store.assignment(slot, w, now) for w in waiting]
+            assignments = [store.assignment(slot, w, dt.datetime.now(dt.UTC)) for w in waiting]
             started = await asyncio.gather(*(_start(engine, item, writes) for writes, item in assignments))
             created = {item.id: await engine.store.get_batch(item.batch_id) is not None for item in items}
             return [(ok, item) for ok, (_, item) in zip(started, assignments, strict=True)], created
@@ -141,21 +146,7 @@ def test_the_queue_snapshot_counts_each_item_once_while_items_change_state(
     progress."""
     project = f"{local_cloud.project_id}-{unique}"  # out of sight of the local cloud's dispatcher
     tenant = f"t-{unique}"
-    now = dt.datetime.now(dt.UTC)
-    items = [
-        QueueItem(
-            id=f"{unique}{n}",
-            tenant=tenant,
-            articulo_id=n + 1,
-            articulo_nombre="x",
-            estado=QueueState.PENDING,
-            prioridad=0,
-            max_intentos=3,
-            created_at=now,
-            updated_at=now,
-        )
-        for n in range(4)
-    ]
+    items = _pending_items(unique, 4)
     cycle = [QueueState.PROCESSING, QueueState.COMPLETED, QueueState.FAILED, QueueState.PENDING]
 
     async def _race(store: FirestoreCatalogStore) -> list[tuple[dict[QueueState, int], int]]:
