@@ -98,6 +98,11 @@ class DocumentListener:
                 elif response.target_change.target_change_type == TargetChange.TargetChangeType.CURRENT:
                     if not seen:
                         return False  # the target is current and no document came: there is none
+                    # Registered: every later change is told. One read now sees a change that raced the
+                    # registration (the emulator does not always tell it).
+                    told = await self._read(name, field)
+                    if told is not None:
+                        return told
                 elif response.target_change.target_change_type == TargetChange.TargetChangeType.REMOVE:
                     cause = response.target_change.cause.message
                     raise StoreUnavailable(f"Firestore stopped listening to {path}: {cause}")
@@ -110,6 +115,17 @@ class DocumentListener:
             closed.set()
             if stream is not None:
                 await _drain(stream)
+
+    async def _read(self, name: str, field: str) -> bool | None:
+        """True if the document's `field` is true, False if there is no document, None otherwise."""
+        try:
+            document = await self._api.get_document(
+                request={"name": name, "mask": {"field_paths": [field]}}, metadata=self._metadata[:1]
+            )
+        except gexc.NotFound:
+            return False
+        value = document.fields.get(field)
+        return True if value is not None and value.boolean_value else None
 
 
 async def _drain(stream: Any) -> None:
