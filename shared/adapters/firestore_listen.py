@@ -35,10 +35,12 @@ class DocumentListener:
     def __init__(self, api: FirestoreAsyncClient, *, project: str, database: str = "(default)") -> None:
         self._api = api
         self._database = f"projects/{project}/databases/{database}"
-        # What the client libraries send with every call: the database it is about (Listen carries it in its
-        # first message only, so the routing headers are set by hand).
-        self._metadata = [
-            ("google-cloud-resource-prefix", self._database),
+        # What the client libraries send with every call: the database it is about. Listen carries it in its
+        # first message only, so its routing header is set by hand too (the generated client sets it from the
+        # request for other calls).
+        self._prefix = [("google-cloud-resource-prefix", self._database)]
+        self._listen_metadata = [
+            *self._prefix,
             ("x-goog-request-params", f"project_id={project}&database_id={database}"),
         ]
 
@@ -81,7 +83,7 @@ class DocumentListener:
 
         stream: Any = None
         try:
-            stream = await self._api.listen(requests=requests(), metadata=self._metadata)
+            stream = await self._api.listen(requests=requests(), metadata=self._listen_metadata)
             seen = False
             response: ListenResponse | None
             async for response in stream:
@@ -120,7 +122,7 @@ class DocumentListener:
         """True if the document's `field` is true, False if there is no document, None otherwise."""
         try:
             document = await self._api.get_document(
-                request={"name": name, "mask": {"field_paths": [field]}}, metadata=self._metadata[:1]
+                request={"name": name, "mask": {"field_paths": [field]}}, metadata=self._prefix
             )
         except gexc.NotFound:
             return False

@@ -113,17 +113,13 @@ async def enqueue_chunk(
     )
 
 
-async def enqueue_finalize(
-    *, engine: Engine, batch_id: str, suffix: str = "", delay: dt.timedelta | None = None
-) -> bool:
-    """Enqueue the batch's fan-in (after `delay`, if given); repeated enqueues of one name are rejected by
-    Cloud Tasks."""
+async def enqueue_finalize(*, engine: Engine, batch_id: str, suffix: str = "") -> bool:
+    """Enqueue the batch's fan-in; repeated enqueues of one name are rejected by Cloud Tasks."""
     return await engine.queue.enqueue(
         task_id=finalize_task_id(batch_id, suffix),
         function_name=FINALIZER_FUNCTION,
         body=FinalizeMessage(batch_id=batch_id).model_dump_json().encode(),
         service_account=engine.settings.tasks_service_account,
-        schedule_time=engine.clock() + delay if delay is not None else None,
     )
 
 
