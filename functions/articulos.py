@@ -17,7 +17,7 @@ from shared import runtime
 from shared.api import Api, Body, Call, QueryModel, Reply, Route
 from shared.app import platform
 from shared.errors import PayloadTooLarge, PlatformError
-from shared.http import caller_info, json_response, register_error_handlers
+from shared.http import caller_info, error_response, json_response, register_error_handlers
 from shared.models.api import SeedEnvelope, SeedErrorBody
 from shared.models.articulos import ArticuloIn, BatchProcessIn, QueueState
 from shared.models.articulos_answers import (
@@ -59,17 +59,14 @@ class CleanQuery(QueryModel):
 
 def _seed_error(exc: PlatformError) -> flask.Response:
     """The seed's envelope for errors, with the platform's machine code and the fields at fault."""
-    body = exc.to_body()
-    response = json_response({"success": False, "message": exc.message, "data": None} | body, exc.http_status)
-    for name, value in exc.headers.items():
-        response.headers[name] = value
-    return response
+    body = {"success": False, "message": exc.message, "data": None} | exc.to_body()
+    return error_response(body, exc.http_status, exc.headers)
 
 
 def _seed_http_error(exc: HTTPException) -> flask.Response:
     code = (exc.name or "error").lower().replace(" ", "_")
     body = {"success": False, "message": exc.description, "data": None, "error": {"code": code}}
-    return json_response(body, exc.code or 500)
+    return error_response(body, exc.code or 500)
 
 
 register_error_handlers(functions_framework.errorhandler)

@@ -16,12 +16,19 @@ import flask
 import functions_framework
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_json
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from shared import runtime
 from shared.api import Access, Api, Body, Call, Reply, Route
 from shared.app import platform
 from shared.errors import InvalidRequest
-from shared.http import caller_info, json_response, register_error_handlers
+from shared.http import (
+    caller_info,
+    client_address,
+    error_response,
+    json_response,
+    register_error_handlers,
+)
 from shared.models.api import ActiveJobs, ErrorBody
 from shared.models.auth import Principal
 from shared.models.reports import (
@@ -39,6 +46,14 @@ from shared.services import reports as service
 from shared.services.batches import validation_details
 
 register_error_handlers(functions_framework.errorhandler)
+
+
+@functions_framework.errorhandler(RequestEntityTooLarge)
+def _too_large(_: RequestEntityTooLarge) -> flask.Response:
+    """A body sent without a length, cut off at the limit while read: the same answer as one announced."""
+    exc = service.body_too_large(reports=platform().reports)
+    return error_response(exc.to_body(), exc.http_status)
+
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -63,7 +78,7 @@ def _download(call: Call) -> flask.Response:
         service.download_url(
             reports=platform().reports,
             token=call.args["token"],
-            client_address=caller_info(call.request).remote_addr,
+            client_address=client_address(call.request),
         )
     )
     response = flask.make_response("", 302)

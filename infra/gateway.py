@@ -50,9 +50,14 @@ class _FunctionRoot(DispatcherMiddleware):
 
     A deployed function's root URL (`https://.../batch_worker`, no trailing slash) reaches it with path `/`;
     werkzeug's dispatcher would pass an empty path, which Flask answers with a redirect.
+    The peer is appended to `X-Forwarded-For`, as Google's front end appends it (see FORWARDED_HOPS).
     """
 
     def __call__(self, environ: Any, start_response: Any) -> Iterable[bytes]:
+        # As Google's front end does: the peer the connection came from is appended to X-Forwarded-For.
+        peer = environ.get("REMOTE_ADDR") or "unknown"
+        forwarded = environ.get("HTTP_X_FORWARDED_FOR")
+        environ["HTTP_X_FORWARDED_FOR"] = f"{forwarded}, {peer}" if forwarded else peer
         path = environ.get("PATH_INFO", "")
         if path in self.mounts:
             environ["PATH_INFO"] = path + "/"

@@ -3,6 +3,7 @@ calls (API key + rate limit) and of internal calls (OIDC from the platform's ser
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -30,18 +31,45 @@ def json_response(payload: BaseModel | dict[str, Any] | list[Any], status: int =
     return flask.Response(body, status=status, mimetype="application/json")
 
 
+# A refused body is read on and dropped, so the client that is still sending gets the answer instead of a
+# reset connection; past this much the connection is simply closed.
+DISCARD_MAX_BYTES = 64 * 1024 * 1024
+
+
+def error_response(
+    body: dict[str, Any], status: int, headers: Mapping[str, str] | None = None
+) -> flask.Response:
+    """An error's JSON answer. For a 413 the rest of the body is read and dropped, a MiB at a time (never
+    held), and the answer streams: functions-framework reads what the handler left of a request before a
+    non-streamed answer, whole into memory, and fails (a 500) on a body cut off at its limit."""
+    response = json_response(body, status)
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    if status == 413 and flask.has_request_context():
+        _discard_body(flask.request.environ.get("wsgi.input"))
+        response.response = iter([response.get_data()])  # an iterator: a streamed answer
+    return response
+
+
+def _discard_body(stream: Any) -> None:
+    read = 0
+    with contextlib.suppress(OSError, ValueError):
+        while stream is not None and read < DISCARD_MAX_BYTES:
+            chunk = stream.read(1024 * 1024)
+            if not chunk:
+                return
+            read += len(chunk)
+
+
 def _platform_error(exc: PlatformError) -> flask.Response:
     if exc.http_status >= 500:
         log.warning(json.dumps({"severity": "WARNING", "error": exc.code, "message": exc.message}))
-    response = json_response(exc.to_body(), exc.http_status)
-    for name, value in exc.headers.items():
-        response.headers[name] = value
-    return response
+    return error_response(exc.to_body(), exc.http_status, exc.headers)
 
 
 def _http_error(exc: HTTPException) -> flask.Response:
     code = (exc.name or "error").lower().replace(" ", "_")
-    return json_response({"error": {"code": code, "message": exc.description}}, exc.code or 500)
+    return error_response({"error": {"code": code, "message": exc.description}}, exc.code or 500)
 
 
 def register_error_handlers(errorhandler: Callable[[Any], Callable[[Any], Any]]) -> None:
@@ -50,11 +78,24 @@ def register_error_handlers(errorhandler: Callable[[Any], Callable[[Any], Any]])
     errorhandler(HTTPException)(_http_error)
 
 
+def forwarded_client(forwarded_for: str, peer: str | None, *, hops: int) -> str:
+    """The caller's address as the platform's own proxies saw it: the entry `hops` from the right of
+    `X-Forwarded-For`. Google's front end (and the local gateway) append the peer they accepted the
+    connection from; the entries left of it are whatever the client sent, so never trusted."""
+    entries = [entry.strip() for entry in forwarded_for.split(",") if entry.strip()]
+    if hops and len(entries) >= hops:
+        return entries[-hops][:100]
+    return (peer or "unknown")[:100]
+
+
+def client_address(request: flask.Request) -> str:
+    forwarded_for = request.headers.get("X-Forwarded-For", "")
+    return forwarded_client(forwarded_for, request.remote_addr, hops=get_settings().forwarded_hops)
+
+
 def caller_info(request: flask.Request) -> CallerInfo:
-    forwarded = request.headers.get("X-Forwarded-For", "")
     return CallerInfo(
-        remote_addr=(forwarded.split(",")[0].strip() or request.remote_addr or "unknown")[:100],
-        user_agent=(request.headers.get("User-Agent") or "")[:300],
+        remote_addr=client_address(request), user_agent=(request.headers.get("User-Agent") or "")[:300]
     )
 
 

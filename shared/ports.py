@@ -320,6 +320,10 @@ class StreamingBlobs(Protocol):
         """A resumable upload session's URL for exactly `size` bytes (the client PUTs into it)."""
         ...
 
+    async def copy(self, *, source: str, destination: str) -> ObjectInfo | None:
+        """A server-side copy within the bucket; None when the source is gone."""
+        ...
+
     async def delete(self, *, object_name: str) -> bool: ...
     async def signed_url(self, *, object_name: str, ttl: dt.timedelta, file_name: str) -> str:
         """A V4 signed GET URL that downloads the object as `file_name`."""

@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     embeddings_max_documents: int = Field(default=100_000, ge=1)  # documents per batch, over all operations
     analyze_default_model: str = "gemini-2.5-flash"
 
+    # Proxies of the platform's own in front of the functions that append the caller to X-Forwarded-For:
+    # 1 for Google's front end (and the local gateway), 2 behind an external HTTPS load balancer; 0 reads
+    # only the connection's peer. The client's own entries are left of these and never trusted.
+    forwarded_hops: int = Field(default=1, ge=0, le=10)
+
     # Asynchronous reports (functions/reports.py, shared/reports).
     reports_bucket: str = ""  # inputs and zipped reports; default `<project>-reports`
     reports_tasks_queue: str = "reports-work"

@@ -92,6 +92,25 @@ class GcsStreamingBlobs:
             raise BlobUnavailable(f"cannot open an upload session for {object_name}: {exc}") from exc
         return url
 
+    async def copy(self, *, source: str, destination: str) -> ObjectInfo | None:
+        """Copy within the bucket on Storage's side (rewrite, resumed until done: no byte passes through
+        here, whatever the size); None when the source is gone."""
+        target = self._bucket.blob(destination)
+
+        def _rewrite() -> ObjectInfo:
+            token: str | None = None
+            while True:
+                token, _, _ = target.rewrite(self._bucket.blob(source), token=token)
+                if token is None:
+                    return _info(target)
+
+        try:
+            return await asyncio.to_thread(_rewrite)
+        except gexc.NotFound:
+            return None
+        except gexc.GoogleAPICallError as exc:
+            raise BlobUnavailable(f"cannot copy gs://{self._bucket.name}/{source}: {exc}") from exc
+
     async def delete(self, *, object_name: str) -> bool:
         try:
             await asyncio.to_thread(self._bucket.delete_blob, object_name)

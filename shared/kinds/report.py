@@ -96,11 +96,21 @@ class Report(Kind[ReportJob, ReportItem]):
         )
 
     async def run(self, item: ReportItem, ctx: ItemContext) -> dict[str, Any]:
-        if item.cached is not None:
-            return item.cached | {"cacheHit": True}
         files, records = ctx.ports.files, ctx.ports.records
         if files is None or records is None:
             raise ItemFailed("reports are not wired on this instance", code="not_configured")
+        if item.cached is not None:
+            # The job gets a copy of its own (Storage copies it, no byte passes here): the clean-up may
+            # delete the first job's report while this one is still within its retention.
+            copied = await files.copy(source=item.cached["objectName"], destination=item.output_object)
+            if copied is not None:
+                return item.cached | {
+                    "objectName": item.output_object,
+                    "fileSizeBytes": copied.size,
+                    "completedAt": ctx.ports.clock().isoformat(),
+                    "cacheHit": True,
+                }
+            # Cleaned up since the job was queued: computed again below.
         report_type = REPORT_TYPES.get(item.report_type)
         if report_type is None:
             raise ItemFailed(f"unknown report type {item.report_type!r}", code="unknown_report_type")
@@ -134,6 +144,7 @@ class Report(Kind[ReportJob, ReportItem]):
             "recordsInvalid": output.invalid,
             "bytesRead": progress.bytes_read,
             "resumen": output.summary,
+            "completedAt": ctx.ports.clock().isoformat(),
             "performanceMetrics": {
                 "processingTimeMs": int((time.monotonic() - started) * 1000),
                 "memoryUsageMB": meter.added_mb,

@@ -52,7 +52,8 @@ class QueueUploadRequest(ClientModel):
 class PerformanceMetrics(Answer):
     processing_time_ms: int
     # The seed's spelling both ways: a model reads back what it writes (the contract tests validate by alias).
-    memory_usage_mb: float = Field(validation_alias="memoryUsageMB", serialization_alias="memoryUsageMB")
+    # Whole MB, rounded up, as the seed's clients read it (`"memoryUsageMB": 256`).
+    memory_usage_mb: int = Field(validation_alias="memoryUsageMB", serialization_alias="memoryUsageMB")
     records_processed: int
 
 

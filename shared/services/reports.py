@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import math
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -296,7 +297,9 @@ async def status(*, reports: Reports, principal: Principal, job_id: str) -> Repo
     if result is None:
         response.completed_at = batch.finished_at if state is ReportState.FAILED else None
         return response
-    response.completed_at = batch.finished_at or engine.clock()
+    # The report's own end (not the batch's fan-in, which follows it, nor the time of this read).
+    ended = result.get("completedAt")
+    response.completed_at = dt.datetime.fromisoformat(ended) if ended else batch.finished_at or engine.clock()
     if state is ReportState.FAILED:
         return response
     metrics = result["performanceMetrics"]
@@ -306,7 +309,7 @@ async def status(*, reports: Reports, principal: Principal, job_id: str) -> Repo
     response.cache_hit = result.get("cacheHit")
     response.performance_metrics = PerformanceMetrics(
         processing_time_ms=metrics["processingTimeMs"],
-        memory_usage_mb=metrics["memoryUsageMB"],
+        memory_usage_mb=math.ceil(metrics["memoryUsageMB"]),
         records_processed=metrics["recordsProcessed"],
     )
     token, expires_at = await _mint_token(reports=reports, owner=batch.owner, job_id=job_id, result=result)
@@ -448,7 +451,13 @@ def check_request_size(*, reports: Reports, content_length: int | None) -> None:
     """Refuse a body over REPORTS_MAX_REQUEST_BYTES before anything is read or stored."""
     limit = reports.engine.settings.reports_max_request_bytes
     if content_length is not None and content_length > limit:
-        raise PayloadTooLarge(
-            f"the request body is {content_length} bytes; the limit is {limit}. For larger files open an "
-            "upload session (POST /reports/uploads), upload the file to its URL, then POST /reports/queue"
-        )
+        raise body_too_large(reports=reports, size=f"{content_length} bytes")
+
+
+def body_too_large(*, reports: Reports, size: str = "larger than that") -> PayloadTooLarge:
+    """The refusal of a body over REPORTS_MAX_REQUEST_BYTES, announced or found while it is read."""
+    limit = reports.engine.settings.reports_max_request_bytes
+    return PayloadTooLarge(
+        f"the request body is {size}; the limit is {limit} bytes. For larger files open an upload session "
+        "(POST /reports/uploads), upload the file to its URL, then POST /reports/queue"
+    )
