@@ -48,11 +48,13 @@ from shared.services.batches import validation_details
 register_error_handlers(functions_framework.errorhandler)
 
 
-@functions_framework.errorhandler(RequestEntityTooLarge)
 def _too_large(_: RequestEntityTooLarge) -> flask.Response:
     """A body sent without a length, cut off at the limit while read: the same answer as one announced."""
     exc = service.body_too_large(reports=platform().reports)
     return error_response(exc.to_body(), exc.http_status)
+
+
+functions_framework.errorhandler(RequestEntityTooLarge)(_too_large)
 
 
 M = TypeVar("M", bound=BaseModel)

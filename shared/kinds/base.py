@@ -177,6 +177,10 @@ class ItemContext:
     ports: Ports
     deferrals: int = 0  # how many times this item's chunk was deferred (ItemDeferred) before this run
     handover: Handover | None = None  # None: this delivery takes no more work (its time budget)
+    # True once this run should end early: its batch was stopped or cancelled, or this worker lost the
+    # chunk's lease (another delivery owns it, and this run's result would not be recorded). A long item
+    # checks it now and then.
+    stopping: Callable[[], bool] = field(default=lambda: False)
     events: list[UsageEvent] = field(default_factory=list)
     input_tokens: int = 0
     output_tokens: int = 0

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
@@ -20,7 +22,7 @@ from shared.errors import InvalidRequest, NotFound, PlatformError
 from shared.kinds.base import ItemContext, ItemFailed, Kind, KindRequest, Plan, Ports
 from shared.ports import KindRecords, StreamingBlobs
 from shared.reports.memory import PeakMemory
-from shared.reports.pipeline import MalformedInput, Progress, build_report
+from shared.reports.pipeline import JobStopped, MalformedInput, Progress, build_report
 from shared.reports.types import REPORT_TYPES
 from shared.settings import Settings
 
@@ -115,13 +117,25 @@ class Report(Kind[ReportJob, ReportItem]):
         if report_type is None:
             raise ItemFailed(f"unknown report type {item.report_type!r}", code="unknown_report_type")
         progress = Progress()
+        # The thread cannot be cancelled: it asks a block at a time whether to stop, which it must once the
+        # engine's run is stopping (lease lost, batch stopped) or this coroutine is cancelled.
+        cancelled = threading.Event()
+
+        def stopped() -> bool:
+            return cancelled.is_set() or ctx.stopping()
+
         publisher = asyncio.create_task(_publish_progress(records, item, progress))
         started = time.monotonic()
         try:
             with PeakMemory() as meter:
                 output = await asyncio.to_thread(
-                    _build, files, item, progress, ctx.ports.settings.reports_work_dir or None
+                    _build, files, item, progress, ctx.ports.settings.reports_work_dir or None, stopped
                 )
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        except JobStopped as exc:
+            raise ItemFailed("the job was stopped before its report was written", code="stopped") from exc
         except MalformedInput as exc:
             # What was written of the zip is of no use: a failed job leaves no report behind.
             with contextlib.suppress(PlatformError):
@@ -169,19 +183,31 @@ class Report(Kind[ReportJob, ReportItem]):
         return fields | {"cacheHit": False}
 
 
-def _build(files: StreamingBlobs, item: ReportItem, progress: Progress, work_dir: str | None) -> Any:
+def _build(
+    files: StreamingBlobs,
+    item: ReportItem,
+    progress: Progress,
+    work_dir: str | None,
+    stopped: Callable[[], bool],
+) -> Any:
     """Runs off the event loop (parsing and writing are CPU-bound): the loop keeps the lease renewed."""
     report_type = REPORT_TYPES[item.report_type]
     with files.open_read(object_name=item.input_object, generation=item.input_generation) as source:
         sink = files.open_write(object_name=item.output_object, content_type="application/zip")
         try:
             output = build_report(
-                source=source, sink=sink, report_type=report_type, work_dir=work_dir, progress=progress
+                source=source,
+                sink=sink,
+                report_type=report_type,
+                work_dir=work_dir,
+                progress=progress,
+                stopped=stopped,
             )
-        except BaseException:
-            # Closing finishes the upload of what was written; the next attempt writes the object again.
+        except BaseException as exc:
+            # The upload is abandoned, not finished: a failed or stopped attempt never leaves a partial
+            # report, nor replaces the one a later delivery of the same job wrote.
             with contextlib.suppress(Exception):
-                sink.close()
+                sink.__exit__(type(exc), exc, exc.__traceback__)
             raise
         sink.close()
     return output

@@ -13,6 +13,7 @@ import queue
 import tempfile
 import threading
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any, BinaryIO
 
@@ -110,12 +111,12 @@ def build_report(
     report_type: ReportType,
     work_dir: str | None,
     progress: Progress,
-    cancelled: threading.Event | None = None,
+    stopped: Callable[[], bool] | None = None,
 ) -> ReportOutput:
     """Read every record of `source`, write the report's zip to `sink`. Raises MalformedInput."""
     reader = _ReadAhead(source=source, block_bytes=READ_BUFFER_BYTES, progress=progress)
     try:
-        return _build(reader, sink, report_type, work_dir, progress, cancelled)
+        return _build(reader, sink, report_type, work_dir, progress, stopped)
     finally:
         reader.close()
 
@@ -126,7 +127,7 @@ def _build(
     report_type: ReportType,
     work_dir: str | None,
     progress: Progress,
-    cancelled: threading.Event | None,
+    stopped: Callable[[], bool] | None,
 ) -> ReportOutput:
     batches = RecordBatches(
         source=reader,  # type: ignore[arg-type]
@@ -141,7 +142,7 @@ def _build(
         errors.writerow(["posicion", "numero", "motivo"])
         writer = report_type.writer(archive=archive, work_dir=work_dir)
         try:
-            records, invalid = _read_records(batches, writer, errors, progress, cancelled)
+            records, invalid = _read_records(batches, writer, errors, progress, stopped)
             summary = writer.finish(records=records, invalid=invalid)
         except BaseException:
             writer.abort()
@@ -164,7 +165,7 @@ def _read_records(
     writer: ReportWriter,
     errors: Any,
     progress: Progress,
-    cancelled: threading.Event | None,
+    stopped: Callable[[], bool] | None,
 ) -> tuple[int, int]:
     """Hand every record to the writer; invalid ones to errores.csv. Returns (records, invalid)."""
     records = invalid = 0
@@ -175,7 +176,7 @@ def _read_records(
                 invalid += 1
             records += len(batch)
             progress.records = records
-            if cancelled is not None and cancelled.is_set():
+            if stopped is not None and stopped():
                 raise JobStopped("the job was stopped")
     except MalformedJSON as exc:
         raise MalformedInput(f"malformed JSON at byte offset {exc.offset}: {exc.reason}") from exc

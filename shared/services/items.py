@@ -80,6 +80,7 @@ async def run_one(run: ChunkRun, index: int) -> None:
             ports=engine.ports,
             deferrals=run.chunk.deferrals,
             handover=run.handover,
+            stopping=lambda: run.stopping,
         )
         error: PlatformError | None = None
         fields: dict[str, Any] = {}

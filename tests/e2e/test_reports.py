@@ -236,6 +236,7 @@ def test_a_body_sent_without_a_length_is_cut_off_at_the_limit_before_anything_is
     assert api.get("/reports/active-jobs").json() == {"jobs": []}
 
 
+@pytest.mark.timeout(420)  # its own waits are longer than the suite's 180 s
 def test_an_upload_session_takes_a_100_mb_file_straight_to_storage(api: httpx.Client, tmp_path: Any) -> None:
     path = tmp_path / "facturas.json"
     with path.open("wb") as out:
@@ -345,6 +346,7 @@ def test_tokens_expire_are_hashed_and_guessing_is_limited(
     assert codes[-1] == 429 and set(codes[:-1]) == {404} and len(codes) >= limit
 
 
+@pytest.mark.timeout(420)  # its own waits are longer than the suite's 180 s
 def test_at_most_two_jobs_process_at_once(
     api: httpx.Client, local_cloud: EmulatorConfig, tmp_path: Any
 ) -> None:
@@ -387,6 +389,7 @@ def test_at_most_two_jobs_process_at_once(
     assert [status(api, job)["status"] for job in jobs] == ["Completed"] * 3
 
 
+@pytest.mark.timeout(420)  # its own waits are longer than the suite's 180 s
 def test_a_job_whose_worker_dies_is_taken_again_and_reported_once(
     own_queue: str, unique: str, tmp_path: Any
 ) -> None:
