@@ -1,5 +1,5 @@
 """Public API of the catalog and its image queue (the seed's paths under the function's prefix):
-PUT /{id}, PUT /{id}/imagen, GET /{id}, GET /?activo=true, POST /batch-process-images,
+PUT /{id}, PUT /{id}/imagen, GET /{id}, GET /?activo=true&categoria_id=1, POST /batch-process-images,
 GET /processing-queue/status, GET /processing-queue/history, POST /processing-queue/{id}/retry,
 DELETE /processing-queue/clean?dias=7. Every answer is the seed's `{"success", "message", "data"}`.
 Its document: GET /openapi.json, GET /docs."""
@@ -19,7 +19,7 @@ from shared.app import platform
 from shared.errors import PayloadTooLarge, PlatformError
 from shared.http import caller_info, json_response, register_error_handlers
 from shared.models.api import SeedEnvelope, SeedErrorBody
-from shared.models.articulos import ArticuloIn, BatchProcessIn, QueueState
+from shared.models.articulos import ArticuloIn, BatchProcessIn, CategoriaId, QueueState
 from shared.models.articulos_answers import (
     AddedToQueue,
     ArticuloPage,
@@ -37,6 +37,7 @@ ARTICULO_ID = {"type": "integer", "minimum": 1, "maximum": articles.MAX_ID}
 
 class ListQuery(QueryModel):
     activo: Literal["true", "false"] | None = None
+    categoria_id: CategoriaId | None = None  # the seed's `?categoria_id=1`: one category's articles
     limit: int = Field(default=100, ge=1, le=articles.LIST_MAX)
     cursor: str | None = Field(default=None, pattern=r"^[0-9]{1,16}$")  # an article id
     tenant: str | None = None  # an admin's: another tenant's articles
@@ -134,7 +135,12 @@ def _clean(call: Call) -> flask.Response:
 
 def _list(call: Call) -> flask.Response:
     queue = platform().image_queue
-    result = runtime.run(articles.list_articles(queue=queue, principal=call.principal, args=_query(call)))
+    categoria_id = call.query_as(ListQuery).categoria_id
+    result = runtime.run(
+        articles.list_articles(
+            queue=queue, principal=call.principal, args=_query(call), categoria_id=categoria_id
+        )
+    )
     return _answer(call, "list", result)
 
 

@@ -121,7 +121,7 @@ async def get_article(
 
 
 async def list_articles(
-    *, queue: ImageQueue, principal: Principal, args: dict[str, str]
+    *, queue: ImageQueue, principal: Principal, args: dict[str, str], categoria_id: int | None
 ) -> SeedEnvelope[ArticuloPage]:
     activo_raw = args.get("activo")
     if activo_raw not in (None, "true", "false"):
@@ -140,6 +140,7 @@ async def list_articles(
     articles = await queue.store.list_articles(
         _tenant_of(principal, args.get("tenant")),
         activo=None if activo_raw is None else activo_raw == "true",
+        categoria_id=categoria_id,
         limit=limit,
         after_id=int(raw_cursor) if raw_cursor is not None else None,
     )

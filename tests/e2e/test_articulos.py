@@ -103,6 +103,32 @@ def test_articles_list_by_activo_with_pages(api: httpx.Client) -> None:
     assert [a["id"] for a in inactive] == [3]
 
 
+def test_articles_list_by_categoria_id_with_activo_and_pages(api: httpx.Client) -> None:
+    """The seed's use case 2: `GET /api/articulos?categoria_id=1` lists one category's articles."""
+    categories = {1: 1, 2: 2, 3: 1, 4: None, 5: 1, 6: 1}
+    for articulo_id, categoria_id in categories.items():
+        body = {"nombre": f"a{articulo_id}", "categoria_id": categoria_id, "activo": articulo_id != 5}
+        assert api.put(f"/articulos/{articulo_id}", json=body).status_code == 200
+
+    tornillos = api.get("/articulos", params={"categoria_id": 1}).json()["data"]["articulos"]
+    first = api.get("/articulos", params={"categoria_id": 1, "activo": "true", "limit": 2}).json()["data"]
+    second = api.get(
+        "/articulos", params={"categoria_id": 1, "activo": "true", "limit": 2, "cursor": first["nextCursor"]}
+    ).json()["data"]
+    inactive = api.get("/articulos", params={"categoria_id": 1, "activo": "false"}).json()["data"]
+    none = api.get("/articulos", params={"categoria_id": 7}).json()["data"]
+
+    assert [(a["id"], a["categoria_id"]) for a in tornillos] == [(1, 1), (3, 1), (5, 1), (6, 1)]
+    assert [a["id"] for a in first["articulos"]] == [1, 3]
+    assert ([a["id"] for a in second["articulos"]], second["nextCursor"]) == ([6], None)
+    assert [a["id"] for a in inactive["articulos"]] == [5]
+    assert none == {"articulos": [], "nextCursor": None}
+    for bad in ("-1", "x", "1.5", str(2**63), ""):
+        response = api.get("/articulos", params={"categoria_id": bad})
+        assert response.status_code == 400, (bad, response.text)
+        assert response.json()["error"]["details"][0]["field"] == "categoria_id"
+
+
 def test_bulk_add_processes_each_article_once_with_a_new_image(
     api: httpx.Client, other_api: httpx.Client, firestore_db: Any
 ) -> None:
