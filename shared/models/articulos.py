@@ -104,10 +104,10 @@ class QueueItem(BaseModel):
         return f"{self.id}r{self.run}"
 
     def history_entry(self) -> dict[str, object]:
-        """The seed's history row."""
+        """The seed's history row; `duracion_segundos` in whole seconds, as the seed shows it (`15`)."""
         duration = None
         if self.started_at and self.completed_at:
-            duration = round((self.completed_at - self.started_at).total_seconds(), 3)
+            duration = round((self.completed_at - self.started_at).total_seconds())
         return {
             "id": self.id,
             "articulo_id": self.articulo_id,
