@@ -90,10 +90,6 @@ def _answer(call: Call, action: str, result: BaseModel | dict[str, Any]) -> flas
     return json_response(result)
 
 
-def _query(call: Call) -> dict[str, str]:
-    return {name: value for name, value in call.request.args.items()}
-
-
 def _add(call: Call) -> flask.Response:
     body = call.request.get_data(cache=False)
     queue = platform().image_queue
@@ -110,8 +106,17 @@ def _status(call: Call) -> flask.Response:
 
 
 def _history(call: Call) -> flask.Response:
-    queue = platform().image_queue
-    result = runtime.run(image_queue.history(queue=queue, principal=call.principal, args=_query(call)))
+    query, queue = call.query_as(HistoryQuery), platform().image_queue
+    result = runtime.run(
+        image_queue.history(
+            queue=queue,
+            principal=call.principal,
+            limit=query.limit,
+            offset=query.offset,
+            estado=query.estado,
+            cursor=query.cursor,
+        )
+    )
     return _answer(call, "history", result)
 
 
@@ -124,21 +129,22 @@ def _retry(call: Call) -> flask.Response:
 
 
 def _clean(call: Call) -> flask.Response:
-    queue = platform().image_queue
-    dias_raw = _query(call).get("dias")
-    return _answer(
-        call,
-        "clean",
-        runtime.run(image_queue.clean(queue=queue, principal=call.principal, dias_raw=dias_raw)),
-    )
+    query, queue = call.query_as(CleanQuery), platform().image_queue
+    result = runtime.run(image_queue.clean(queue=queue, principal=call.principal, dias=query.dias))
+    return _answer(call, "clean", result)
 
 
 def _list(call: Call) -> flask.Response:
-    queue = platform().image_queue
-    categoria_id = call.query_as(ListQuery).categoria_id
+    query, queue = call.query_as(ListQuery), platform().image_queue
     result = runtime.run(
         articles.list_articles(
-            queue=queue, principal=call.principal, args=_query(call), categoria_id=categoria_id
+            queue=queue,
+            principal=call.principal,
+            tenant=query.tenant,
+            activo=None if query.activo is None else query.activo == "true",
+            categoria_id=query.categoria_id,
+            limit=query.limit,
+            after_id=None if query.cursor is None else int(query.cursor),
         )
     )
     return _answer(call, "list", result)
@@ -157,10 +163,9 @@ def _put(call: Call) -> flask.Response:
 def _get(call: Call) -> flask.Response:
     articulo_id = articles.parse_id(call.args["articulo_id"])
     queue = platform().image_queue
+    tenant = call.query_as(ArticleQuery).tenant
     result = runtime.run(
-        articles.get_article(
-            queue=queue, principal=call.principal, articulo_id=articulo_id, tenant=_query(call).get("tenant")
-        )
+        articles.get_article(queue=queue, principal=call.principal, articulo_id=articulo_id, tenant=tenant)
     )
     return _answer(call, "get", result)
 

@@ -133,35 +133,17 @@ async def queue_status(*, queue: ImageQueue, principal: Principal) -> dict[str, 
     }
 
 
-def _bounded_int(raw: str | None, *, name: str, default: int, low: int, high: int) -> int:
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = low - 1
-    if not low <= value <= high:
-        raise InvalidRequest(
-            f"{name} must be an integer from {low} to {high}",
-            details=[{"field": name, "problem": f"an integer from {low} to {high}"}],
-        )
-    return value
-
-
-async def history(*, queue: ImageQueue, principal: Principal, args: dict[str, str]) -> dict[str, Any]:
-    limit = _bounded_int(args.get("limit"), name="limit", default=50, low=1, high=HISTORY_MAX)
-    offset = _bounded_int(args.get("offset"), name="offset", default=0, low=0, high=10_000)
-    estado_raw = args.get("estado")
-    try:
-        estado = QueueState(estado_raw) if estado_raw else None
-    except ValueError as exc:
-        states = ", ".join(s.value for s in QueueState)
-        raise InvalidRequest(
-            "unknown estado", details=[{"field": "estado", "problem": f"one of {states}"}]
-        ) from exc
-    cursor = args.get("cursor") or None
-    if cursor is not None and not (cursor.isalnum() and len(cursor) <= 40):
-        raise InvalidRequest("invalid cursor", details=[{"field": "cursor", "problem": "not a cursor"}])
+async def history(
+    *,
+    queue: ImageQueue,
+    principal: Principal,
+    limit: int,
+    offset: int,
+    estado: QueueState | None,
+    cursor: str | None,
+) -> dict[str, Any]:
+    """The caller's items (an admin's: every tenant's), newest first; `cursor` is the last item's id of the
+    previous page (404 when it is not the caller's)."""
     if cursor is not None:
         owned = await queue.store.get_item(cursor)
         if owned is None or (not principal.is_admin and owned.tenant != principal.tenant):
@@ -223,9 +205,8 @@ async def retry(*, queue: ImageQueue, principal: Principal, queue_id: str) -> di
     return {"success": True, "message": "artículo devuelto a la cola", "data": item.history_entry()}
 
 
-async def clean(*, queue: ImageQueue, principal: Principal, dias_raw: str | None) -> dict[str, Any]:
+async def clean(*, queue: ImageQueue, principal: Principal, dias: int) -> dict[str, Any]:
     """Delete completed and failed items older than `dias`, and the images no article uses any more."""
-    dias = _bounded_int(dias_raw, name="dias", default=7, low=1, high=365)
     before = queue.now() - dt.timedelta(days=dias)
     tenant = _scope(principal)
     deleted = 0

@@ -129,6 +129,23 @@ def test_articles_list_by_categoria_id_with_activo_and_pages(api: httpx.Client) 
         assert response.json()["error"]["details"][0]["field"] == "categoria_id"
 
 
+def test_a_query_the_route_accepts_means_the_same_to_the_service(api: httpx.Client) -> None:
+    """The route's query model is the one parser: a value it accepts (and the OpenAPI document allows: 2.0 is
+    an integer) is not refused again by a second parse in the service."""
+    for articulo_id in (1, 2, 3):
+        assert api.put(f"/articulos/{articulo_id}", json={"nombre": f"a{articulo_id}"}).status_code == 200
+
+    listed = [api.get("/articulos", params={"limit": limit}) for limit in ("2.0", "+2")]
+    page = api.get("/articulos/processing-queue/history", params={"limit": "2.0"})
+    cleaned = api.delete("/articulos/processing-queue/clean", params={"dias": "7.0"})
+
+    for answer in listed:
+        assert answer.status_code == 200, answer.text
+        assert [a["id"] for a in answer.json()["data"]["articulos"]] == [1, 2]
+    assert page.status_code == 200 and page.json()["data"]["limit"] == 2, page.text
+    assert cleaned.status_code == 200 and cleaned.json()["data"] == {"eliminados": 0, "dias": 7}, cleaned.text
+
+
 def test_bulk_add_processes_each_article_once_with_a_new_image(
     api: httpx.Client, other_api: httpx.Client, firestore_db: Any
 ) -> None:
