@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -144,6 +146,27 @@ def test_a_query_the_route_accepts_means_the_same_to_the_service(api: httpx.Clie
         assert [a["id"] for a in answer.json()["data"]["articulos"]] == [1, 2]
     assert page.status_code == 200 and page.json()["data"]["limit"] == 2, page.text
     assert cleaned.status_code == 200 and cleaned.json()["data"] == {"eliminados": 0, "dias": 7}, cleaned.text
+
+
+def _readme_queries() -> list[tuple[str, str]]:
+    """The image queue section's example requests with a query string: its table's and its walk-through's."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## Catalog images") : readme.index("### How it runs")]
+    walk = readme[readme.index("Walk-through on the local cloud (the seed's") :]
+    walk = walk[: walk.index("```", walk.index("```") + 3)]
+    table = re.findall(r"`(GET|DELETE) (/articulos[^` ]*\?[^` ]*)`", section)
+    curls = re.findall(r'curl -s (?:-X (DELETE) )?"\$B([^"]*\?[^"]*)"', walk)
+    return table + [(method or "GET", f"/articulos{path}") for method, path in curls]
+
+
+def test_the_readme_query_examples_work_when_copied(api: httpx.Client) -> None:
+    examples = _readme_queries()
+    catalog(api, [1])
+
+    answers = {(method, path): api.request(method, path.replace("{id}", "1")) for method, path in examples}
+
+    assert len(examples) >= 6, examples
+    assert {example: answer.status_code for example, answer in answers.items()} == dict.fromkeys(answers, 200)
 
 
 def test_bulk_add_processes_each_article_once_with_a_new_image(
