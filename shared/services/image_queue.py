@@ -28,7 +28,7 @@ from shared.errors import InvalidRequest, NotFound
 from shared.models.articulos import BatchProcessIn, Dispatch, QueueItem, QueueState
 from shared.models.auth import Principal
 from shared.services.batches import validation_details
-from shared.services.image_dispatch import ImageQueue, dispatch, processed_object
+from shared.services.image_dispatch import ImageQueue, dispatch, processed_objects
 
 MAX_IDS = 1000
 HISTORY_MAX = 200
@@ -226,9 +226,10 @@ async def clean(*, queue: ImageQueue, principal: Principal, dias: int) -> dict[s
 
 
 async def _delete_unused_images(*, queue: ImageQueue, item: QueueItem) -> None:
-    """The item's original and processed images, unless its article shows one of them."""
+    """The item's original and processed images (under any of the processed image's names), unless its
+    article shows one of them."""
     article = await queue.store.get_article(item.tenant, item.articulo_id)
     in_use = article.imagen_object if article else None
-    for name in {item.imagen_url_original, processed_object(item)}:
+    for name in {item.imagen_url_original, *processed_objects(item)}:
         if name and name != in_use:
             await queue.objects.delete(object_name=name)

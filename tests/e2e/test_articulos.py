@@ -7,8 +7,10 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import httpx
+import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
@@ -205,6 +207,33 @@ def test_bulk_add_processes_each_article_once_with_a_new_image(
         assert [(e["endpoint"], e["outcome"]) for e in events] == [("images", "ok")]
     stats = status(api)["stats"]
     assert stats == {"pendientes": 0, "procesando": 0, "completados": 3, "fallidos": 0, "total": 3}
+
+
+@pytest.mark.parametrize(
+    ("marker", "mime", "extension"), [("JPEG", "image/jpeg", "jpg"), ("WEBP", "image/webp", "webp")]
+)
+def test_the_new_image_is_named_after_the_type_the_model_answered(
+    api: httpx.Client, unique: str, marker: str, mime: str, extension: str
+) -> None:
+    make_article(api, 1, f"EMULATOR_IMAGE_{marker} Arandela", image=png(seed=1))
+    queue_id = queue_ids(add(api, [1]))[1]
+
+    final = wait_items_final(api, [queue_id])[queue_id]
+
+    assert final["estado"] == "completed", final
+    url = api.get("/articulos/1").json()["data"]["imagen_url"]
+    downloaded = httpx.get(url)
+    assert check_decodes(downloaded.content) == mime == downloaded.headers["content-type"]
+    prefix, new_image = (
+        f"articulos/tenant-{unique}/1/",
+        f"articulos/tenant-{unique}/1/q-{queue_id}.{extension}",
+    )
+    assert unquote(urlsplit(url).path).endswith(f"/{new_image}")
+    wait_for(
+        lambda: [blob.name for blob in _bucket().list_blobs(prefix=prefix)] == [new_image],
+        timeout=30,
+        what="the original image to be deleted",
+    )
 
 
 def test_racing_bulk_adds_add_each_article_once(api: httpx.Client) -> None:

@@ -1,4 +1,4 @@
-"""The image queue's rows as the seed shows them: types its clients may rely on."""
+"""The image queue's rows as the seed shows them (types its clients may rely on), and its object names."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 
 from shared.models.articulos import QueueItem, QueueState
 from shared.models.articulos_answers import CurrentItem, HistoryRow
+from shared.services.image_dispatch import processed_object, processed_objects
 
 STARTED = dt.datetime(2025, 1, 20, 20, 30, tzinfo=dt.UTC)
 
@@ -51,3 +52,13 @@ def test_segundos_procesando_stays_the_seeds_float() -> None:
 
     assert current["segundos_procesando"] == 15.5
     assert CurrentItem.model_validate(current).segundos_procesando == 15.5
+
+
+@pytest.mark.parametrize(
+    ("mime", "extension"), [("image/png", "png"), ("image/jpeg", "jpg"), ("image/webp", "webp")]
+)
+def test_the_processed_image_is_named_after_the_type_the_model_answered(mime: str, extension: str) -> None:
+    item = _item(completed_after=None).model_copy(update={"tenant": "a b"})
+
+    assert processed_object(item, mime) == f"articulos/a%20b/12/q-q1.{extension}"
+    assert processed_object(item, mime) in processed_objects(item)
