@@ -56,6 +56,7 @@ class HistoryQuery(QueryModel):
 
 class CleanQuery(QueryModel):
     dias: int = Field(default=7, ge=1, le=365)
+    tenant: str | None = None  # an admin's: only that tenant's items (without it: every tenant's)
 
 
 def _seed_error(exc: PlatformError) -> flask.Response:
@@ -130,7 +131,9 @@ def _retry(call: Call) -> flask.Response:
 
 def _clean(call: Call) -> flask.Response:
     query, queue = call.query_as(CleanQuery), platform().image_queue
-    result = runtime.run(image_queue.clean(queue=queue, principal=call.principal, dias=query.dias))
+    result = runtime.run(
+        image_queue.clean(queue=queue, principal=call.principal, dias=query.dias, tenant=query.tenant)
+    )
     return _answer(call, "clean", result)
 
 

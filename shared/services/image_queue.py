@@ -35,8 +35,12 @@ HISTORY_MAX = 200
 ADD_CONCURRENCY = 32
 
 
-def _scope(principal: Principal) -> str | None:
-    return None if principal.is_admin else principal.tenant
+def _scope(principal: Principal, requested: str | None = None) -> str | None:
+    """Whose items a call is about: the caller's own; an admin's, every tenant's or the one it names (as an
+    admin's `?tenant=` of the articles' reads)."""
+    if principal.is_admin:
+        return requested or None
+    return principal.tenant
 
 
 async def add_batch(*, queue: ImageQueue, principal: Principal, body: bytes) -> dict[str, Any]:
@@ -205,13 +209,14 @@ async def retry(*, queue: ImageQueue, principal: Principal, queue_id: str) -> di
     return {"success": True, "message": "artículo devuelto a la cola", "data": item.history_entry()}
 
 
-async def clean(*, queue: ImageQueue, principal: Principal, dias: int) -> dict[str, Any]:
-    """Delete completed and failed items older than `dias`, and the images no article uses any more."""
+async def clean(*, queue: ImageQueue, principal: Principal, dias: int, tenant: str | None) -> dict[str, Any]:
+    """Delete completed and failed items older than `dias`, and the images no article uses any more: the
+    caller's; an admin's, every tenant's, or only `tenant`'s."""
     before = queue.now() - dt.timedelta(days=dias)
-    tenant = _scope(principal)
+    scope = _scope(principal, tenant)
     deleted = 0
     while True:
-        page = await queue.store.finished_before(tenant, before, 200)
+        page = await queue.store.finished_before(scope, before, 200)
         for item in page:
             if await queue.store.delete_finished(item.id):
                 deleted += 1

@@ -418,6 +418,33 @@ def test_clean_deletes_the_images_its_items_left_and_never_one_an_article_shows(
     assert httpx.get(shown[2]).content == png(seed=2)
 
 
+def test_an_admins_clean_takes_tenant_as_its_reads_do(
+    api: httpx.Client, other_api: httpx.Client, firestore_db: Any, gateway_url: str, unique: str
+) -> None:
+    ids = {}
+    for client in (api, other_api):
+        catalog(client, [1])
+        ids[client] = queue_ids(add(client, [1]))[1]
+    wait_items_final(api, [ids[api]])
+    wait_items_final(other_api, [ids[other_api]])
+    items = {client: firestore_db.collection("image_queue").document(ids[client]) for client in ids}
+    for item in items.values():
+        item.update({"completed_at": dt.datetime.now(dt.UTC) - dt.timedelta(days=10)})
+    admin_key = new_api_key(f"admin-{unique}", Role.ADMIN)
+
+    with httpx.Client(base_url=gateway_url, headers={"Authorization": f"Bearer {admin_key}"}) as admin:
+        one = admin.delete(
+            "/articulos/processing-queue/clean", params={"dias": 7, "tenant": f"tenant-{unique}"}
+        )
+        kept = items[other_api].get().exists
+        every = admin.delete("/articulos/processing-queue/clean", params={"dias": 7})
+
+    assert one.status_code == 200 and one.json()["data"]["eliminados"] == 1, one.text
+    assert not items[api].get().exists and kept
+    assert every.status_code == 200 and every.json()["data"]["eliminados"] >= 1, every.text
+    assert not items[other_api].get().exists  # without `tenant`, an admin's clean takes every tenant's
+
+
 def test_tenants_see_and_touch_only_their_own(
     api: httpx.Client, other_api: httpx.Client, gateway_url: str, unique: str
 ) -> None:
