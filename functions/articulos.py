@@ -1,5 +1,5 @@
 """Public API of the catalog and its image queue (the seed's paths under the function's prefix):
-PUT /{id}, PUT /{id}/imagen, GET /{id}, GET /?activo=true, POST /batch-process-images,
+PUT /{id}, PUT /{id}/imagen, GET /{id}, GET /?activo=true&categoria_id=1, POST /batch-process-images,
 GET /processing-queue/status, GET /processing-queue/history, POST /processing-queue/{id}/retry,
 DELETE /processing-queue/clean?dias=7. Every answer is the seed's `{"success", "message", "data"}`.
 Its document: GET /openapi.json, GET /docs."""
@@ -19,7 +19,7 @@ from shared.app import platform
 from shared.errors import PayloadTooLarge, PlatformError
 from shared.http import caller_info, error_response, json_response, register_error_handlers
 from shared.models.api import SeedEnvelope, SeedErrorBody
-from shared.models.articulos import ArticuloIn, BatchProcessIn, QueueState
+from shared.models.articulos import ArticuloIn, BatchProcessIn, CategoriaId, QueueState
 from shared.models.articulos_answers import (
     AddedToQueue,
     ArticuloPage,
@@ -37,6 +37,7 @@ ARTICULO_ID = {"type": "integer", "minimum": 1, "maximum": articles.MAX_ID}
 
 class ListQuery(QueryModel):
     activo: Literal["true", "false"] | None = None
+    categoria_id: CategoriaId | None = None  # the seed's `?categoria_id=1`: one category's articles
     limit: int = Field(default=100, ge=1, le=articles.LIST_MAX)
     cursor: str | None = Field(default=None, pattern=r"^[0-9]{1,16}$")  # an article id
     tenant: str | None = None  # an admin's: another tenant's articles
@@ -55,6 +56,7 @@ class HistoryQuery(QueryModel):
 
 class CleanQuery(QueryModel):
     dias: int = Field(default=7, ge=1, le=365)
+    tenant: str | None = None  # an admin's: only that tenant's items (without it: every tenant's)
 
 
 def _seed_error(exc: PlatformError) -> flask.Response:
@@ -86,10 +88,6 @@ def _answer(call: Call, action: str, result: BaseModel | dict[str, Any]) -> flas
     return json_response(result)
 
 
-def _query(call: Call) -> dict[str, str]:
-    return {name: value for name, value in call.request.args.items()}
-
-
 def _add(call: Call) -> flask.Response:
     body = call.request.get_data(cache=False)
     queue = platform().image_queue
@@ -106,8 +104,17 @@ def _status(call: Call) -> flask.Response:
 
 
 def _history(call: Call) -> flask.Response:
-    queue = platform().image_queue
-    result = runtime.run(image_queue.history(queue=queue, principal=call.principal, args=_query(call)))
+    query, queue = call.query_as(HistoryQuery), platform().image_queue
+    result = runtime.run(
+        image_queue.history(
+            queue=queue,
+            principal=call.principal,
+            limit=query.limit,
+            offset=query.offset,
+            estado=query.estado,
+            cursor=query.cursor,
+        )
+    )
     return _answer(call, "history", result)
 
 
@@ -120,18 +127,26 @@ def _retry(call: Call) -> flask.Response:
 
 
 def _clean(call: Call) -> flask.Response:
-    queue = platform().image_queue
-    dias_raw = _query(call).get("dias")
-    return _answer(
-        call,
-        "clean",
-        runtime.run(image_queue.clean(queue=queue, principal=call.principal, dias_raw=dias_raw)),
+    query, queue = call.query_as(CleanQuery), platform().image_queue
+    result = runtime.run(
+        image_queue.clean(queue=queue, principal=call.principal, dias=query.dias, tenant=query.tenant)
     )
+    return _answer(call, "clean", result)
 
 
 def _list(call: Call) -> flask.Response:
-    queue = platform().image_queue
-    result = runtime.run(articles.list_articles(queue=queue, principal=call.principal, args=_query(call)))
+    query, queue = call.query_as(ListQuery), platform().image_queue
+    result = runtime.run(
+        articles.list_articles(
+            queue=queue,
+            principal=call.principal,
+            tenant=query.tenant,
+            activo=None if query.activo is None else query.activo == "true",
+            categoria_id=query.categoria_id,
+            limit=query.limit,
+            after_id=None if query.cursor is None else int(query.cursor),
+        )
+    )
     return _answer(call, "list", result)
 
 
@@ -148,10 +163,9 @@ def _put(call: Call) -> flask.Response:
 def _get(call: Call) -> flask.Response:
     articulo_id = articles.parse_id(call.args["articulo_id"])
     queue = platform().image_queue
+    tenant = call.query_as(ArticleQuery).tenant
     result = runtime.run(
-        articles.get_article(
-            queue=queue, principal=call.principal, articulo_id=articulo_id, tenant=_query(call).get("tenant")
-        )
+        articles.get_article(queue=queue, principal=call.principal, articulo_id=articulo_id, tenant=tenant)
     )
     return _answer(call, "get", result)
 

@@ -159,13 +159,26 @@ class FirestoreCatalogStore:
         result: str | None = await self._retrying(_attempt, "set the article's image")
         return result
 
-    async def list_articles(
-        self, tenant: str, *, activo: bool | None, limit: int, after_id: int | None
-    ) -> list[Articulo]:
+    def articles_query(self, tenant: str, *, activo: bool | None, categoria_id: int | None) -> Any:
+        """A tenant's articles in id order, by equality on `activo` and `categoria_id` when given (each
+        combination has its composite index in infra/firestore.indexes.json)."""
         query: Any = self._db.collection("tenants", quote(tenant, safe=""), "articulos")
+        if categoria_id is not None:
+            query = query.where(filter=FieldFilter("categoria_id", "==", categoria_id))
         if activo is not None:
             query = query.where(filter=FieldFilter("activo", "==", activo))
-        query = query.order_by("id")
+        return query.order_by("id")
+
+    async def list_articles(
+        self,
+        tenant: str,
+        *,
+        activo: bool | None,
+        categoria_id: int | None,
+        limit: int,
+        after_id: int | None,
+    ) -> list[Articulo]:
+        query = self.articles_query(tenant, activo=activo, categoria_id=categoria_id)
         if after_id is not None:
             query = query.start_after({"id": after_id})
         return [Articulo.model_validate(s.to_dict()) async for s in query.limit(limit).stream()]

@@ -14,6 +14,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 ArticuloId = Annotated[int, Field(ge=1, le=2**53)]
+CategoriaId = Annotated[int, Field(ge=0, le=2**63 - 1)]  # Firestore's 64-bit integers
 
 
 class QueueState(StrEnum):
@@ -47,7 +48,7 @@ class ArticuloIn(SpanishClientModel):
     nombre: str = Field(min_length=1, max_length=255)
     descripcion: str | None = Field(default=None, max_length=5000)
     unidad: str | None = Field(default=None, max_length=50)
-    categoria_id: int | None = Field(default=None, ge=0, le=2**63 - 1)  # Firestore's 64-bit integers
+    categoria_id: CategoriaId | None = None
     activo: bool = True
 
 
@@ -103,10 +104,10 @@ class QueueItem(BaseModel):
         return f"{self.id}r{self.run}"
 
     def history_entry(self) -> dict[str, object]:
-        """The seed's history row."""
+        """The seed's history row; `duracion_segundos` in whole seconds, as the seed shows it (`15`)."""
         duration = None
         if self.started_at and self.completed_at:
-            duration = round((self.completed_at - self.started_at).total_seconds(), 3)
+            duration = round((self.completed_at - self.started_at).total_seconds())
         return {
             "id": self.id,
             "articulo_id": self.articulo_id,

@@ -91,7 +91,7 @@ class HistoryRow(SeedAnswer):
     created_at: str
     started_at: str | None
     completed_at: str | None
-    duracion_segundos: float | None
+    duracion_segundos: int | None  # whole seconds, as the seed's `15` (`segundos_procesando` keeps 15.5)
 
 
 class HistoryPage(SeedAnswer):

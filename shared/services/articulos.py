@@ -121,27 +121,22 @@ async def get_article(
 
 
 async def list_articles(
-    *, queue: ImageQueue, principal: Principal, args: dict[str, str]
+    *,
+    queue: ImageQueue,
+    principal: Principal,
+    tenant: str | None,
+    activo: bool | None,
+    categoria_id: int | None,
+    limit: int,
+    after_id: int | None,
 ) -> SeedEnvelope[ArticuloPage]:
-    activo_raw = args.get("activo")
-    if activo_raw not in (None, "true", "false"):
-        raise InvalidRequest(
-            "activo must be true or false", details=[{"field": "activo", "problem": "true or false"}]
-        )
-    raw_limit = args.get("limit", "100")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= LIST_MAX:
-        raise InvalidRequest(
-            f"limit must be 1 to {LIST_MAX}", details=[{"field": "limit", "problem": f"1 to {LIST_MAX}"}]
-        )
-    raw_cursor = args.get("cursor")
-    if raw_cursor is not None and not (raw_cursor.isdigit() and int(raw_cursor) <= MAX_ID):
-        raise InvalidRequest("invalid cursor", details=[{"field": "cursor", "problem": "not a cursor"}])
-    limit = int(raw_limit)
+    """A page of a tenant's articles in id order (`tenant`: an admin's choice of another tenant's)."""
     articles = await queue.store.list_articles(
-        _tenant_of(principal, args.get("tenant")),
-        activo=None if activo_raw is None else activo_raw == "true",
+        _tenant_of(principal, tenant),
+        activo=activo,
+        categoria_id=categoria_id,
         limit=limit,
-        after_id=int(raw_cursor) if raw_cursor is not None else None,
+        after_id=after_id,
     )
     page = ArticuloPage(
         articulos=[await public(queue, article) for article in articles],

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 from shared.adapters.catalog_store import FirestoreCatalogStore, Slot, Waiting
+from shared.images import EXTENSIONS
 from shared.kinds.base import Handover, Plan
 from shared.models.articulos import Dispatch, ImageWork, QueueItem, QueueState
 from shared.models.batch import ResolvedOptions
@@ -52,9 +53,15 @@ class ImageQueue:
         return self.running_engine.clock()
 
 
-def processed_object(item: QueueItem) -> str:
-    """Where an item's new image goes: one name per item, so a repeated attempt overwrites it."""
-    return f"articulos/{quote(item.tenant, safe='')}/{item.articulo_id}/q-{item.id}.png"
+def processed_object(item: QueueItem, mime: str) -> str:
+    """Where an item's new image goes: one name per item and image type (its extension the type the model
+    answered), so a repeated attempt overwrites it."""
+    return f"articulos/{quote(item.tenant, safe='')}/{item.articulo_id}/q-{item.id}.{EXTENSIONS[mime]}"
+
+
+def processed_objects(item: QueueItem) -> list[str]:
+    """Every name an item's new image may have (an attempt that died after its upload left one of them)."""
+    return [processed_object(item, mime) for mime in EXTENSIONS]
 
 
 async def dispatch(

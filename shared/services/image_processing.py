@@ -20,7 +20,7 @@ from shared.images import NotAnImage, check_decodes, sniff
 from shared.kinds.base import ItemContext, ItemFailed
 from shared.models.articulos import Dispatch, ImageWork, QueueItem, QueueState
 from shared.ports import ImageCall
-from shared.services.image_dispatch import ImageQueue, dispatch, processed_object
+from shared.services.image_dispatch import ImageQueue, dispatch, processed_object, processed_objects
 
 # What the item handed over to this delivery needs, read beside its dispatch: queue id -> the reads.
 _prepared_ahead: ContextVar[dict[str, asyncio.Future[tuple[str, bytes]]]] = ContextVar("image_prepared_ahead")
@@ -152,7 +152,7 @@ async def _attempt(
         mime = check_decodes(reply.image)
     except NotAnImage as exc:
         raise InvalidImage(f"the model's image does not decode: {exc}") from exc
-    target = processed_object(item)
+    target = processed_object(item, mime)
     now = queue.now()
     # The swap's reads overlap the upload; its commit waits for it (the article never shows a missing object).
     # The head of the queue is read beside them too, for the one slot the swap's commit frees: its first item
@@ -263,7 +263,8 @@ async def _attempt_failed(*, queue: ImageQueue, item: QueueItem, error: Platform
 async def _after_final(queue: ImageQueue, item: QueueItem) -> None:
     """What follows an item's end, also when it is seen again: no orphan image, and its slot to the next."""
     if item.estado is QueueState.FAILED:
-        await queue.objects.delete(object_name=processed_object(item))
+        # Which type an attempt that died after its upload wrote is not known: every name it may have.
+        await asyncio.gather(*(queue.objects.delete(object_name=name) for name in processed_objects(item)))
     elif item.imagen_url_original and item.imagen_url_original != item.imagen_url_procesada:
         await queue.objects.delete(object_name=item.imagen_url_original)
     await dispatch(queue=queue)

@@ -28,15 +28,19 @@ from shared.errors import InvalidRequest, NotFound
 from shared.models.articulos import BatchProcessIn, Dispatch, QueueItem, QueueState
 from shared.models.auth import Principal
 from shared.services.batches import validation_details
-from shared.services.image_dispatch import ImageQueue, dispatch, processed_object
+from shared.services.image_dispatch import ImageQueue, dispatch, processed_objects
 
 MAX_IDS = 1000
 HISTORY_MAX = 200
 ADD_CONCURRENCY = 32
 
 
-def _scope(principal: Principal) -> str | None:
-    return None if principal.is_admin else principal.tenant
+def _scope(principal: Principal, requested: str | None = None) -> str | None:
+    """Whose items a call is about: the caller's own; an admin's, every tenant's or the one it names (as an
+    admin's `?tenant=` of the articles' reads)."""
+    if principal.is_admin:
+        return requested or None
+    return principal.tenant
 
 
 async def add_batch(*, queue: ImageQueue, principal: Principal, body: bytes) -> dict[str, Any]:
@@ -133,35 +137,17 @@ async def queue_status(*, queue: ImageQueue, principal: Principal) -> dict[str, 
     }
 
 
-def _bounded_int(raw: str | None, *, name: str, default: int, low: int, high: int) -> int:
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = low - 1
-    if not low <= value <= high:
-        raise InvalidRequest(
-            f"{name} must be an integer from {low} to {high}",
-            details=[{"field": name, "problem": f"an integer from {low} to {high}"}],
-        )
-    return value
-
-
-async def history(*, queue: ImageQueue, principal: Principal, args: dict[str, str]) -> dict[str, Any]:
-    limit = _bounded_int(args.get("limit"), name="limit", default=50, low=1, high=HISTORY_MAX)
-    offset = _bounded_int(args.get("offset"), name="offset", default=0, low=0, high=10_000)
-    estado_raw = args.get("estado")
-    try:
-        estado = QueueState(estado_raw) if estado_raw else None
-    except ValueError as exc:
-        states = ", ".join(s.value for s in QueueState)
-        raise InvalidRequest(
-            "unknown estado", details=[{"field": "estado", "problem": f"one of {states}"}]
-        ) from exc
-    cursor = args.get("cursor") or None
-    if cursor is not None and not (cursor.isalnum() and len(cursor) <= 40):
-        raise InvalidRequest("invalid cursor", details=[{"field": "cursor", "problem": "not a cursor"}])
+async def history(
+    *,
+    queue: ImageQueue,
+    principal: Principal,
+    limit: int,
+    offset: int,
+    estado: QueueState | None,
+    cursor: str | None,
+) -> dict[str, Any]:
+    """The caller's items (an admin's: every tenant's), newest first; `cursor` is the last item's id of the
+    previous page (404 when it is not the caller's)."""
     if cursor is not None:
         owned = await queue.store.get_item(cursor)
         if owned is None or (not principal.is_admin and owned.tenant != principal.tenant):
@@ -223,14 +209,14 @@ async def retry(*, queue: ImageQueue, principal: Principal, queue_id: str) -> di
     return {"success": True, "message": "artículo devuelto a la cola", "data": item.history_entry()}
 
 
-async def clean(*, queue: ImageQueue, principal: Principal, dias_raw: str | None) -> dict[str, Any]:
-    """Delete completed and failed items older than `dias`, and the images no article uses any more."""
-    dias = _bounded_int(dias_raw, name="dias", default=7, low=1, high=365)
+async def clean(*, queue: ImageQueue, principal: Principal, dias: int, tenant: str | None) -> dict[str, Any]:
+    """Delete completed and failed items older than `dias`, and the images no article uses any more: the
+    caller's; an admin's, every tenant's, or only `tenant`'s."""
     before = queue.now() - dt.timedelta(days=dias)
-    tenant = _scope(principal)
+    scope = _scope(principal, tenant)
     deleted = 0
     while True:
-        page = await queue.store.finished_before(tenant, before, 200)
+        page = await queue.store.finished_before(scope, before, 200)
         for item in page:
             if await queue.store.delete_finished(item.id):
                 deleted += 1
@@ -245,9 +231,10 @@ async def clean(*, queue: ImageQueue, principal: Principal, dias_raw: str | None
 
 
 async def _delete_unused_images(*, queue: ImageQueue, item: QueueItem) -> None:
-    """The item's original and processed images, unless its article shows one of them."""
+    """The item's original and processed images (under any of the processed image's names), unless its
+    article shows one of them."""
     article = await queue.store.get_article(item.tenant, item.articulo_id)
     in_use = article.imagen_object if article else None
-    for name in {item.imagen_url_original, processed_object(item)}:
+    for name in {item.imagen_url_original, *processed_objects(item)}:
         if name and name != in_use:
             await queue.objects.delete(object_name=name)

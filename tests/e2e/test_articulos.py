@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import httpx
+import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
@@ -103,6 +107,70 @@ def test_articles_list_by_activo_with_pages(api: httpx.Client) -> None:
     assert [a["id"] for a in inactive] == [3]
 
 
+def test_articles_list_by_categoria_id_with_activo_and_pages(api: httpx.Client) -> None:
+    """The seed's use case 2: `GET /api/articulos?categoria_id=1` lists one category's articles."""
+    categories = {1: 1, 2: 2, 3: 1, 4: None, 5: 1, 6: 1}
+    for articulo_id, categoria_id in categories.items():
+        body = {"nombre": f"a{articulo_id}", "categoria_id": categoria_id, "activo": articulo_id != 5}
+        assert api.put(f"/articulos/{articulo_id}", json=body).status_code == 200
+
+    tornillos = api.get("/articulos", params={"categoria_id": 1}).json()["data"]["articulos"]
+    first = api.get("/articulos", params={"categoria_id": 1, "activo": "true", "limit": 2}).json()["data"]
+    second = api.get(
+        "/articulos", params={"categoria_id": 1, "activo": "true", "limit": 2, "cursor": first["nextCursor"]}
+    ).json()["data"]
+    inactive = api.get("/articulos", params={"categoria_id": 1, "activo": "false"}).json()["data"]
+    none = api.get("/articulos", params={"categoria_id": 7}).json()["data"]
+
+    assert [(a["id"], a["categoria_id"]) for a in tornillos] == [(1, 1), (3, 1), (5, 1), (6, 1)]
+    assert [a["id"] for a in first["articulos"]] == [1, 3]
+    assert ([a["id"] for a in second["articulos"]], second["nextCursor"]) == ([6], None)
+    assert [a["id"] for a in inactive["articulos"]] == [5]
+    assert none == {"articulos": [], "nextCursor": None}
+    for bad in ("-1", "x", "1.5", str(2**63), ""):
+        response = api.get("/articulos", params={"categoria_id": bad})
+        assert response.status_code == 400, (bad, response.text)
+        assert response.json()["error"]["details"][0]["field"] == "categoria_id"
+
+
+def test_a_query_the_route_accepts_means_the_same_to_the_service(api: httpx.Client) -> None:
+    """The route's query model is the one parser: a value it accepts (and the OpenAPI document allows: 2.0 is
+    an integer) is not refused again by a second parse in the service."""
+    for articulo_id in (1, 2, 3):
+        assert api.put(f"/articulos/{articulo_id}", json={"nombre": f"a{articulo_id}"}).status_code == 200
+
+    listed = [api.get("/articulos", params={"limit": limit}) for limit in ("2.0", "+2")]
+    page = api.get("/articulos/processing-queue/history", params={"limit": "2.0"})
+    cleaned = api.delete("/articulos/processing-queue/clean", params={"dias": "7.0"})
+
+    for answer in listed:
+        assert answer.status_code == 200, answer.text
+        assert [a["id"] for a in answer.json()["data"]["articulos"]] == [1, 2]
+    assert page.status_code == 200 and page.json()["data"]["limit"] == 2, page.text
+    assert cleaned.status_code == 200 and cleaned.json()["data"] == {"eliminados": 0, "dias": 7}, cleaned.text
+
+
+def _readme_queries() -> list[tuple[str, str]]:
+    """The image queue section's example requests with a query string: its table's and its walk-through's."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## Catalog images") : readme.index("### How it runs")]
+    walk = readme[readme.index("Walk-through on the local cloud (the seed's") :]
+    walk = walk[: walk.index("```", walk.index("```") + 3)]
+    table = re.findall(r"`(GET|DELETE) (/articulos[^` ]*\?[^` ]*)`", section)
+    curls = re.findall(r'curl -s (?:-X (DELETE) )?"\$B([^"]*\?[^"]*)"', walk)
+    return table + [(method or "GET", f"/articulos{path}") for method, path in curls]
+
+
+def test_the_readme_query_examples_work_when_copied(api: httpx.Client) -> None:
+    examples = _readme_queries()
+    catalog(api, [1])
+
+    answers = {(method, path): api.request(method, path.replace("{id}", "1")) for method, path in examples}
+
+    assert len(examples) >= 6, examples
+    assert {example: answer.status_code for example, answer in answers.items()} == dict.fromkeys(answers, 200)
+
+
 def test_bulk_add_processes_each_article_once_with_a_new_image(
     api: httpx.Client, other_api: httpx.Client, firestore_db: Any
 ) -> None:
@@ -129,7 +197,7 @@ def test_bulk_add_processes_each_article_once_with_a_new_image(
         row = rows[queue_id]
         assert (row["estado"], row["intentos"], row["max_intentos"]) == ("completed", 1, 3)
         assert row["articulo_nombre"] == f"Artículo {articulo_id}"
-        assert row["duracion_segundos"] is not None and row["completed_at"] >= row["started_at"]
+        assert type(row["duracion_segundos"]) is int and row["completed_at"] >= row["started_at"]
         url = api.get(f"/articulos/{articulo_id}").json()["data"]["imagen_url"]
         image = httpx.get(url).content
         assert check_decodes(image) == "image/png" and image != png(seed=articulo_id)
@@ -139,6 +207,33 @@ def test_bulk_add_processes_each_article_once_with_a_new_image(
         assert [(e["endpoint"], e["outcome"]) for e in events] == [("images", "ok")]
     stats = status(api)["stats"]
     assert stats == {"pendientes": 0, "procesando": 0, "completados": 3, "fallidos": 0, "total": 3}
+
+
+@pytest.mark.parametrize(
+    ("marker", "mime", "extension"), [("JPEG", "image/jpeg", "jpg"), ("WEBP", "image/webp", "webp")]
+)
+def test_the_new_image_is_named_after_the_type_the_model_answered(
+    api: httpx.Client, unique: str, marker: str, mime: str, extension: str
+) -> None:
+    make_article(api, 1, f"EMULATOR_IMAGE_{marker} Arandela", image=png(seed=1))
+    queue_id = queue_ids(add(api, [1]))[1]
+
+    final = wait_items_final(api, [queue_id])[queue_id]
+
+    assert final["estado"] == "completed", final
+    url = api.get("/articulos/1").json()["data"]["imagen_url"]
+    downloaded = httpx.get(url)
+    assert check_decodes(downloaded.content) == mime == downloaded.headers["content-type"]
+    prefix, new_image = (
+        f"articulos/tenant-{unique}/1/",
+        f"articulos/tenant-{unique}/1/q-{queue_id}.{extension}",
+    )
+    assert unquote(urlsplit(url).path).endswith(f"/{new_image}")
+    wait_for(
+        lambda: [blob.name for blob in _bucket().list_blobs(prefix=prefix)] == [new_image],
+        timeout=30,
+        what="the original image to be deleted",
+    )
 
 
 def test_racing_bulk_adds_add_each_article_once(api: httpx.Client) -> None:
@@ -290,6 +385,64 @@ def test_clean_deletes_only_finished_items_older_than_dias(api: httpx.Client, fi
     remaining = items_by_id(api)
     assert ids[1] not in remaining and ids[2] in remaining and running in remaining
     wait_items_final(api, [running])
+
+
+def test_clean_deletes_the_images_its_items_left_and_never_one_an_article_shows(
+    api: httpx.Client, firestore_db: Any, unique: str
+) -> None:
+    catalog(api, [1])
+    make_article(api, 2, "EMULATOR_FAIL_400 roto", image=png(seed=2))
+    ids = queue_ids(add(api, [1, 2]))
+    rows = wait_items_final(api, list(ids.values()))
+    assert (rows[ids[1]]["estado"], rows[ids[2]]["estado"]) == ("completed", "failed")
+    items = {n: firestore_db.collection("image_queue").document(ids[n]) for n in (1, 2)}
+    original = items[1].get().get("imagen_url_original")
+    bucket = _bucket()
+    wait_for(lambda: not bucket.blob(original).exists(), timeout=30, what="the replaced original's deletion")
+    # What a worker killed after the swap's commit leaves (the original it had not deleted yet), and what one
+    # killed after uploading an image of another type leaves.
+    leftovers = [original, f"articulos/tenant-{unique}/1/q-{ids[1]}.webp"]
+    for name in leftovers:
+        bucket.blob(name).upload_from_string(png(seed=5), content_type="image/png")
+    for item in items.values():
+        item.update({"completed_at": dt.datetime.now(dt.UTC) - dt.timedelta(days=10)})
+    shown = {n: api.get(f"/articulos/{n}").json()["data"]["imagen_url"] for n in (1, 2)}
+
+    cleaned = api.delete("/articulos/processing-queue/clean", params={"dias": 7})
+
+    assert cleaned.status_code == 200 and cleaned.json()["data"]["eliminados"] == 2, cleaned.text
+    assert [name for name in leftovers if bucket.blob(name).exists()] == []
+    # What the articles show stays: article 1's new image, and article 2's original (its item failed, so the
+    # article still shows the image that item was made from).
+    assert check_decodes(httpx.get(shown[1]).content) == "image/png"
+    assert httpx.get(shown[2]).content == png(seed=2)
+
+
+def test_an_admins_clean_takes_tenant_as_its_reads_do(
+    api: httpx.Client, other_api: httpx.Client, firestore_db: Any, gateway_url: str, unique: str
+) -> None:
+    ids = {}
+    for client in (api, other_api):
+        catalog(client, [1])
+        ids[client] = queue_ids(add(client, [1]))[1]
+    wait_items_final(api, [ids[api]])
+    wait_items_final(other_api, [ids[other_api]])
+    items = {client: firestore_db.collection("image_queue").document(ids[client]) for client in ids}
+    for item in items.values():
+        item.update({"completed_at": dt.datetime.now(dt.UTC) - dt.timedelta(days=10)})
+    admin_key = new_api_key(f"admin-{unique}", Role.ADMIN)
+
+    with httpx.Client(base_url=gateway_url, headers={"Authorization": f"Bearer {admin_key}"}) as admin:
+        one = admin.delete(
+            "/articulos/processing-queue/clean", params={"dias": 7, "tenant": f"tenant-{unique}"}
+        )
+        kept = items[other_api].get().exists
+        every = admin.delete("/articulos/processing-queue/clean", params={"dias": 7})
+
+    assert one.status_code == 200 and one.json()["data"]["eliminados"] == 1, one.text
+    assert not items[api].get().exists and kept
+    assert every.status_code == 200 and every.json()["data"]["eliminados"] >= 1, every.text
+    assert not items[other_api].get().exists  # without `tenant`, an admin's clean takes every tenant's
 
 
 def test_tenants_see_and_touch_only_their_own(

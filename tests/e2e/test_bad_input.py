@@ -146,6 +146,7 @@ QUERY_CASES = [
     # Found by probing: a cursor past 64 bits reached Firestore (500).
     ("/articulos/?cursor=99999999999999999999999999", "cursor"),
     ("/articulos/?limit=1e3", "limit"),
+    ("/articulos/?categoria_id=99999999999999999999", "categoria_id"),
     ("/articulos/processing-queue/history?estado=lost", "estado"),
     ("/articulos/processing-queue/clean?dias=100000000000000000000", "dias"),
     ("/dashboards/metrics/calculated?limit=100000000000000000000000", "limit"),

@@ -1,7 +1,7 @@
 """The image queue's Firestore adapter against the emulator: the model-call counter and the slots hold when
-many callers race (what keeps IMAGE_MODEL_RPM and IMAGE_QUEUE_CONCURRENCY across instances); a slot's
-assignment is committed with the item's engine batch (the engine's real adapter; the test plays Cloud
-Tasks)."""
+many callers race (what keeps IMAGE_MODEL_RPM and IMAGE_QUEUE_CONCURRENCY across instances), and the pace
+makes a call over IMAGE_MODEL_RPM wait for the next clock minute; a slot's assignment is committed with the
+item's engine batch (the engine's real adapter; the test plays Cloud Tasks)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import random
+import time
 from typing import Any
 
 from google.cloud import firestore
@@ -24,7 +25,8 @@ from shared.models.articulos import Dispatch, ImageWork, QueueItem, QueueState
 from shared.ports import GuardedWrite, PreconditionFailed
 from shared.services import batches
 from shared.services.engine import Engine
-from shared.services.image_dispatch import item_options
+from shared.services.image_dispatch import ImageQueue, item_options
+from shared.services.image_processing import _pace
 from shared.settings import get_settings
 from tests.integration.engine_harness import RecordingQueue
 
@@ -68,6 +70,60 @@ def test_racing_model_calls_get_distinct_counts(local_cloud: EmulatorConfig) -> 
     counts = _run(local_cloud.project_id, _race)
 
     assert sorted(counts) == list(range(1, 31))
+
+
+class MinuteEndClock:
+    """The engine's clock, held at `start` until `release()`; from its first reading after that it runs
+    with real time from `start`. Started half a second before a minute ends: a wait for the next minute is
+    short."""
+
+    def __init__(self, start: dt.datetime) -> None:
+        self.start = start
+        self.released = False
+        self.running_since: float | None = None
+
+    def release(self) -> None:
+        self.released = True
+
+    def __call__(self) -> dt.datetime:
+        if not self.released:
+            return self.start
+        if self.running_since is None:
+            self.running_since = time.monotonic()
+        return self.start + dt.timedelta(seconds=time.monotonic() - self.running_since)
+
+
+def test_a_model_call_over_the_rpm_waits_for_the_next_clock_minute(
+    local_cloud: EmulatorConfig, unique: str
+) -> None:
+    """IMAGE_MODEL_RPM=2: two calls in a minute go at once; the third is counted in that minute, over the
+    limit, waits for the next minute and is counted there."""
+    project = f"{local_cloud.project_id}-{unique}"  # a counter of the test's own
+    minute = dt.datetime(2001, 1, 1, 12, 0, tzinfo=dt.UTC)
+    clock = MinuteEndClock(minute + dt.timedelta(seconds=59.5))
+    real = platform().image_queue
+    settings = real.settings.model_copy(update={"image_model_rpm": 2})
+    engine = dataclasses.replace(real.running_engine, clock=clock)
+
+    async def _calls(store: FirestoreCatalogStore) -> list[tuple[str, dt.datetime]]:
+        queue = ImageQueue(store=store, objects=real.objects, settings=settings, engine=engine)
+        returned: list[tuple[str, dt.datetime]] = []
+        for name in ("first", "second", "third"):
+            if name == "third":
+                clock.release()  # from here the clock runs: half a second to the next minute
+            await _pace(queue)
+            returned.append((name, clock()))
+        return returned
+
+    returned = _run(project, _calls)
+    db = firestore.Client(project=project)
+    counts = {s.id: s.get("calls") for s in db.collection("image_model_calls").stream()}
+    db.close()
+
+    assert [name for name, _ in returned] == ["first", "second", "third"]
+    assert [at for _, at in returned[:2]] == [clock.start] * 2  # within the limit: no wait
+    assert returned[2][1] >= minute + dt.timedelta(minutes=1)  # over it: after the minute ended
+    assert counts == {"200101011200": 3, "200101011201": 1}
 
 
 def test_two_dispatchers_never_give_one_slot_to_two_items(local_cloud: EmulatorConfig, unique: str) -> None:

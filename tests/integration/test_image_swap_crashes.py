@@ -126,9 +126,10 @@ def test_a_crash_before_the_swap_leaves_the_original_and_the_retry_makes_one_ima
     assert result["estado"] == "completed"
     done = runtime.run(queue.store.get_item(item.id))
     assert done is not None and (done.estado, done.intentos) == (QueueState.COMPLETED, 2)
-    assert _objects(queue, item.tenant) == [processed_object(item)]  # one new image, the original deleted
+    new_image = processed_object(item, "image/png")  # the emulator's image model answers a PNG
+    assert _objects(queue, item.tenant) == [new_image]  # one new image, the original deleted
     article = runtime.run(queue.store.get_article(item.tenant, 1))
-    assert article is not None and article.imagen_object == processed_object(item)
+    assert article is not None and article.imagen_object == new_image
 
 
 def test_a_crash_after_the_swap_is_finished_by_the_next_delivery(
@@ -142,11 +143,11 @@ def test_a_crash_after_the_swap_is_finished_by_the_next_delivery(
     with pytest.raises(Crash):
         _attempt(queue, item, 1)
     # Died after the commit: the article shows the new image, the original is still there.
-    assert _objects(queue, item.tenant) == sorted([original, processed_object(item)])
+    assert _objects(queue, item.tenant) == sorted([original, processed_object(item, "image/png")])
 
     result = _attempt(queue, item, 2)  # the engine delivers the item again
 
     assert result["estado"] == "completed"
     done = runtime.run(queue.store.get_item(item.id))
     assert done is not None and done.intentos == 1  # the item was done: no new attempt, no model call
-    assert _objects(queue, item.tenant) == [processed_object(item)]
+    assert _objects(queue, item.tenant) == [processed_object(item, "image/png")]

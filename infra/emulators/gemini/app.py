@@ -24,10 +24,12 @@ from starlette.routing import Route
 
 from infra.emulators.gemini.broken import BREAK_SCHEMA_MARKER, INVALID_JSON_MARKER, break_schema, invalid_json
 from infra.emulators.gemini.content import (
+    WEBP_1X1,
     count_tokens,
     embed,
     generate_text,
     inline_images,
+    jpeg,
     png,
     seed_of,
     text_of,
@@ -46,6 +48,8 @@ STATUS_NAMES = {
 }  # fmt: skip
 FAIL_MARKER = re.compile(r"EMULATOR_FAIL_(\d{3})")
 SLEEP_MARKER = re.compile(r"EMULATOR_SLEEP_(\d+)")
+# An image model answers a PNG, or the type a prompt's `EMULATOR_IMAGE_JPEG` / `EMULATOR_IMAGE_WEBP` asks for.
+IMAGE_TYPE_MARKER = re.compile(r"EMULATOR_IMAGE_(JPEG|WEBP)")
 # A request marker a test puts in its prompts, so it can count the calls the emulator answered for each item
 # (GET /emulator/calls): the ground truth of how many times a model call really ran.
 CALL_MARKER = re.compile(rb"EMULATOR_MARK_[A-Za-z0-9_-]+")
@@ -170,6 +174,16 @@ def _injected(state: State, status: int) -> ApiError:
     return ApiError(status, message, details)
 
 
+def _picture(prompt: str, seed: int, *, size: int) -> tuple[str, bytes]:
+    """An image model's picture and its MIME type: a PNG unless the prompt asks for JPEG or WebP."""
+    wanted = IMAGE_TYPE_MARKER.search(prompt)
+    if wanted is None:
+        return "image/png", png(seed=seed, size=size)
+    if wanted.group(1) == "JPEG":
+        return "image/jpeg", jpeg(seed=seed)
+    return "image/webp", WEBP_1X1
+
+
 def generate(state: State, model: str, body: dict[str, Any]) -> dict[str, Any]:
     """The response of generateContent for `body` (pure given the state's cache memory)."""
     contents = body.get("contents")
@@ -197,8 +211,8 @@ def generate(state: State, model: str, body: dict[str, Any]) -> dict[str, Any]:
         except ValueError as exc:
             raise ApiError(400, f"* GenerateContentRequest.contents: {exc}") from exc
         image_seed = seed_of(seed, *(hashlib.sha256(image).hexdigest() for image in given))
-        picture = png(seed=image_seed, size=32 if given else 16)
-        parts.append({"inlineData": {"mimeType": "image/png", "data": base64.b64encode(picture).decode()}})
+        mime, picture = _picture(prompt, image_seed, size=32 if given else 16)
+        parts.append({"inlineData": {"mimeType": mime, "data": base64.b64encode(picture).decode()}})
     prompt_tokens = count_tokens(prompt) + count_tokens(system)
     output_tokens = sum(count_tokens(p.get("text", "")) for p in parts) + (258 if "image" in model else 0)
     usage: dict[str, Any] = {

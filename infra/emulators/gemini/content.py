@@ -109,6 +109,41 @@ def png_of_rows(rows: bytes, *, size: int) -> bytes:
     )
 
 
+# The standard luminance DC table (ITU T.81, K.3): its code lengths and symbols (the bit sizes 0 to 11).
+_DC_COUNTS = bytes([0, 1, 5, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0])
+_DC_CODES = {0: "00", 1: "010", 2: "011", 3: "100", 4: "101", 5: "110", 6: "1110", 7: "11110", 8: "111110"}
+# A one-symbol AC table: end of block, code `0` (every block here is flat).
+_AC_COUNTS = bytes([1] + [0] * 15)
+# A 1 x 1 lossless WebP (VP8L), as browsers' feature tests use it.
+WEBP_1X1 = base64.b64decode("UklGRhoAAABXRUJQVlA4TA0AAAAvAAAAEAcQERGIiP4HAA==")
+
+
+def jpeg(*, seed: int) -> bytes:
+    """A valid, deterministic 8 x 8 baseline JPEG: one flat gray block whose level comes from `seed`."""
+
+    def segment(marker: int, data: bytes) -> bytes:
+        return bytes([0xFF, marker]) + struct.pack(">H", len(data) + 2) + data
+
+    level = 32 + seed % 192
+    diff = level - 128  # the DC coefficient, quantized by 8: the level shifted by 128
+    size = abs(diff).bit_length()
+    extra = format(diff if diff >= 0 else diff - 1 + (1 << size), f"0{size}b") if size else ""
+    bits = _DC_CODES[size] + extra + "0"  # DC, then end of block
+    bits += "1" * (-len(bits) % 8)
+    scan = bytes(int(bits[i : i + 8], 2) for i in range(0, len(bits), 8)).replace(b"\xff", b"\xff\x00")
+    return (
+        b"\xff\xd8"
+        + segment(0xE0, b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00")
+        + segment(0xDB, b"\x00" + bytes([8] * 64))
+        + segment(0xC0, b"\x08\x00\x08\x00\x08\x01\x01\x11\x00")
+        + segment(0xC4, b"\x00" + _DC_COUNTS + bytes(range(12)))
+        + segment(0xC4, b"\x10" + _AC_COUNTS + b"\x00")
+        + segment(0xDA, b"\x01\x01\x00\x00\x3f\x00")
+        + scan
+        + b"\xff\xd9"
+    )
+
+
 def embed(text: str, *, dimension: int = EMBEDDING_DIMENSION) -> list[float]:
     """Feature hashing of lowercased words, L2-normalised: texts that share words are closer."""
     vector = [0.0] * dimension

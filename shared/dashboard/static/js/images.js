@@ -104,7 +104,7 @@ export function ImagesView() {
           { label: "Priority", num: true, cell: (i) => i.prioridad },
           { label: "Attempts", num: true, cell: (i) => `${i.intentos} / ${i.max_intentos}` },
           { label: "Created", cell: (i) => when(i.created_at) },
-          { label: "Seconds", num: true, cell: (i) => fmt(i.duracion_segundos, 1) },
+          { label: "Seconds", num: true, cell: (i) => fmt(i.duracion_segundos) },
           { label: "Error", wide: true, cell: (i) => i.error_message || "" },
           { label: "Retry", cell: (i) => i.estado === "failed" && html`<button class="secondary" onClick=${() => retry(i.id)}
             aria-label=${"Retry queue item " + i.id}>Retry</button>` },
