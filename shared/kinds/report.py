@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -127,10 +128,9 @@ class Report(Kind[ReportJob, ReportItem]):
         publisher = asyncio.create_task(_publish_progress(records, item, progress))
         started = time.monotonic()
         try:
-            with PeakMemory() as meter:
-                output = await asyncio.to_thread(
-                    _build, files, item, progress, ctx.ports.settings.reports_work_dir or None, stopped
-                )
+            work_dir = ctx.ports.settings.reports_work_dir or None
+            with PeakMemory(spill_dir=work_dir or tempfile.gettempdir()) as meter:
+                output = await asyncio.to_thread(_build, files, item, progress, work_dir, stopped)
         except asyncio.CancelledError:
             cancelled.set()
             raise

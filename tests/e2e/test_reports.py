@@ -22,6 +22,7 @@ from google.cloud import (
 )
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
 
+from infra.localcloud import LOG_DIR
 from infra.report_data import invoices, write_dataset
 from shared.emulator_config import EmulatorConfig
 from shared.settings import get_settings
@@ -387,6 +388,32 @@ def test_at_most_two_jobs_process_at_once(
     assert most == 2, seen
     assert any(s.count("Processing") == 2 and "Queued" in s for s in seen), seen
     assert [status(api, job)["status"] for job in jobs] == ["Completed"] * 3
+    # The ground truth: the Tasks emulator's log of the three jobs' deliveries, when each was in flight.
+    flights = wait_for(lambda: _flights(jobs), timeout=30, what="the three jobs' deliveries logged")
+    assert _most_at_once(flights) == 2, flights
+
+
+def _flights(jobs: list[str]) -> list[tuple[float, float]] | None:
+    """(start, end) of every delivery of the jobs' tasks, once each job has a successful one logged."""
+    lines = (LOG_DIR / "tasks.log").read_text(encoding="utf-8", errors="replace").splitlines()
+    records = [json.loads(line) for line in lines if line.startswith("{") and '"ended_at"' in line]
+    ours = [
+        record
+        for record in records
+        if record["message"] == "delivery" and any(record["task"].startswith(f"{job}-") for job in jobs)
+    ]
+    if not all(any(r["status"] == 200 and r["task"].startswith(f"{job}-") for r in ours) for job in jobs):
+        return None
+    return [(r["ended_at"] - r["latency_ms"] / 1000, r["ended_at"]) for r in ours]
+
+
+def _most_at_once(flights: list[tuple[float, float]]) -> int:
+    events = sorted([(start, 1) for start, _ in flights] + [(end, -1) for _, end in flights])
+    most = current = 0
+    for _, change in events:  # an end sorts before a start at the same instant
+        current += change
+        most = max(most, current)
+    return most
 
 
 @pytest.mark.timeout(420)  # its own waits are longer than the suite's 180 s

@@ -483,6 +483,8 @@ def test_each_delivery_is_logged_as_a_json_line(
     for record in records:
         assert record["queue"] == f"log-{unique}" and record["url"] == recorder.url + "/logged"
         assert isinstance(record["latency_ms"], int) and record["latency_ms"] >= 0
+        assert abs(record["ended_at"] - time.time()) < 60
+    assert records[0]["ended_at"] <= records[1]["ended_at"] - records[1]["latency_ms"] / 1000
     fast.client.delete_queue(name=queue)
 
 

@@ -192,6 +192,9 @@ def _log_delivery(*, delivery: Delivery, outcome: Outcome, started: float, late:
                 "attempt": delivery.attempt,
                 "duplicate": delivery.duplicate,
                 "latency_ms": int((time.monotonic() - started) * 1000),
+                # The wall clock when the attempt ended (answered, or failed at its deadline): with
+                # `latency_ms`, when it was in flight, e.g. to count a queue's dispatches at once.
+                "ended_at": round(time.time(), 3),
             }
         )
     )
