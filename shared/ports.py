@@ -393,6 +393,9 @@ class ImageObjects(Protocol):
         ...
 
     async def signed_url(self, *, object_name: str, ttl: dt.timedelta) -> str: ...
+    async def names_older_than(self, *, prefix: str, before: dt.datetime) -> list[str]:
+        """The names of the objects under `prefix` last written before `before`."""
+        ...
 
 
 ALL_TENANTS = "*"  # the scope of rollups over every tenant

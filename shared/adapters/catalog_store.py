@@ -109,6 +109,11 @@ class FirestoreCatalogStore:
         snapshot = await self._article_ref(tenant, articulo_id).get()
         return Articulo.model_validate(snapshot.to_dict()) if snapshot.exists else None
 
+    async def has_active_item(self, tenant: str, articulo_id: int) -> bool:
+        """Whether the article has an item pending or processing (its dedupe document exists)."""
+        snapshot = await self._active_ref(tenant, articulo_id).get()
+        return bool(snapshot.exists)
+
     async def get_articles(self, tenant: str, ids: list[int]) -> dict[int, Articulo]:
         refs = [self._article_ref(tenant, i) for i in ids]
         found: dict[int, Articulo] = {}

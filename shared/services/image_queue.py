@@ -21,6 +21,7 @@ import asyncio
 import datetime as dt
 import uuid
 from typing import Any
+from urllib.parse import quote, unquote
 
 from pydantic import ValidationError
 
@@ -223,11 +224,37 @@ async def clean(*, queue: ImageQueue, principal: Principal, dias: int, tenant: s
                 await _delete_unused_images(queue=queue, item=item)
         if len(page) < 200:
             break
+    orphans = await _delete_orphan_images(queue=queue, scope=scope, before=before)
     return {
         "success": True,
-        "message": f"{deleted} trabajo(s) eliminado(s)",
-        "data": {"eliminados": deleted, "dias": dias},
+        "message": f"{deleted} trabajo(s) eliminado(s), {orphans} imagen(es) huérfana(s)",
+        "data": {"eliminados": deleted, "dias": dias, "imagenes_huerfanas": orphans},
     }
+
+
+async def _delete_orphan_images(*, queue: ImageQueue, scope: str | None, before: dt.datetime) -> int:
+    """Images no article shows, last written before `before`, of articles with no item in flight: what a
+    crash left between an upload's write and its article's update, or before the previous image's
+    deletion (an item's own images go with the item, above). Returns how many were deleted."""
+    prefix = "articulos/" if scope is None else f"articulos/{quote(scope, safe='')}/"
+    shown: dict[tuple[str, int], str | None] = {}  # the image each article shows
+    busy: set[tuple[str, int]] = set()  # articles with an item in flight, which may still read its original
+    deleted = 0
+    for name in await queue.objects.names_older_than(prefix=prefix, before=before):
+        parts = name.split("/")  # articulos/{tenant}/{articulo_id}/{file}
+        if len(parts) != 4 or not parts[2].isdigit():
+            continue
+        key = (unquote(parts[1]), int(parts[2]))
+        if key not in shown and key not in busy:
+            if await queue.store.has_active_item(*key):
+                busy.add(key)
+            else:
+                article = await queue.store.get_article(*key)
+                shown[key] = article.imagen_object if article else None
+        if key not in busy and shown[key] != name:
+            await queue.objects.delete(object_name=name)
+            deleted += 1
+    return deleted
 
 
 async def _delete_unused_images(*, queue: ImageQueue, item: QueueItem) -> None:

@@ -147,7 +147,11 @@ def test_a_query_the_route_accepts_means_the_same_to_the_service(api: httpx.Clie
         assert answer.status_code == 200, answer.text
         assert [a["id"] for a in answer.json()["data"]["articulos"]] == [1, 2]
     assert page.status_code == 200 and page.json()["data"]["limit"] == 2, page.text
-    assert cleaned.status_code == 200 and cleaned.json()["data"] == {"eliminados": 0, "dias": 7}, cleaned.text
+    assert cleaned.status_code == 200 and cleaned.json()["data"] == {
+        "eliminados": 0,
+        "dias": 7,
+        "imagenes_huerfanas": 0,
+    }, cleaned.text
 
 
 def _readme_queries() -> list[tuple[str, str]]:
