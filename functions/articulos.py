@@ -47,11 +47,16 @@ class ArticleQuery(QueryModel):
     tenant: str | None = None  # an admin's: another tenant's article
 
 
+class StatusQuery(QueryModel):
+    tenant: str | None = None  # an admin's: only that tenant's items (without it: every tenant's)
+
+
 class HistoryQuery(QueryModel):
     limit: int = Field(default=50, ge=1, le=image_queue.HISTORY_MAX)
     offset: int = Field(default=0, ge=0, le=10_000)
     estado: QueueState | None = None
     cursor: str | None = Field(default=None, pattern=r"^[A-Za-z0-9]{1,40}$")
+    tenant: str | None = None  # an admin's: only that tenant's items (without it: every tenant's)
 
 
 class CleanQuery(QueryModel):
@@ -97,10 +102,9 @@ def _add(call: Call) -> flask.Response:
 
 
 def _status(call: Call) -> flask.Response:
-    queue = platform().image_queue
-    return _answer(
-        call, "status", runtime.run(image_queue.queue_status(queue=queue, principal=call.principal))
-    )
+    query, queue = call.query_as(StatusQuery), platform().image_queue
+    result = runtime.run(image_queue.queue_status(queue=queue, principal=call.principal, tenant=query.tenant))
+    return _answer(call, "status", result)
 
 
 def _history(call: Call) -> flask.Response:
@@ -113,6 +117,7 @@ def _history(call: Call) -> flask.Response:
             offset=query.offset,
             estado=query.estado,
             cursor=query.cursor,
+            tenant=query.tenant,
         )
     )
     return _answer(call, "history", result)
@@ -224,6 +229,7 @@ API = Api(
             method="GET",
             path="/processing-queue/status",
             handler=_status,
+            query=StatusQuery,
             summary="The processing queue's counts",
             replies=[Reply(status=200, model=SeedEnvelope[QueueStatus])],
         ),

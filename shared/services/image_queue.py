@@ -115,9 +115,12 @@ async def add_batch(*, queue: ImageQueue, principal: Principal, body: bytes) -> 
     }
 
 
-async def queue_status(*, queue: ImageQueue, principal: Principal) -> dict[str, Any]:
-    tenant = _scope(principal)
-    by_state, running = await queue.store.queue_snapshot(tenant, running_limit=200)
+async def queue_status(
+    *, queue: ImageQueue, principal: Principal, tenant: str | None = None
+) -> dict[str, Any]:
+    """The counts by state and the items in progress: the caller's; an admin's, every tenant's or
+    `tenant`'s."""
+    by_state, running = await queue.store.queue_snapshot(_scope(principal, tenant), running_limit=200)
     running.sort(key=lambda item: item.started_at or item.created_at)
     now = queue.now()
     current = [item.current_entry(now) for item in running]
@@ -146,15 +149,16 @@ async def history(
     offset: int,
     estado: QueueState | None,
     cursor: str | None,
+    tenant: str | None = None,
 ) -> dict[str, Any]:
-    """The caller's items (an admin's: every tenant's), newest first; `cursor` is the last item's id of the
-    previous page (404 when it is not the caller's)."""
+    """The caller's items (an admin's: every tenant's, or `tenant`'s), newest first; `cursor` is the last
+    item's id of the previous page (404 when it is not the caller's)."""
     if cursor is not None:
         owned = await queue.store.get_item(cursor)
         if owned is None or (not principal.is_admin and owned.tenant != principal.tenant):
             raise NotFound(f"no queue item {cursor}")
     items = await queue.store.history(
-        _scope(principal), estado=estado, limit=limit, offset=offset, after=cursor
+        _scope(principal, tenant), estado=estado, limit=limit, offset=offset, after=cursor
     )
     return {
         "success": True,

@@ -59,8 +59,8 @@ def wait_items_final(api: httpx.Client, ids: list[str], *, timeout: float = 90) 
     return wait_for(_final, timeout=timeout, interval=0.1, what=f"queue items {ids} to finish")
 
 
-def status(api: httpx.Client) -> dict[str, Any]:
-    response = api.get("/articulos/processing-queue/status")
+def status(api: httpx.Client, **params: Any) -> dict[str, Any]:
+    response = api.get("/articulos/processing-queue/status", params=params)
     assert response.status_code == 200, response.text
     data: dict[str, Any] = response.json()["data"]
     return data

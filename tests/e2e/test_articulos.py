@@ -472,6 +472,13 @@ def test_tenants_see_and_touch_only_their_own(
         assert set(ids.values()) <= seen
         tenant = f"tenant-{unique}"
         assert admin.get("/articulos/1", params={"tenant": tenant}).json()["data"]["id"] == 1
+        # An admin's `tenant` narrows the queue's reads to that tenant, as it does the articles'.
+        theirs = history(admin, limit=200, tenant=tenant)["historial"]
+        assert {row["id"] for row in theirs} == set(ids.values())
+        counts = status(admin, tenant=tenant)["stats"]
+        assert counts["total"] == 2 and counts["fallidos"] == 1
+    # A tenant's own `tenant` changes nothing: it still sees only its own.
+    assert status(other_api, tenant=f"tenant-{unique}")["stats"]["total"] == 0
 
 
 def test_a_worker_killed_mid_item_is_recovered_as_a_counted_attempt(
