@@ -104,4 +104,4 @@ class HistoryPage(SeedAnswer):
 class Cleaned(SeedAnswer):
     eliminados: int
     dias: int
-    imagenes_huerfanas: int  # images no article showed, left by a crash, deleted by this clean
+    imagenes_huerfanas: int  # images older than `dias` no article showed (left by crashes), deleted

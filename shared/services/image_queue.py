@@ -29,7 +29,7 @@ from shared.errors import InvalidRequest, NotFound
 from shared.models.articulos import BatchProcessIn, Dispatch, QueueItem, QueueState
 from shared.models.auth import Principal
 from shared.services.batches import validation_details
-from shared.services.image_dispatch import ImageQueue, dispatch, processed_objects
+from shared.services.image_dispatch import ImageQueue, dispatch
 
 MAX_IDS = 1000
 HISTORY_MAX = 200
@@ -215,8 +215,8 @@ async def retry(*, queue: ImageQueue, principal: Principal, queue_id: str) -> di
 
 
 async def clean(*, queue: ImageQueue, principal: Principal, dias: int, tenant: str | None) -> dict[str, Any]:
-    """Delete completed and failed items older than `dias`, and the images no article uses any more: the
-    caller's; an admin's, every tenant's, or only `tenant`'s."""
+    """Delete completed and failed items older than `dias`, and the images older than that no article uses
+    any more: the caller's; an admin's, every tenant's, or only `tenant`'s."""
     before = queue.now() - dt.timedelta(days=dias)
     scope = _scope(principal, tenant)
     deleted = 0
@@ -225,7 +225,6 @@ async def clean(*, queue: ImageQueue, principal: Principal, dias: int, tenant: s
         for item in page:
             if await queue.store.delete_finished(item.id):
                 deleted += 1
-                await _delete_unused_images(queue=queue, item=item)
         if len(page) < 200:
             break
     orphans = await _delete_orphan_images(queue=queue, scope=scope, before=before)
@@ -238,8 +237,9 @@ async def clean(*, queue: ImageQueue, principal: Principal, dias: int, tenant: s
 
 async def _delete_orphan_images(*, queue: ImageQueue, scope: str | None, before: dt.datetime) -> int:
     """Images no article shows, last written before `before`, of articles with no item in flight: what a
-    crash left between an upload's write and its article's update, or before the previous image's
-    deletion (an item's own images go with the item, above). Returns how many were deleted."""
+    crash left (an upload written but its article not updated; an original or a processed image an item's
+    attempt did not delete). One pass over the scope's objects, so an item's images need no reads of their
+    own. Returns how many were deleted."""
     prefix = "articulos/" if scope is None else f"articulos/{quote(scope, safe='')}/"
     shown: dict[tuple[str, int], str | None] = {}  # the image each article shows
     busy: set[tuple[str, int]] = set()  # articles with an item in flight, which may still read its original
@@ -259,13 +259,3 @@ async def _delete_orphan_images(*, queue: ImageQueue, scope: str | None, before:
             await queue.objects.delete(object_name=name)
             deleted += 1
     return deleted
-
-
-async def _delete_unused_images(*, queue: ImageQueue, item: QueueItem) -> None:
-    """The item's original and processed images (under any of the processed image's names), unless its
-    article shows one of them."""
-    article = await queue.store.get_article(item.tenant, item.articulo_id)
-    in_use = article.imagen_object if article else None
-    for name in {item.imagen_url_original, *processed_objects(item)}:
-        if name and name != in_use:
-            await queue.objects.delete(object_name=name)

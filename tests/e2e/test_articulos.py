@@ -391,37 +391,6 @@ def test_clean_deletes_only_finished_items_older_than_dias(api: httpx.Client, fi
     wait_items_final(api, [running])
 
 
-def test_clean_deletes_the_images_its_items_left_and_never_one_an_article_shows(
-    api: httpx.Client, firestore_db: Any, unique: str
-) -> None:
-    catalog(api, [1])
-    make_article(api, 2, "EMULATOR_FAIL_400 roto", image=png(seed=2))
-    ids = queue_ids(add(api, [1, 2]))
-    rows = wait_items_final(api, list(ids.values()))
-    assert (rows[ids[1]]["estado"], rows[ids[2]]["estado"]) == ("completed", "failed")
-    items = {n: firestore_db.collection("image_queue").document(ids[n]) for n in (1, 2)}
-    original = items[1].get().get("imagen_url_original")
-    bucket = _bucket()
-    wait_for(lambda: not bucket.blob(original).exists(), timeout=30, what="the replaced original's deletion")
-    # What a worker killed after the swap's commit leaves (the original it had not deleted yet), and what one
-    # killed after uploading an image of another type leaves.
-    leftovers = [original, f"articulos/tenant-{unique}/1/q-{ids[1]}.webp"]
-    for name in leftovers:
-        bucket.blob(name).upload_from_string(png(seed=5), content_type="image/png")
-    for item in items.values():
-        item.update({"completed_at": dt.datetime.now(dt.UTC) - dt.timedelta(days=10)})
-    shown = {n: api.get(f"/articulos/{n}").json()["data"]["imagen_url"] for n in (1, 2)}
-
-    cleaned = api.delete("/articulos/processing-queue/clean", params={"dias": 7})
-
-    assert cleaned.status_code == 200 and cleaned.json()["data"]["eliminados"] == 2, cleaned.text
-    assert [name for name in leftovers if bucket.blob(name).exists()] == []
-    # What the articles show stays: article 1's new image, and article 2's original (its item failed, so the
-    # article still shows the image that item was made from).
-    assert check_decodes(httpx.get(shown[1]).content) == "image/png"
-    assert httpx.get(shown[2]).content == png(seed=2)
-
-
 def test_an_admins_clean_takes_tenant_as_its_reads_do(
     api: httpx.Client, other_api: httpx.Client, firestore_db: Any, gateway_url: str, unique: str
 ) -> None:

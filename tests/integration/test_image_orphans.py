@@ -1,6 +1,7 @@
-"""The image queue's clean-up also deletes what a crash left of an upload (an image no article shows), once
-it is older than `dias`, and never an image an article shows or one of an article with an item in flight.
-The queue's clock runs 8 days ahead here, so images written now are older than 7 days to it."""
+"""The image queue's clean-up deletes the images a crash left (no article shows them: an upload whose article
+was not updated, an original or a processed image an item's attempt did not delete), once older than `dias`,
+and never an image an article shows or one of an article with an item in flight. The queue's clock runs 8
+days ahead here, so images written now are older than 7 days to it."""
 
 from __future__ import annotations
 
@@ -33,8 +34,12 @@ def test_clean_deletes_old_images_no_article_shows_but_not_an_article_in_flights
         real.running_engine, clock=lambda: dt.datetime.now(dt.UTC) + dt.timedelta(days=8)
     )
     shown = {n: f"{prefix}{n}/shown.png" for n in (1, 2)}
-    # What a crash leaves between an upload's write and its article's update: images no article shows.
-    orphans = {n: f"{prefix}{n}/crashed-upload.png" for n in (1, 2)}
+    # What crashes leave, images no article shows: an upload whose article was not updated, the original an
+    # item's swap replaced but did not delete, the processed image of another type an attempt wrote.
+    orphans = {
+        n: [f"{prefix}{n}/crashed-upload.png", f"{prefix}{n}/replaced.png", f"{prefix}{n}/q-item{n}.webp"]
+        for n in (1, 2)
+    }
 
     async def _scenario() -> dict[str, Any]:
         client = firestore.AsyncClient(project=local_cloud.project_id)
@@ -44,7 +49,7 @@ def test_clean_deletes_old_images_no_article_shows_but_not_an_article_in_flights
             now = dt.datetime.now(dt.UTC)
             for n in (1, 2):
                 await store.put_article(tenant, n, ArticuloIn(nombre=f"Artículo {n}").model_dump(), now)
-                for name in (shown[n], orphans[n]):
+                for name in (shown[n], *orphans[n]):
                     await real.objects.put(object_name=name, data=png(seed=n), content_type="image/png")
                 await store.set_article_image(
                     tenant, n, object_name=shown[n], content_type="image/png", now=now
@@ -66,6 +71,6 @@ def test_clean_deletes_old_images_no_article_shows_but_not_an_article_in_flights
     outcome = runtime.run(_scenario())
 
     assert outcome["young"]["data"]["imagenes_huerfanas"] == 0  # written just now: not older than 7 days
-    assert outcome["old"]["data"]["imagenes_huerfanas"] == 1
+    assert outcome["old"]["data"]["imagenes_huerfanas"] == len(orphans[1])
     assert outcome["again"]["data"]["imagenes_huerfanas"] == 0  # safe to run twice
-    assert outcome["left"] == sorted([shown[1], shown[2], orphans[2]])
+    assert outcome["left"] == sorted([shown[1], shown[2], *orphans[2]])
